@@ -47,7 +47,8 @@ class Segment:
             fields = parts[i].split("^")
             return tuple(fields) if len(fields) == 3 and fields[1] else None  # type: ignore[return-value]
 
-        return cls(label, name, color, code(1) or ANATOMICAL_STRUCTURE, code(2) or ("SCT", "85756007", "Tissue"), code(3))
+        category = code(1) or ANATOMICAL_STRUCTURE
+        return cls(label, name, color, category, code(2) or ("SCT", "85756007", "Tissue"), code(3))
 
 
 LEFT: Code = ("SCT", "7771000", "Left")

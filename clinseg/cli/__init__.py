@@ -15,7 +15,9 @@ COMMAND_MODULES = ["info", "models"]
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="clinseg", description="ClinicalSeg: clinical segmentation from the command line")
+    parser = argparse.ArgumentParser(
+        prog="clinseg", description="ClinicalSeg: clinical segmentation from the command line"
+    )
     parser.add_argument("--version", action="version", version=f"clinseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

@@ -1,0 +1,1 @@
+"""Classical anatomy finders that need no trained model (body, lungs, trachea)."""

@@ -1,0 +1,121 @@
+"""Threshold-based body and lung masks for any chest CT: used to crop, to check inputs
+and as the classical engine's search region. Works on a coarse grid for speed; the
+masks are returned on the input grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cc3d
+import fill_voids
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import LEFT, SUPERIOR, array_axis, voxel_volume_mm3
+from ..volume import Volume
+
+AIR_HU = -400.0
+MIN_LUNG_ML = 150.0  # both lungs together; smaller means no lungs in the field of view
+
+
+@dataclass
+class ChestMasks:
+    body: np.ndarray  # bool, input grid
+    air_inside: np.ndarray  # bool: lungs + airways (everything air-like inside the body)
+    lungs: np.ndarray  # uint8: 0 background, 1 left lung, 2 right lung (airways included)
+    stride: tuple[int, int, int]
+
+    @property
+    def lung_volume_ml(self) -> float:
+        return float(self.lungs.astype(bool).sum())  # caller multiplies by voxel volume
+
+
+def _coarse_stride(volume: Volume, target_mm: float = 1.5) -> tuple[int, int, int]:
+    si, sj, sk = volume.spacing
+    return tuple(max(1, int(target_mm // s)) for s in (sk, sj, si))
+
+
+def _upsample(mask: np.ndarray, stride: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
+    out = mask
+    for axis, s in enumerate(stride):
+        if s > 1:
+            out = np.repeat(out, s, axis=axis)
+    pad = [(0, max(0, n - o)) for n, o in zip(shape, out.shape)]
+    out = np.pad(out, pad, mode="edge")
+    return out[: shape[0], : shape[1], : shape[2]]
+
+
+def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Fill holes in every 2-D slice across ``axis`` (closes the body around the lungs
+    even where the scan cuts through them at the top or bottom)."""
+    moved = np.moveaxis(mask, axis, 0)
+    filled = np.empty_like(moved)
+    for n in range(moved.shape[0]):
+        filled[n] = fill_voids.fill(moved[n], in_place=False)
+    return np.moveaxis(filled, 0, axis)
+
+
+def chest_masks(ct: Volume, subject: str = "CT") -> ChestMasks:
+    """Body, inside-air and left/right lung masks of a chest CT (HU)."""
+    stride = _coarse_stride(ct)
+    coarse = ct.array[:: stride[0], :: stride[1], :: stride[2]]
+    coarse_volume = Volume(coarse, tuple(s * st for s, st in zip(ct.spacing, stride[::-1])), ct.origin, ct.direction)
+    sup_axis, _ = array_axis(ct, SUPERIOR)
+
+    tissue = coarse > AIR_HU
+    labels, n = cc3d.connected_components(tissue, connectivity=6, return_N=True)
+    if n == 0:
+        raise InputError(subject, "no body found (all voxels are air-like); is this a CT in HU?")
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    body = labels == int(np.argmax(counts))
+    body = _fill_slices(body, sup_axis)
+
+    air_inside = body & ~tissue
+    labels, n = cc3d.connected_components(air_inside, connectivity=26, return_N=True)
+    voxel_ml = voxel_volume_mm3(coarse_volume) / 1000.0
+    counts = np.bincount(labels.ravel()) if n else np.zeros(1, dtype=np.int64)
+    counts[0] = 0
+    order = np.argsort(counts)[::-1]
+    if n == 0 or counts[order[0]] * voxel_ml < MIN_LUNG_ML:
+        found = 0.0 if n == 0 else counts[order[0]] * voxel_ml
+        raise InputError(subject, f"no lungs in the field of view (largest air region inside the body {found:.0f} ml)")
+    keep = [order[0]] + ([order[1]] if n > 1 and counts[order[1]] > 0.3 * counts[order[0]] else [])
+    lungs_any = np.isin(labels, keep)
+
+    lungs = _split_left_right(lungs_any, labels, keep, coarse_volume)
+    full = ct.shape
+    return ChestMasks(
+        body=_upsample(body, stride, full),
+        air_inside=_upsample(air_inside, stride, full),
+        lungs=_upsample(lungs, stride, full),
+        stride=stride,
+    )
+
+
+def _split_left_right(lungs_any: np.ndarray, labels: np.ndarray, keep: list, volume: Volume) -> np.ndarray:
+    """1 = left, 2 = right. Two components: by mean LPS x; one (lungs joined by the
+    airways or touching anteriorly): split at the mask's mid-sagittal plane."""
+    out = np.zeros(lungs_any.shape, dtype=np.uint8)
+    left_axis, left_sign = array_axis(volume, LEFT)
+    if len(keep) == 2:
+        means = []
+        for label in keep:
+            idx = np.nonzero(labels == label)[left_axis].mean()
+            means.append(idx * left_sign)
+        left_label, right_label = (keep[0], keep[1]) if means[0] > means[1] else (keep[1], keep[0])
+        out[labels == left_label] = 1
+        out[labels == right_label] = 2
+        return out
+    coords = np.nonzero(lungs_any)
+    mid = 0.5 * (coords[left_axis].min() + coords[left_axis].max())
+    index = np.arange(lungs_any.shape[left_axis]).reshape([-1 if a == left_axis else 1 for a in range(3)])
+    is_left = (index > mid) if left_sign > 0 else (index < mid)
+    out[lungs_any & is_left] = 1
+    out[lungs_any & ~is_left] = 2
+    return out
+
+
+def lung_volume_ml(masks: ChestMasks, ct: Volume) -> float:
+    return float(np.count_nonzero(masks.lungs)) * voxel_volume_mm3(ct) / 1000.0

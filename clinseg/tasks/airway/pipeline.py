@@ -1,0 +1,165 @@
+"""The AirwaySeg pipeline: CT -> airway mask -> centerline tree -> route, as one Result.
+
+Steps: check the input, find body/lungs/trachea, segment (trained model through the
+sliding-window engine, or the classical engine), keep the largest component and
+fill holes, extract the tree, plan the route to an optional target.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...anatomy.lungs import chest_masks
+from ...anatomy.trachea import find_trachea
+from ...checks import require_3d_extent, require_ct
+from ...errors import InputError
+from ...post.components import component_report, fill_holes, largest_component
+from ...post.route import plan_route
+from ...post.tree import extract_tree
+from ...progress import CancelToken, Progress, ProgressCallback
+from ...result import Result
+from ...terminology import AIRWAY
+from ...volume import Volume
+from .classical import segment_airway_classical
+from .model import segment_airway_model
+
+DEFAULT_MODEL = "airway-unet-phantom"
+MIN_EXTENT_MM = (80.0, 80.0, 40.0)
+
+
+@dataclass
+class AirwayOptions:
+    engine: str = "auto"  # "model", "classical", or "auto" (model when installed, else classical)
+    model_id: str | None = None
+    device: str = "auto"
+    target_lps: tuple[float, float, float] | None = None
+    scope_diameter_mm: float | None = None
+
+
+class _Stages:
+    """Forwards per-stage progress and records each stage's wall time."""
+
+    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        self.progress, self.cancel = progress, cancel
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+        self._stage = None
+
+    def begin(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.timings[self._stage] = round(now - self._start, 3)
+        if self.cancel is not None:
+            self.cancel.check("airway")
+        self._stage, self._start = stage, now
+        if self.progress is not None:
+            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
+
+    def end(self) -> dict[str, float]:
+        self.begin("done")
+        return self.timings
+
+
+def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
+    if options.engine == "classical":
+        return "classical", None
+    from ...registry import get_registry
+
+    registry = get_registry()
+    model_id = options.model_id or DEFAULT_MODEL
+    if options.engine == "model" or options.model_id:
+        registry.card(model_id)  # unknown id: clear error
+        if not registry.is_installed(model_id):
+            raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
+        return "model", model_id
+    if options.engine != "auto":
+        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
+    return ("model", model_id) if registry.is_installed(model_id) else ("classical", None)
+
+
+def run_airway(
+    ct: Volume,
+    options: AirwayOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Result:
+    options = options or AirwayOptions()
+    subject = ct.name or "CT"
+    stages = _Stages(progress, cancel)
+
+    stages.begin("checks")
+    require_3d_extent(ct, subject, MIN_EXTENT_MM)
+    require_ct(ct, subject)
+    engine, model_id = _resolve_engine(options)
+
+    stages.begin("lungs")
+    masks = chest_masks(ct, subject)
+    seed = find_trachea(ct, masks, subject)
+
+    stages.begin("segmentation")
+    if engine == "model":
+        probability_mask = segment_airway_model(ct, masks, model_id, options.device, progress, cancel)
+        report = {"model": model_id}
+    else:
+        probability_mask, report = segment_airway_classical(ct, masks, seed, progress, cancel)
+        report["model"] = None
+
+    stages.begin("postprocess")
+    islands = component_report(probability_mask, ct.spacing)
+    mask = fill_holes(largest_component(probability_mask))
+    if not mask.any():
+        raise InputError(subject, "no airway found")
+
+    result = _tree_result(ct.with_array(mask.astype(np.uint8), name="airway"), options, stages)
+    result.metrics.update(
+        engine=engine,
+        engine_report=report,
+        islands_removed=len(islands) - 1 if islands else 0,
+        trachea_seed_ijk=[int(v) for v in seed[::-1]],
+        airway_volume_ml=float(mask.sum() * np.prod(ct.spacing) / 1000.0),
+    )
+    result.metrics["timings_s"] = stages.end()
+    return result
+
+
+def update_from_mask(
+    mask: Volume,
+    options: AirwayOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Result:
+    """Recompute tree and route from an (edited) airway mask, e.g. after Segment Editor work."""
+    options = options or AirwayOptions()
+    stages = _Stages(progress, cancel)
+    stages.begin("postprocess")
+    binary = mask.array > 0
+    if not binary.any():
+        raise InputError(mask.name or "airway mask", "is empty")
+    result = _tree_result(mask.with_array(binary.astype(np.uint8), name="airway"), options, stages)
+    result.metrics["timings_s"] = stages.end()
+    return result
+
+
+def _tree_result(mask: Volume, options: AirwayOptions, stages: _Stages) -> Result:
+    stages.begin("tree")
+    tree = extract_tree(mask)
+    result = Result("airway", labelmap=mask, segments=[AIRWAY])
+    result.curves.extend(tree.to_curves())
+    result.tables.append(tree.to_table())
+    result.metrics["tree"] = {
+        "branches": len(tree.branches),
+        "max_generation": max((b.generation for b in tree.branches), default=0),
+        "loops_broken": tree.loops_broken,
+        "islands": len(tree.islands),
+        "named": sorted(b.name for b in tree.branches if b.name),
+    }
+    if options.target_lps is not None:
+        stages.begin("route")
+        route = plan_route(tree, np.asarray(options.target_lps, dtype=float), options.scope_diameter_mm)
+        result.curves.append(route.to_curve())
+        result.tables.append(route.to_table())
+        result.metrics["route"] = route.summary()
+    return result
