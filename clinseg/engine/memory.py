@@ -158,27 +158,21 @@ def plan_memory(estimate: MemoryEstimate, device: torch.device | str) -> MemoryP
     e = estimate
     batch = e.batch_size
     on_device = e.bytes_input + e.bytes_output_buffers
-    # A result computed on an accelerator is copied to the host at the end; on CPU it is the same buffer.
-    host_extra = 0 if device.type == "cpu" else e.bytes_input + e.bytes_output_buffers
-
-    candidates: list[tuple[str, int, torch.device, int, int]] = [
-        ("full", batch, device, on_device + e.activations_for(batch), host_extra),
-        ("batch1", 1, device, on_device + e.activations_for(1), host_extra),
-    ]
+    batches = (batch, 1) if batch > 1 else (1,)
+    candidates: list[tuple[str, int, torch.device, int, int]] = []  # mode, batch, stitch device, device/host bytes
+    for b in batches:
+        need = on_device + e.activations_for(b)
+        # A result computed on an accelerator is copied to the host at the end; on CPU both are one pool.
+        candidates.append(
+            ("full" if b == batch else "batch1", b, device, need, need if device.type == "cpu" else on_device)
+        )
     if device.type != "cpu":
-        host_need = e.bytes_input + e.bytes_output_buffers
-        candidates.append(("host-stitching", batch, cpu, e.activations_for(batch), host_need))
-        candidates.append(("host-stitching", 1, cpu, e.activations_for(1), host_need))
-    if batch == 1:
-        candidates = [c for c in candidates if c[0] != "batch1"]
+        for b in batches:
+            candidates.append(("host-stitching", b, cpu, e.activations_for(b), on_device))
 
     for mode, b, stitch, need_device, need_host in candidates:
-        if device.type == "cpu":
-            fits = need_device <= e.device_limit
-        else:
-            fits = need_device <= e.device_limit and need_host <= e.host_limit
-        if fits:
-            return MemoryPlan(mode, b, device, stitch, e, need_device, need_host if device.type != "cpu" else need_device)
+        if need_device <= e.device_limit and need_host <= e.host_limit:
+            return MemoryPlan(mode, b, device, stitch, e, need_device, need_host)
 
     smallest = candidates[-1]
     if device.type == "cpu":

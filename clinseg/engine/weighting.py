@@ -40,8 +40,8 @@ def axis_profiles(
         centre = (p - 1) / 2.0
         sigma = max(p * sigma_scale, 1e-6)
         x = torch.arange(p, dtype=torch.float64)
-        g = torch.exp(-0.5 * ((x - centre) / sigma) ** 2)
-        g = g / g.max()
+        log_g = -0.5 * ((x - centre) / sigma) ** 2
+        g = torch.exp(log_g - log_g.max())  # normalised in log space: a narrow sigma cannot give 0 / 0
         # Tails of a narrow Gaussian underflow: floor them so that every voxel a patch covers keeps a
         # non-zero weight (normalisation never divides by 0) and the 3-D product stays a normal float32.
         g = torch.clamp(g, min=_PROFILE_FLOOR)

@@ -208,7 +208,7 @@ def _slice_step(subject: str, along: np.ndarray) -> float:
         if abs(gap - step) > tol:
             kind = "missing slices" if gap > 1.5 * step else "uneven slice spacing"
             where = f"gap of {gap:.4g} mm at position {position:.4g} mm"
-            raise InputError(subject, f"{kind}: {where} (slice spacing {step:.4g} mm)")
+            raise InputError(subject, f"{kind}: {where} along the slice normal (slice spacing {step:.4g} mm)")
     return step
 
 

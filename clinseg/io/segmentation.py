@@ -160,6 +160,8 @@ def read_segmentation(path: str | Path) -> tuple[Volume, list[Segment]]:
             raise InputError(subject, f"label map holds {data.dtype} voxels; integers are expected")
         labelmap = data
         segments = [_segment(f, int(f.get("LabelValue", n + 1))) for n, f in enumerate(fields)]
+        if not fields:  # a plain label map: one unnamed segment per label value present
+            segments = [_segment({}, int(v)) for v in np.unique(data) if v > 0]
     else:
         raise InputError(subject, f"is {data.ndim}-D; a 3-D segmentation is expected")
     volume = Volume(np.ascontiguousarray(labelmap), spacing, origin, direction, path.name.split(".")[0])
@@ -194,7 +196,8 @@ def _merge_layers(subject: str, data: np.ndarray, fields: list[dict[str, str]]) 
     overlap = 0
     segments = []
     for n, f in enumerate(fields):
-        layer, value = int(f.get("Layer", 0)), int(f.get("LabelValue", 1))
+        # Files from before Slicer 4.11 have no Layer/LabelValue: one segment per layer, stored as 1.
+        layer, value = int(f.get("Layer", n)), int(f.get("LabelValue", 1))
         if not 0 <= layer < n_layers:
             raise InputError(subject, f"segment {f.get('Name', n)} refers to layer {layer} of {n_layers}")
         mask = data[..., layer] == value

@@ -31,6 +31,18 @@ def check_dimension(subject: str, dimension: int, size_ijk: tuple[int, ...], com
         raise InputError(subject, f"is 2-D (1 slice of {size_ijk[0]} x {size_ijk[1]}); a 3-D volume is expected")
 
 
+def check_spacing(subject: str, spacing) -> None:
+    """Voxel sizes must be positive and plausible for a medical image (0.05 to 20 mm)."""
+    spacing = np.asarray(spacing, dtype=float)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(subject, f"has an invalid voxel spacing ({_fmt(spacing)} mm)")
+    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
+        raise InputError(
+            subject,
+            f"has an absurd voxel spacing ({_fmt(spacing)} mm; expected {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm)",
+        )
+
+
 def check_volume(volume: Volume, subject: str, scalar: bool = True) -> Volume:
     """Validate a loaded volume (shape, voxel values, geometry); return it unchanged.
 
@@ -50,14 +62,7 @@ def check_volume(volume: Volume, subject: str, scalar: bool = True) -> Volume:
             raise InputError(subject, f"has {bad} non-finite voxels (NaN/inf)")
     elif kind not in "biu":
         raise InputError(subject, f"has voxels of type {array.dtype}; numbers are expected")
-    spacing = np.asarray(volume.spacing)
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(subject, f"has an invalid voxel spacing ({_fmt(spacing)} mm)")
-    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
-        raise InputError(
-            subject,
-            f"has an absurd voxel spacing ({_fmt(spacing)} mm; expected {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm)",
-        )
+    check_spacing(subject, volume.spacing)
     if not np.all(np.isfinite(volume.origin)):
         raise InputError(subject, "has a non-finite origin")
     direction = volume.direction

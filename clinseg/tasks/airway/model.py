@@ -51,11 +51,21 @@ def segment_airway_model(
         device=torch_device,
         blending=inputs.get("blending", "gaussian"),
     )
-    logits = inferer(image, network, progress=progress, cancel=cancel)
-    output = card.output if hasattr(card, "output") else {}
-    channel = int(output.get("channel", logits.shape[0] - 1))
-    probability = torch.sigmoid(logits[channel])
+    output = _output_spec(card)
+    if output["blend"] == "probability":
+        # Upstream recipes (e.g. the ATM'22 baseline) blend sigmoid outputs, not logits.
+        network = torch.nn.Sequential(network, torch.nn.Sigmoid())
+    blended = inferer(image, network, progress=progress, cancel=cancel)
+    channel = int(output.get("channel", blended.shape[0] - 1))
+    probability = blended[channel] if output["blend"] == "probability" else torch.sigmoid(blended[channel])
     threshold = float(output.get("threshold", 0.5))
     mask = np.zeros(ct.shape, dtype=bool)
     mask[box] = (probability > threshold).numpy()
     return mask
+
+
+def _output_spec(card) -> dict:
+    """How to turn network outputs into a mask: card ``output`` with defaults."""
+    spec = {"activation": "sigmoid", "blend": "logits", "threshold": 0.5}
+    spec.update(getattr(card, "output", None) or {})
+    return spec

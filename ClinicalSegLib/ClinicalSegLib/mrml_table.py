@@ -1,0 +1,74 @@
+"""``clinseg.result.Table`` <-> ``vtkMRMLTableNode`` with typed columns.
+
+A column whose values are all numbers (or missing) becomes a double column,
+missing values as NaN; any other column becomes a string column. Typed columns
+sort numerically in Slicer's table view and save with their type in the schema.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import slicer
+import vtk
+
+from clinseg.errors import InputError
+from clinseg.result import Table
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real | np.number) and not isinstance(value, str)
+
+
+def _column(name: str, values: list) -> vtk.vtkAbstractArray:
+    if all(_is_missing(v) or _is_number(v) for v in values) and not all(v is None for v in values):
+        array = vtk.vtkDoubleArray()
+        for v in values:
+            array.InsertNextValue(math.nan if _is_missing(v) else float(v))
+    else:
+        array = vtk.vtkStringArray()
+        for v in values:
+            array.InsertNextValue("" if v is None else str(v))
+    array.SetName(name)
+    return array
+
+
+def table_node_from_table(scene: slicer.vtkMRMLScene, table: Table, name: str | None = None) -> slicer.vtkMRMLTableNode:
+    """A new table node holding ``table``: one typed column per entry, rows in order."""
+    subject = name or table.name or "table"
+    lengths = {key: len(values) for key, values in table.columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise InputError(subject, f"columns have different lengths: {lengths}")
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", subject)
+    was_modifying = node.StartModify()
+    try:
+        node.SetUseColumnNameAsColumnHeader(True)
+        vtk_table = node.GetTable()
+        for key, values in table.columns.items():
+            vtk_table.AddColumn(_column(str(key), list(values)))
+    finally:
+        node.EndModify(was_modifying)
+    node.Modified()
+    return node
+
+
+def table_from_table_node(node: slicer.vtkMRMLTableNode) -> Table:
+    """A ``Table`` from a table node: numeric columns as floats, others as strings."""
+    if node is None:
+        raise InputError("table", "no table node selected")
+    vtk_table = node.GetTable()
+    columns: dict[str, list] = {}
+    for c in range(vtk_table.GetNumberOfColumns()):
+        array = vtk_table.GetColumn(c)
+        n = array.GetNumberOfTuples()
+        if isinstance(array, vtk.vtkDataArray):
+            columns[array.GetName()] = [float(array.GetTuple1(i)) for i in range(n)]
+        else:
+            columns[array.GetName()] = [str(array.GetValue(i)) for i in range(n)]
+    return Table(node.GetName(), columns)

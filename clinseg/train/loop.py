@@ -1,0 +1,231 @@
+"""A generic supervised training loop: Adam, step learning-rate schedule, mixed precision on CUDA,
+a checkpoint every epoch, exact resume, a CSV log and a final safetensors export.
+
+The task supplies the data and the loss through the ``TrainTask`` protocol; every random choice of a task
+should derive from ``(seed, epoch)`` so that a resumed run repeats an uninterrupted one.
+
+Run folder layout::
+
+    checkpoints/last.pt        model, optimiser, scaler, completed epochs, RNG states (every epoch)
+    checkpoints/epoch_NNN.pt   kept copies every ``keep_every`` epochs (optional)
+    log.csv                    one row per epoch
+    model.safetensors          final weights (+ the task's metadata)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..io.atomic import atomic_write
+from .losses import hard_dice_counts
+
+# The thesis divides the learning rate by 10 at epochs 11, 21 and 41 of 60 (1-based).
+THESIS_MILESTONES = (10 / 60, 20 / 60, 40 / 60)
+LOG_FIELDS = ["epoch", "lr", "iterations", "train_loss", "train_dice", "val_dice", "seconds"]
+
+
+class TrainTask(Protocol):
+    """What the loop needs from a task."""
+
+    def batches(self, epoch: int, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Image and label batches of one epoch, on ``device``."""
+
+    def loss(self, output: Any, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` from the network output."""
+
+    def validate(self, model: nn.Module, epoch: int, device: torch.device) -> float | None:
+        """Validation Dice after ``epoch`` (0-based), or ``None`` when not validated this epoch."""
+
+    def metadata(self) -> dict[str, str]:
+        """Strings stored with the exported weights (network class, arguments, preprocessing)."""
+
+
+@dataclass
+class LoopConfig:
+    out_dir: Path
+    epochs: int
+    lr: float = 3e-3
+    milestones: tuple[float, ...] = THESIS_MILESTONES  # fractions of ``epochs``
+    lr_factor: float = 0.1
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = True  # used on CUDA only
+    max_minutes: float | None = None
+    resume: bool = False
+    keep_every: int = 0
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrainSummary:
+    epochs_done: int
+    rows: list[dict[str, str]]
+    weights: Path
+    stopped_early: bool
+
+
+def learning_rate(epoch: int, epochs: int, base: float, milestones=THESIS_MILESTONES, factor: float = 0.1) -> float:
+    """Step schedule: ``base`` times ``factor`` per milestone reached (milestone epoch = round(fraction *
+    epochs), at least 1, so the first epoch always runs at ``base``)."""
+    drops = sum(epoch >= max(1, round(f * epochs)) for f in milestones)
+    return base * factor**drops
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_rest": [int(pos), int(has_gauss), float(cached)],
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, epoch: int, model: nn.Module, optimizer, scaler) -> None:
+    """Write ``epoch`` (completed epochs), weights, optimiser/scaler state and RNG states atomically."""
+    state = {
+        "epoch": int(epoch),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scaler, device: torch.device) -> int:
+    """Restore a ``save_checkpoint`` file; returns the number of completed epochs."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise InputError(path.name, f"cannot read checkpoint: {str(error).splitlines()[0]}") from None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"])
+
+
+def read_log(path: Path, upto: int) -> list[dict[str, str]]:
+    """Rows of ``log.csv`` for epochs ``1..upto`` (later rows belong to a run that was not checkpointed)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= upto]
+
+
+def write_log(path: Path, rows: list[dict[str, str]]) -> None:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
+    """Save the weights (float32, contiguous, on the CPU) with string metadata, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    return path
+
+
+def train(model: nn.Module, task: TrainTask, config: LoopConfig) -> TrainSummary:
+    """Train ``model`` for ``config.epochs`` epochs (continuing from ``checkpoints/last.pt`` with ``resume``)."""
+    device = config.device
+    out = Path(config.out_dir)
+    checkpoint = out / "checkpoints" / "last.pt"
+    log_path = out / "log.csv"
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    done = 0
+    if config.resume:
+        if not checkpoint.is_file():
+            raise InputError(str(out), "nothing to resume: checkpoints/last.pt is missing")
+        done = load_checkpoint(checkpoint, model, optimizer, scaler, device)
+        config.log(f"resumed after epoch {done}")
+    rows = read_log(log_path, done)
+    deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else math.inf
+    stopped = False
+    for epoch in range(done, config.epochs):
+        started = time.monotonic()
+        lr = learning_rate(epoch, config.epochs, config.lr, config.milestones, config.lr_factor)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # any global-RNG use is tied to the epoch
+        model.train()
+        loss_sum, iterations, skipped, overlap, total = 0.0, 0, 0, 0.0, 0.0
+        for image, label in task.batches(epoch, device):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                output = model(image)
+                loss, logits = task.loss(output, label)
+            if not torch.isfinite(loss):
+                skipped += 1  # a diverging batch would poison Adam's moments; drop it and say so below
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(loss.detach())
+            a, b = hard_dice_counts(logits, label)
+            overlap, total, iterations = overlap + a, total + b, iterations + 1
+            if time.monotonic() > deadline:
+                stopped = True
+                break
+        if skipped:
+            config.log(f"epoch {epoch + 1}: skipped {skipped} batch(es) with a non-finite loss")
+        if iterations == 0:
+            raise RuntimeError(f"epoch {epoch + 1} ran no optimisation step (no batches, or every loss non-finite)")
+        model.eval()
+        val = task.validate(model, epoch, device)
+        row = {
+            "epoch": str(epoch + 1),
+            "lr": f"{lr:.3g}",
+            "iterations": str(iterations),
+            "train_loss": f"{loss_sum / iterations:.6f}",
+            "train_dice": f"{overlap / total:.6f}" if total else "1.000000",
+            "val_dice": "" if val is None else f"{val:.6f}",
+            "seconds": f"{time.monotonic() - started:.1f}",
+        }
+        # Checkpoint first: a log row without its checkpoint is dropped on resume.
+        save_checkpoint(checkpoint, epoch + 1, model, optimizer, scaler)
+        if config.keep_every and (epoch + 1) % config.keep_every == 0:
+            save_checkpoint(checkpoint.with_name(f"epoch_{epoch + 1:03d}.pt"), epoch + 1, model, optimizer, scaler)
+        rows.append(row)
+        write_log(log_path, rows)
+        done = epoch + 1
+        config.log(" ".join(f"{k}={v}" for k, v in row.items() if v != ""))
+        if stopped:
+            config.log(f"time budget of {config.max_minutes} min reached; stopped after epoch {done}")
+            break
+    weights = export_safetensors(model, out / "model.safetensors", {**task.metadata(), "epochs": str(done)})
+    return TrainSummary(done, rows, weights, stopped)
