@@ -14,9 +14,9 @@ import slicer
 from clinseg.result import Result
 
 from .mrml_common import active_scene, node_to_world, sh_folder, sh_item, sh_parent_of, subject_hierarchy
-from .mrml_markups import curve_nodes_from_curves, curves_from_curve_nodes
+from .mrml_markups import check_curves, curve_nodes_from_curves, curves_from_curve_nodes
 from .mrml_segmentation import labelmap_from_segmentation_node, segmentation_node_from_labelmap
-from .mrml_table import table_from_table_node, table_node_from_table
+from .mrml_table import check_table, table_from_table_node, table_node_from_table
 from .mrml_volume import volume_from_volume_node, volume_node_from_volume
 
 __all__ = [
@@ -53,9 +53,11 @@ def nodes_from_result(
     """
     name = folder_name or f"{result.task} results"
     sh = subject_hierarchy(scene)
+    check_curves(result.curves)  # every check before the first node, so a refusal leaves the scene untouched
+    for table in result.tables:
+        check_table(table)
     segmentation = None
     if result.labelmap is not None:
-        # First, so a refused overwrite leaves the scene untouched.
         segmentation = segmentation_node_from_labelmap(
             scene,
             result.labelmap,

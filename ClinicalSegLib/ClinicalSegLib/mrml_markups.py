@@ -29,7 +29,7 @@ PARENT_ATTRIBUTE = ATTRIBUTE_PREFIX + "parent"
 log = logging.getLogger(__name__)
 
 
-def _check_curves(curves: list[Curve]) -> None:
+def check_curves(curves: list[Curve]) -> None:
     """Reject what would make a broken tree, before any node is created."""
     names = [c.name for c in curves]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -104,14 +104,14 @@ def curve_nodes_from_curves(
 
     A curve whose parent is not in ``curves`` sits directly in the folder.
     """
-    _check_curves(curves)
+    check_curves(curves)
     sh = subject_hierarchy(scene)
     folder = sh_folder(scene, tree_name, parent_item)
     nodes = [_curve_node(scene, c) for c in curves]
     items = {c.name: sh_item(scene, n) for c, n in zip(curves, nodes)}
     for curve in curves:
         if curve.parent and curve.parent not in items:
-            log.warning("curve %s: parent %s is not among the curves; placed in %s", curve.name, curve.parent, tree_name)
+            log.warning("curve %s: parent %s is not among the curves; put in %s", curve.name, curve.parent, tree_name)
         sh.SetItemParent(items[curve.name], items.get(curve.parent or "", folder))
     return nodes
 

@@ -166,7 +166,9 @@ def _segment_from(item: slicer.vtkSegment, label: int) -> Segment:
     return Segment(label, item.GetName(), color)  # type: ignore[arg-type]
 
 
-def _geometry_image(node: slicer.vtkMRMLSegmentationNode, reference: Volume | None) -> slicer.vtkOrientedImageData | None:
+def _geometry_image(
+    node: slicer.vtkMRMLSegmentationNode, reference: Volume | None
+) -> slicer.vtkOrientedImageData | None:
     """The grid to merge onto, in the node's local frame: ``reference``, else the node's reference geometry."""
     image = slicer.vtkOrientedImageData()
     if reference is not None:

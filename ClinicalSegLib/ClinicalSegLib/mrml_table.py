@@ -39,16 +39,21 @@ def _column(name: str, values: list) -> vtk.vtkAbstractArray:
     return array
 
 
+def check_table(table: Table, subject: str | None = None) -> None:
+    """Raise when the columns of ``table`` differ in length."""
+    lengths = {key: len(values) for key, values in table.columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise InputError(subject or table.name or "table", f"columns have different lengths: {lengths}")
+
+
 def table_node_from_table(scene: slicer.vtkMRMLScene, table: Table, name: str | None = None) -> slicer.vtkMRMLTableNode:
     """A new table node holding ``table``: one typed column per entry, rows in order."""
     subject = name or table.name or "table"
-    lengths = {key: len(values) for key, values in table.columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise InputError(subject, f"columns have different lengths: {lengths}")
+    check_table(table, subject)
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", subject)
     was_modifying = node.StartModify()
     try:
-        node.SetUseColumnNameAsColumnHeader(True)
+        node.SetUseColumnTitleAsColumnHeader(True)  # column titles default to the names
         vtk_table = node.GetTable()
         for key, values in table.columns.items():
             vtk_table.AddColumn(_column(str(key), list(values)))

@@ -1,7 +1,7 @@
 """Volume <-> ``vtkMRMLScalarVolumeNode``: voxels copied, geometry exact (oblique axes included).
 
-``clinseg`` works in LPS; MRML in RAS. ``Volume.ijk_to_ras`` is the only
-conversion used, so the two sides cannot drift apart.
+``clinseg`` works in LPS; MRML in RAS. ``Volume.ijk_to_ras`` and
+``Volume.from_ras_matrix`` are the only conversions used, so the two sides cannot drift apart.
 """
 
 from __future__ import annotations

@@ -113,37 +113,40 @@ def clinseg_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def kill_process_tree(pid: int, timeout: float = 5.0) -> list[int]:
-    """Terminate ``pid`` and all its descendants (TERM, then KILL after ``timeout``); returns the pids signalled."""
+def kill_process_tree(root: subprocess.Popen, timeout: float = 5.0) -> list[int]:
+    """Terminate ``root`` and all its descendants (TERM, then KILL after ``timeout``); returns the pids signalled.
+
+    ``root`` is reaped through its ``Popen`` (psutil must not wait on it, or Popen loses its exit code).
+    """
     try:
         import psutil
     except ImportError:  # psutil is pinned, but a bare interpreter can still fall back on the process group
         psutil = None
-    victims: list = []
+    descendants: list = []
     if psutil is not None:
-        try:
-            parent = psutil.Process(pid)
-            victims = [*parent.children(recursive=True), parent]
-        except psutil.NoSuchProcess:
-            victims = []
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(root.pid).children(recursive=True)
     if os.name == "posix":
         # The child leads its own session: one signal reaches every member still in its group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    for proc in victims:
-        with contextlib.suppress(Exception):
+            os.killpg(root.pid, signal.SIGTERM)
+    with contextlib.suppress(OSError):
+        root.terminate()
+    for proc in descendants:
+        with contextlib.suppress(psutil.Error):
             proc.terminate()
-    if psutil is None:
-        return [pid]
-    _gone, alive = psutil.wait_procs(victims, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(Exception):
-            proc.kill()
-    if os.name == "posix":
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=timeout)
-    return [proc.pid for proc in victims]
+    try:
+        root.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        root.kill()
+        root.wait(timeout=timeout)
+    if psutil is not None:
+        _gone, alive = psutil.wait_procs(descendants, timeout=timeout)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=timeout)
+    return [root.pid, *(proc.pid for proc in descendants)]
 
 
 class ProcessRunner:
@@ -287,9 +290,7 @@ class ProcessRunner:
             return
         if self.process.poll() is None:
             self.cancelled = True
-            kill_process_tree(self.process.pid, timeout=timeout)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=timeout)
+            kill_process_tree(self.process, timeout=timeout)
         for reader in self._readers:
             reader.join(timeout=timeout)
 

@@ -27,7 +27,7 @@ def orientation_code(direction: np.ndarray) -> tuple[str, bool]:
     for axis in direction.T:  # columns are the i, j, k unit vectors
         dominant = int(np.argmax(np.abs(axis)))
         letters.append(_POSITIVE[dominant] if axis[dominant] > 0 else _NEGATIVE[dominant])
-        oblique |= abs(axis[dominant]) < 0.999
+        oblique |= bool(abs(axis[dominant]) < 0.999)
     return "".join(letters), oblique
 
 

@@ -45,7 +45,8 @@ def _markup(curve: Curve, color: tuple[float, float, float]) -> dict:
     }
     if curve.radii is not None:
         markup["measurements"].append({
-            "name": "Radius", "enabled": False, "units": "mm", "printFormat": "%-#4.4g%s",
+            # enabled: Slicer then also interpolates the radius onto the curve's own points.
+            "name": "Radius", "enabled": True, "units": "mm", "printFormat": "%-#4.4g%s",
             "controlPointValues": [round(float(r), 4) for r in curve.radii],
         })
     return markup
@@ -85,5 +86,6 @@ def read_curves(path: str | Path) -> list[Curve]:
                 radii = np.asarray(measurement["controlPointValues"], dtype=float)
         extra = dict(markup.get("clinseg", {}))
         parent = extra.pop("parent", None)
-        curves.append(Curve(markup.get("name", path.stem), points, radii, parent, extra))
+        default_name = path.name.removesuffix(".json").removesuffix(".mrk")
+        curves.append(Curve(markup.get("name", default_name), points, radii, parent, extra))
     return curves

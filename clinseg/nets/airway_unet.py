@@ -86,7 +86,9 @@ class FeatureReLearning(nn.Module):
     def integrate(self, x: torch.Tensor) -> torch.Tensor:
         """``Z`` (N, C, D, H, W): the sum of the three broadcast axis projections."""
         if self.mode == "adaptive":
-            return x.mean(dim=(3, 4), keepdim=True) + x.mean(dim=(2, 4), keepdim=True) + x.mean(dim=(2, 3), keepdim=True)
+            return (
+                x.mean(dim=(3, 4), keepdim=True) + x.mean(dim=(2, 4), keepdim=True) + x.mean(dim=(2, 3), keepdim=True)
+            )
         # Same order of the two squeezes per projection as the author's code (it matters for the biases only).
         keep_d = _axis_weighted_sum(_axis_weighted_sum(x, self.height_squeeze, 3), self.width_squeeze, 4)
         keep_h = _axis_weighted_sum(_axis_weighted_sum(x, self.depth_squeeze, 2), self.width_squeeze, 4)
@@ -107,7 +109,8 @@ def scaled_widths(width: float) -> tuple[int, ...]:
 class AirwayUNet(nn.Module):
     """Thesis airway U-Net: ``(N, 1, D, H, W)`` CT in [0, 1] -> ``(N, 1, D, H, W)`` airway logits.
 
-    Sizes must be multiples of 16. ``attention_distillation``: in training mode ``forward`` returns an
+    Sizes must be multiples of 16 (and not all 16: instance norm needs more than one bottleneck voxel
+    in training). ``attention_distillation``: in training mode ``forward`` returns an
     ``AirwayOutput`` carrying the decoder block outputs (conv6..conv9) for the AD loss; in eval mode,
     or without AD, plain logits. ``frl``: ``None`` (baseline), ``"fixed"`` (author's learned axis sums,
     only for inputs of ``frl_input_size``) or ``"adaptive"`` (means; any size).

@@ -57,9 +57,7 @@ def rotation_scale_matrix(angles_deg: tuple[float, float, float], scale: float) 
     return (rz @ ry @ rx) * scale
 
 
-def affine_pair(
-    image: torch.Tensor, label: torch.Tensor, matrix: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_pair(image: torch.Tensor, label: torch.Tensor, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample one sample ``(1, D, H, W)`` image and label so that output voxel ``p`` reads input
     ``c + matrix @ (p - c)`` (voxel units, array order, ``c`` the patch centre). Image: trilinear with
     border values; label: nearest with zeros outside."""

@@ -73,7 +73,7 @@ def test_missing_parent_goes_to_the_folder_and_bad_trees_raise(scene, tree, capl
     nodes = curve_nodes_from_curves(scene, [orphan], "Routes")
     sh = scene.GetSubjectHierarchyNode()
     assert sh.GetItemName(sh.GetItemParent(sh.GetItemByDataNode(nodes[0]))) == "Routes"
-    assert "parent not there is not among the curves" in caplog.text
+    assert "parent not there is not among the curves; put in Routes" in caplog.text
     with pytest.raises(InputError, match="repeated: \\['LMB'\\]"):
         curve_nodes_from_curves(scene, [*tree, tree[2]], "dup")
     loop = [Curve("a", np.zeros((2, 3)), parent="b"), Curve("b", np.zeros((2, 3)), parent="a")]

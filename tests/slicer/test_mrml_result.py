@@ -9,7 +9,6 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 import vtk  # noqa: E402
-
 from ClinicalSegLib.mrml import (  # noqa: E402
     labelmap_from_segmentation_node,
     nodes_from_result,

@@ -7,14 +7,13 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
 from ClinicalSegLib.mrml import (  # noqa: E402
     labelmap_from_segmentation_node,
     segmentation_node_from_labelmap,
     volume_node_from_volume,
 )
 from ClinicalSegLib.mrml_common import vtk_matrix  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
 
 from clinseg.errors import InputError  # noqa: E402
 from clinseg.terminology import BRONCHUS, LUNG_LEFT, TRACHEA, Segment  # noqa: E402

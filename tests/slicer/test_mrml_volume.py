@@ -7,7 +7,6 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 import vtk  # noqa: E402
-
 from ClinicalSegLib.mrml import volume_from_volume_node, volume_node_from_volume  # noqa: E402
 from ClinicalSegLib.mrml_common import numpy_matrix, vtk_matrix  # noqa: E402
 

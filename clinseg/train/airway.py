@@ -1,0 +1,338 @@
+"""Training the thesis airway U-Net on ATM'22-layout data: cases, preprocessing, sampling, loss, validation.
+
+Preprocessing as in the thesis: HU clipped to [-1000, 400] and scaled to [0, 1] (no resampling), then a crop
+to the lung bounding box (threshold lung mask from ``clinseg.anatomy.lungs``, 5 mm margin), grown to hold
+every labelled airway voxel so that the trachea above the lung apices is not cut from the training data.
+Prepared cases are cached under ``<run>/cache`` as ``.npy`` (image float16, label uint8) and memory-mapped,
+so a 66-case training set does not have to fit in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..io.atomic import atomic_write
+from ..nets.airway_unet import THESIS_PATCH, AirwayOutput, AirwayUNet
+from ..preprocess import bounding_box, window
+from ..volume import Volume
+from .augment import AugmentConfig, augment_batch
+from .losses import airway_loss
+from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
+
+HU_WINDOW = (-1000.0, 400.0)
+LUNG_MARGIN_MM = 5.0
+VARIANTS = ("baseline", "ad", "ad_frl")
+CACHE_VERSION = "v1"
+# The thesis's held-out cases; test cases are never trained on, validation cases validate when present.
+THESIS_VAL_IDS = ("ATM_029", "ATM_054", "ATM_055", "ATM_057", "ATM_091", "ATM_174", "ATM_215", "ATM_505", "ATM_688")
+THESIS_TEST_IDS = (
+    "ATM_001", "ATM_024", "ATM_034", "ATM_041", "ATM_060", "ATM_061", "ATM_074", "ATM_075", "ATM_080", "ATM_150",
+    "ATM_158", "ATM_163", "ATM_197", "ATM_245", "ATM_246", "ATM_260", "ATM_266", "ATM_271", "ATM_638",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    id: str
+    image_path: Path
+    label_path: Path
+
+
+def _read_layout(dataset_dir: Path) -> list[CaseFiles]:
+    """``imagesTr/<id>_0000.nii.gz`` with ``labelsTr/<id>.nii.gz`` (nnU-Net) or ``labelsTr/<id>_0000.nii.gz``
+    (ATM'22 release). Stand-in until ``clinseg.datasets.atm22`` exists."""
+    images = dataset_dir / "imagesTr"
+    if not images.is_dir():
+        raise InputError(str(dataset_dir), "no imagesTr folder (expected the ATM'22 / nnU-Net layout)")
+    cases = []
+    for image in sorted(images.glob("*_0000.nii.gz")):
+        case_id = image.name[: -len("_0000.nii.gz")]
+        for name in (f"{case_id}.nii.gz", image.name):
+            label = dataset_dir / "labelsTr" / name
+            if label.is_file():
+                cases.append(CaseFiles(case_id, image, label))
+                break
+    return cases
+
+
+def list_cases(dataset_dir: str | Path) -> list[CaseFiles]:
+    """Labelled cases of an ATM'22-layout folder, sorted by id."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise InputError(str(dataset_dir), "dataset folder not found")
+    try:
+        from ..datasets.atm22 import read_atm22
+    except ImportError:
+        cases = _read_layout(dataset_dir)
+    else:
+        cases = [CaseFiles(c.id, Path(c.image_path), Path(c.label_path)) for c in read_atm22(dataset_dir)]
+        cases = [c for c in cases if c.label_path is not None and c.label_path.is_file()]
+    if not cases:
+        raise InputError(str(dataset_dir), "no labelled cases (imagesTr/*_0000.nii.gz with labelsTr/...)")
+    return sorted(cases, key=lambda c: c.id)
+
+
+def lung_crop_box(ct: Volume, margin_mm: float = LUNG_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """Array-order bounding box of both lungs plus ``margin_mm``; the whole volume when no lungs are found."""
+    from ..anatomy.lungs import chest_masks
+
+    try:
+        lungs = chest_masks(ct).lungs > 0
+    except InputError:
+        return tuple(slice(0, n) for n in ct.shape)  # type: ignore[return-value]
+    sk, sj, si = ct.spacing[2], ct.spacing[1], ct.spacing[0]
+    margin = [int(np.ceil(margin_mm / s)) for s in (sk, sj, si)]
+    box = bounding_box(lungs, margin)
+    return box if box is not None else tuple(slice(0, n) for n in ct.shape)  # type: ignore[return-value]
+
+
+def _union(a: Sequence[slice], b: Sequence[slice] | None) -> tuple[slice, slice, slice]:
+    if b is None:
+        return tuple(a)  # type: ignore[return-value]
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    id: str
+    image: np.ndarray  # float16 [0, 1], memory-mapped
+    label: np.ndarray  # uint8 {0, 1}, memory-mapped
+    foreground: np.ndarray  # (M, 3) int32 airway voxel indices (subsample)
+
+
+def prepare_case(case: CaseFiles, cache_dir: Path) -> PreparedCase:
+    """Read, window and lung-crop one case, caching the result (re-used by later runs on the same folder)."""
+    from ..io import read_volume
+
+    stem = cache_dir / CACHE_VERSION / case.id
+    paths = {k: stem.with_name(f"{case.id}.{k}.npy") for k in ("image", "label", "foreground")}
+    if not all(p.is_file() for p in paths.values()):
+        ct = read_volume(case.image_path)
+        label = read_volume(case.label_path)
+        if label.shape != ct.shape:
+            raise InputError(case.label_path.name, f"label shape {label.shape} differs from the CT's {ct.shape}")
+        mask = (np.asarray(label.array) > 0.5).astype(np.uint8)
+        box = _union(lung_crop_box(ct), bounding_box(mask, 2))
+        arrays = {
+            "image": window(ct.array[box], *HU_WINDOW).astype(np.float16),
+            "label": np.ascontiguousarray(mask[box]),
+        }
+        arrays["foreground"] = foreground_points(arrays["label"])
+        for key in ("image", "label", "foreground"):  # foreground last: its presence marks a complete entry
+            with atomic_write(paths[key]) as tmp:
+                np.save(tmp, arrays[key])
+    return PreparedCase(
+        case.id,
+        np.load(paths["image"], mmap_mode="r"),
+        np.load(paths["label"], mmap_mode="r"),
+        np.load(paths["foreground"]),
+    )
+
+
+def split_cases(cases: Sequence[CaseFiles], val_count: int | None, seed: int) -> tuple[list, list]:
+    """``(train, validation)``: the thesis's test cases are left out; its validation cases validate when
+    present, else ``val_count`` (default: 10 %, at least 1 when two or more cases) are drawn by ``seed``."""
+    usable = [c for c in cases if c.id not in THESIS_TEST_IDS]
+    thesis_val = [c for c in usable if c.id in THESIS_VAL_IDS]
+    if thesis_val and val_count is None:
+        return [c for c in usable if c.id not in THESIS_VAL_IDS], thesis_val
+    if val_count is None:
+        val_count = max(1, round(0.1 * len(usable))) if len(usable) >= 2 else 0
+    if val_count >= len(usable):
+        raise InputError("--val-cases", f"{val_count} validation cases leave none of {len(usable)} to train on")
+    order = np.random.default_rng(seed).permutation(len(usable))
+    val_ids = {usable[i].id for i in order[:val_count]}
+    return [c for c in usable if c.id not in val_ids], [c for c in usable if c.id in val_ids]
+
+
+@dataclass
+class AirwayTrainConfig:
+    variant: str = "baseline"
+    width: float = 1.0
+    patch: tuple[int, int, int] = THESIS_PATCH
+    stride: tuple[int, int, int] | None = None  # default: the thesis's train stride scaled to the patch
+    batch: int = 2
+    iters_per_epoch: int | None = None  # default: every grid cuboid once per epoch
+    frl: str = "adaptive"  # for ad_frl: "fixed" learns axis weights for exactly ``patch``
+    fg_fraction: float = 1 / 3
+    augment: bool = True
+    val_count: int | None = None
+    val_every: int = 1
+    seed: int = 0
+    ad_detach: bool = False
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise InputError("--variant", f"unknown variant {self.variant!r} (choose {', '.join(VARIANTS)})")
+        if len(self.patch) != 3 or any(p < 16 or p % 16 for p in self.patch):
+            raise InputError("--patch", f"needs three sizes that are multiples of 16, got {self.patch}")
+        if self.frl not in ("adaptive", "fixed"):
+            raise InputError("--frl", f"must be adaptive or fixed, got {self.frl!r}")
+        if self.batch < 1 or (self.iters_per_epoch is not None and self.iters_per_epoch < 1):
+            raise InputError("--batch", "batch size and iterations per epoch must be positive")
+        if not self.width > 0:
+            raise InputError("--width", f"must be positive, got {self.width}")
+
+    def network_kwargs(self) -> dict:
+        return {
+            "in_channels": 1,
+            "width": self.width,
+            "attention_distillation": self.variant in ("ad", "ad_frl"),
+            "frl": self.frl if self.variant == "ad_frl" else None,
+            "frl_input_size": list(self.patch),
+        }
+
+    def describe(self) -> dict:
+        """The settings that define a run (compared on ``--resume``)."""
+        data = asdict(self)
+        data.pop("augment_config")
+        data["patch"] = list(self.patch)
+        data["stride"] = list(self.stride) if self.stride else None
+        return data
+
+
+def build_model(config: AirwayTrainConfig) -> AirwayUNet:
+    return AirwayUNet(**config.network_kwargs())
+
+
+def _seed_of(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class AirwayTask:
+    """``TrainTask`` for the airway U-Net (see ``clinseg.train.loop``)."""
+
+    def __init__(self, config: AirwayTrainConfig, train: list[PreparedCase], val: list[PreparedCase]) -> None:
+        config.check()
+        if not train:
+            raise InputError("dataset", "no training cases")
+        self.config = config
+        self.train_cases = train
+        self.val_cases = val
+        self.stride = tuple(config.stride) if config.stride else scaled_train_stride(config.patch)
+        grid = sum(len(grid_starts(case.image.shape, config.patch, self.stride)) for case in train)
+        iterations = config.iters_per_epoch or -(-grid // config.batch)
+        self.patches_per_epoch = iterations * config.batch
+
+    def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        c = self.config
+        refs = epoch_patches(
+            [case.image.shape for case in self.train_cases],
+            [case.foreground for case in self.train_cases],
+            c.patch,
+            self.stride,
+            self.patches_per_epoch,
+            c.seed,
+            epoch,
+            c.fg_fraction,
+        )
+        augment = c.augment_config if c.augment else AugmentConfig.none()
+        for iteration, first in enumerate(range(0, len(refs) - c.batch + 1, c.batch)):
+            chunk = refs[first : first + c.batch]
+            images = np.stack([read_patch(self.train_cases[r.case].image, r.start, c.patch) for r in chunk])
+            labels = np.stack([read_patch(self.train_cases[r.case].label, r.start, c.patch) for r in chunk])
+            image = torch.from_numpy(images.astype(np.float32))[:, None].to(device)
+            label = torch.from_numpy(labels.astype(np.float32))[:, None].to(device)
+            generator = torch.Generator().manual_seed(_seed_of(c.seed, epoch, iteration))
+            yield augment_batch(image, label, generator, augment)
+
+    def loss(self, output, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(output, AirwayOutput):
+            return airway_loss(output.logits, label, output.decoder_features, detach_target=self.config.ad_detach), (
+                output.logits
+            )
+        return airway_loss(output, label), output
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+        """Airway probability of a prepared image: half-overlapping tiles, probabilities averaged."""
+        patch = self.config.patch
+        stride = tuple(max(1, p // 2) for p in patch)
+        total = np.zeros(image.shape, dtype=np.float32)
+        hits = np.zeros(image.shape, dtype=np.float32)
+        for start in grid_starts(image.shape, patch, stride):
+            tile = torch.from_numpy(read_patch(image, start, patch).astype(np.float32))[None, None].to(device)
+            logits = model(tile)
+            prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+            region = tuple(slice(s, min(s + p, n)) for s, p, n in zip(start, patch, image.shape))
+            total[region] += prob[tuple(slice(0, r.stop - r.start) for r in region)]
+            hits[region] += 1
+        return total / np.maximum(hits, 1)
+
+    def validate(self, model: nn.Module, epoch: int, device: torch.device) -> float | None:
+        """Mean Dice (threshold 0.5) over the validation cases, every ``val_every`` epochs."""
+        if not self.val_cases or (epoch + 1) % max(1, self.config.val_every):
+            return None
+        scores = []
+        for case in self.val_cases:
+            pred = self.predict(model, case.image, device) > 0.5
+            gt = np.asarray(case.label) > 0
+            denominator = pred.sum() + gt.sum()
+            scores.append(1.0 if denominator == 0 else 2.0 * float((pred & gt).sum()) / float(denominator))
+        return float(np.mean(scores))
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "network": "airway_unet:AirwayUNet",
+            "network_kwargs": json.dumps(self.config.network_kwargs()),
+            "variant": self.config.variant,
+            "patch": ",".join(str(p) for p in self.config.patch),
+            "preprocessing": f"HU clip {HU_WINDOW} -> [0, 1], lung bounding-box crop, native spacing",
+            "output": "1 logit channel; airway = sigmoid > 0.5",
+        }
+
+
+def run_training(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: AirwayTrainConfig,
+    epochs: int,
+    device: torch.device,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    lr: float = 3e-3,
+    log=print,
+):
+    """Prepare the cases, build the network and run ``clinseg.train.loop.train``; returns its summary.
+
+    A new run needs an empty or missing ``out_dir``; ``resume`` needs the same settings as the run it
+    continues (``run.json``), except ``epochs``, which may grow.
+    """
+    from .loop import LoopConfig, train
+
+    config.check()
+    out = Path(out_dir)
+    settings_path = out / "run.json"
+    settings = {**config.describe(), "lr": lr}
+    if resume:
+        if not settings_path.is_file():
+            raise InputError(str(out), "nothing to resume: run.json is missing")
+        previous = json.loads(settings_path.read_text())
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        if changed:
+            raise InputError(str(out), f"--resume with different settings ({', '.join(changed)}) than the run")
+    elif out.exists() and any(out.iterdir()):
+        raise InputError(str(out), "run folder exists and is not empty (choose another or pass --resume)")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        with atomic_write(settings_path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2))
+    train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
+    log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {out / 'cache'})")
+    train_cases = [prepare_case(c, out / "cache") for c in train_files]
+    val_cases = [prepare_case(c, out / "cache") for c in val_files]
+    task = AirwayTask(config, train_cases, val_cases)
+    torch.manual_seed(config.seed)  # network initialisation
+    model = build_model(config)
+    loop = LoopConfig(out, epochs, lr=lr, seed=config.seed, device=device, resume=resume, max_minutes=max_minutes,
+                      log=log)  # fmt: skip
+    return train(model, task, loop)
