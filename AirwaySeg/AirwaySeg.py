@@ -12,22 +12,11 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib.taskmodule import (  # noqa: E402
-    TaskModuleLogic,
-    TaskModuleTest,
-    TaskModuleWidget,
-    describeModule,
-    ellipsoidMask,
-)
-from ClinicalSegLib.widgets import (  # noqa: E402
-    DEFAULT_DEVICE,
-    DEVICE_CHOICES,
-    pipeline_unavailable_message,
-    setWidgetsEnabled,
-)
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
+
+from ClinicalSegLib import taskmodule, widgets  # noqa: E402
 
 TASK_TITLE = "Airway segmentation"
 
@@ -35,7 +24,7 @@ TASK_TITLE = "Airway segmentation"
 class AirwaySeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        describeModule(
+        taskmodule.describeModule(
             self.parent,
             title="Airway Segmentation",
             helpText=(
@@ -56,33 +45,33 @@ class AirwaySeg(ScriptedLoadableModule):
 @parameterNodeWrapper
 class AirwaySegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
-    device: Annotated[str, Choice(list(DEVICE_CHOICES)), Default(DEFAULT_DEVICE)]
+    device: Annotated[str, Choice(list(widgets.DEVICE_CHOICES)), Default(widgets.DEFAULT_DEVICE)]
     outputSegmentation: vtkMRMLSegmentationNode
     targetPoint: vtkMRMLMarkupsFiducialNode
     # Outer diameter of the bronchoscope: branches narrower than this are not followed by the route.
     scopeDiameter: Annotated[float, WithinRange(1.0, 10.0), Default(4.0)]
 
 
-class AirwaySegLogic(TaskModuleLogic):
+class AirwaySegLogic(taskmodule.TaskModuleLogic):
     taskTitle = TASK_TITLE
     parameterNodeClass = AirwaySegParameterNode
 
 
-class AirwaySegWidget(TaskModuleWidget):
+class AirwaySegWidget(taskmodule.TaskModuleWidget):
     logicClass = AirwaySegLogic
 
     def setup(self):
         super().setup()
         self.ui.modelInfoLabel.text = "No airway model is included in this version."
-        setWidgetsEnabled(
+        widgets.setWidgetsEnabled(
             [self.ui.modelSelector, self.ui.show3DButton, self.ui.planRouteButton,
              self.ui.updateFromSegmentationButton, self.ui.branchTableView],
             False,
-            toolTip=pipeline_unavailable_message(TASK_TITLE),
+            toolTip=widgets.pipeline_unavailable_message(TASK_TITLE),
         )
 
 
-class AirwaySegTest(TaskModuleTest):
+class AirwaySegTest(taskmodule.TaskModuleTest):
     logicClass = AirwaySegLogic
     spacing = (0.8, 0.8, 1.0)
 
@@ -90,9 +79,9 @@ class AirwaySegTest(TaskModuleTest):
         """A chest slab in HU: body, two lungs, and an air-filled trachea splitting into two main bronchi."""
         shape = (24, 48, 48)
         voxels = np.full(shape, -1000, dtype=np.int16)
-        voxels[ellipsoidMask(shape, (12, 24, 24), (30, 20, 23))] = 40
+        voxels[taskmodule.ellipsoidMask(shape, (12, 24, 24), (30, 20, 23))] = 40
         for side in (13, 35):
-            voxels[ellipsoidMask(shape, (12, 24, side), (20, 14, 9))] = -850
+            voxels[taskmodule.ellipsoidMask(shape, (12, 24, side), (20, 14, 9))] = -850
         k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
         trachea = (k >= 12) & ((j - 24) ** 2 + (i - 24) ** 2 <= 4)
         left = (k < 12) & (k >= 4) & ((j - 24) ** 2 + (i - (24 - (12 - k))) ** 2 <= 2)

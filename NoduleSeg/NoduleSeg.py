@@ -11,14 +11,9 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib.taskmodule import (  # noqa: E402
-    TaskModuleLogic,
-    TaskModuleTest,
-    TaskModuleWidget,
-    describeModule,
-    ellipsoidMask,
-)
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
+
+from ClinicalSegLib import taskmodule  # noqa: E402
 
 TASK_TITLE = "Lung nodule segmentation"
 
@@ -26,7 +21,7 @@ TASK_TITLE = "Lung nodule segmentation"
 class NoduleSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        describeModule(
+        taskmodule.describeModule(
             self.parent,
             title="Nodule Segmentation",
             helpText=(
@@ -42,15 +37,15 @@ class NoduleSeg(ScriptedLoadableModule):
         )
 
 
-class NoduleSegLogic(TaskModuleLogic):
+class NoduleSegLogic(taskmodule.TaskModuleLogic):
     taskTitle = TASK_TITLE
 
 
-class NoduleSegWidget(TaskModuleWidget):
+class NoduleSegWidget(taskmodule.TaskModuleWidget):
     logicClass = NoduleSegLogic
 
 
-class NoduleSegTest(TaskModuleTest):
+class NoduleSegTest(taskmodule.TaskModuleTest):
     logicClass = NoduleSegLogic
     spacing = (0.7, 0.7, 1.25)
 
@@ -58,7 +53,7 @@ class NoduleSegTest(TaskModuleTest):
         """Lung parenchyma in HU inside a body, with one solid 6 mm nodule."""
         shape = (20, 48, 48)
         voxels = np.full(shape, -1000, dtype=np.int16)
-        voxels[ellipsoidMask(shape, (10, 24, 24), (25, 22, 23))] = 30
-        voxels[ellipsoidMask(shape, (10, 24, 24), (18, 16, 18))] = -860
-        voxels[ellipsoidMask(shape, (10, 20, 28), (2.4, 4.3, 4.3))] = 20
+        voxels[taskmodule.ellipsoidMask(shape, (10, 24, 24), (25, 22, 23))] = 30
+        voxels[taskmodule.ellipsoidMask(shape, (10, 24, 24), (18, 16, 18))] = -860
+        voxels[taskmodule.ellipsoidMask(shape, (10, 20, 28), (2.4, 4.3, 4.3))] = 20
         return voxels

@@ -11,14 +11,9 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib.taskmodule import (  # noqa: E402
-    TaskModuleLogic,
-    TaskModuleTest,
-    TaskModuleWidget,
-    describeModule,
-    ellipsoidMask,
-)
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
+
+from ClinicalSegLib import taskmodule  # noqa: E402
 
 TASK_TITLE = "Organ-at-risk segmentation"
 
@@ -26,7 +21,7 @@ TASK_TITLE = "Organ-at-risk segmentation"
 class OARSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        describeModule(
+        taskmodule.describeModule(
             self.parent,
             title="Organs at Risk Segmentation",
             helpText=(
@@ -43,15 +38,15 @@ class OARSeg(ScriptedLoadableModule):
         )
 
 
-class OARSegLogic(TaskModuleLogic):
+class OARSegLogic(taskmodule.TaskModuleLogic):
     taskTitle = TASK_TITLE
 
 
-class OARSegWidget(TaskModuleWidget):
+class OARSegWidget(taskmodule.TaskModuleWidget):
     logicClass = OARSegLogic
 
 
-class OARSegTest(TaskModuleTest):
+class OARSegTest(taskmodule.TaskModuleTest):
     logicClass = OARSegLogic
     spacing = (1.0, 1.0, 2.5)
 
@@ -59,9 +54,9 @@ class OARSegTest(TaskModuleTest):
         """A head in HU: skull shell, brain, two eyes and a brainstem."""
         shape = (16, 48, 48)
         voxels = np.full(shape, -1000, dtype=np.int16)
-        voxels[ellipsoidMask(shape, (8, 24, 24), (10, 22, 19))] = 900
-        voxels[ellipsoidMask(shape, (8, 24, 24), (9, 20, 17))] = 35
+        voxels[taskmodule.ellipsoidMask(shape, (8, 24, 24), (10, 22, 19))] = 900
+        voxels[taskmodule.ellipsoidMask(shape, (8, 24, 24), (9, 20, 17))] = 35
         for side in (17, 31):
-            voxels[ellipsoidMask(shape, (9, 8, side), (1.5, 3, 3))] = 10
-        voxels[ellipsoidMask(shape, (5, 28, 24), (4, 3, 3))] = 30
+            voxels[taskmodule.ellipsoidMask(shape, (9, 8, side), (1.5, 3, 3))] = 10
+        voxels[taskmodule.ellipsoidMask(shape, (5, 28, 24), (4, 3, 3))] = 30
         return voxels

@@ -11,14 +11,9 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib.taskmodule import (  # noqa: E402
-    TaskModuleLogic,
-    TaskModuleTest,
-    TaskModuleWidget,
-    describeModule,
-    ellipsoidMask,
-)
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
+
+from ClinicalSegLib import taskmodule  # noqa: E402
 
 TASK_TITLE = "Stroke lesion segmentation"
 
@@ -26,7 +21,7 @@ TASK_TITLE = "Stroke lesion segmentation"
 class StrokeSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        describeModule(
+        taskmodule.describeModule(
             self.parent,
             title="Stroke Lesion Segmentation",
             helpText=(
@@ -41,23 +36,23 @@ class StrokeSeg(ScriptedLoadableModule):
         )
 
 
-class StrokeSegLogic(TaskModuleLogic):
+class StrokeSegLogic(taskmodule.TaskModuleLogic):
     taskTitle = TASK_TITLE
 
 
-class StrokeSegWidget(TaskModuleWidget):
+class StrokeSegWidget(taskmodule.TaskModuleWidget):
     logicClass = StrokeSegLogic
 
 
-class StrokeSegTest(TaskModuleTest):
+class StrokeSegTest(taskmodule.TaskModuleTest):
     logicClass = StrokeSegLogic
 
     def makeVoxels(self):
         """A T1-like brain: background 0, tissue 600, ventricles 200 and one dark lesion."""
         shape = (24, 40, 32)
         voxels = np.zeros(shape, dtype=np.int16)
-        voxels[ellipsoidMask(shape, (12, 20, 16), (11, 18, 14))] = 600
+        voxels[taskmodule.ellipsoidMask(shape, (12, 20, 16), (11, 18, 14))] = 600
         for side in (13, 19):
-            voxels[ellipsoidMask(shape, (13, 20, side), (3, 6, 1.5))] = 200
-        voxels[ellipsoidMask(shape, (10, 12, 9), (3, 3, 3))] = 300
+            voxels[taskmodule.ellipsoidMask(shape, (13, 20, side), (3, 6, 1.5))] = 200
+        voxels[taskmodule.ellipsoidMask(shape, (10, 12, 9), (3, 3, 3))] = 300
         return voxels

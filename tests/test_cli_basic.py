@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,11 +64,12 @@ def test_info_human_output(tmp_path, capsys):
     array = np.random.default_rng(0).uniform(0, 800, (10, 12, 14)).astype(np.float32)
     path = _write_nrrd(tmp_path / "mr.nrrd", array, np.eye(3))
     assert main(["info", str(path)]) == 0
-    lines = dict(line.split(None, 1) if "  " not in line else line.split("  ", 1) for line in capsys.readouterr().out
-                 .splitlines())
-    assert lines["orientation"].strip() == "LPS"
-    assert lines["size (i x j x k)"].strip() == "14 x 12 x 10"
-    assert lines["modality (guess)"].strip().startswith("MR")
+    # "key<padding>  value": keys are padded to one width, then two spaces
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines["orientation"] == "LPS"
+    assert lines["size (i x j x k)"] == "14 x 12 x 10"
+    assert lines["spacing (mm)"] == "0.7 x 0.8 x 2.5"
+    assert lines["modality (guess)"].startswith("MR")
 
 
 def test_info_bad_input_is_one_line_exit_2(tmp_path, capsys):

@@ -288,3 +288,28 @@ def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert select_device("auto") == torch.device("cuda", 0)
     with pytest.raises(InputError, match="only 1 CUDA device"):
         select_device("cuda:1")
+
+
+def test_constant_blending_matches_monai_on_the_same_grid() -> None:
+    monai_inferers = pytest.importorskip("monai.inferers")
+    image = torch.from_numpy(np.random.default_rng(7).normal(size=(1, 40, 40, 40)).astype(np.float32))
+    net = local_net(seed=8)
+    ours = SlidingWindowInferer((24, 24, 24), overlap=0.25, blending="constant", device="cpu")(image, net)
+    with torch.no_grad():  # MONAI's int(24 * 0.75) = 18 step gives windows at 0 and 16, as ours does
+        theirs = monai_inferers.sliding_window_inference(
+            image[None], (24, 24, 24), 1, net, overlap=0.25, mode="constant"
+        )
+    torch.testing.assert_close(ours, theirs[0], atol=1e-6, rtol=1e-5)
+
+
+def test_opt_in_bfloat16_autocast_returns_float32_close_to_float32_run(volume: np.ndarray) -> None:
+    net = local_net()
+    full = SlidingWindowInferer((32, 32, 32), device="cpu")
+    plain = full(volume, net)
+    amp = SlidingWindowInferer((32, 32, 32), device="cpu", amp=True, amp_dtype=torch.bfloat16)
+    low = amp(volume, net)
+    assert low.dtype == torch.float32
+    # activations are planned at 2 bytes instead of 4
+    assert amp.last_plan.estimate.bytes_per_patch < full.last_plan.estimate.bytes_per_patch
+    err = (low - plain).abs()
+    assert 0 < float(err.max()) < 0.05  # bfloat16 keeps ~3 significant digits

@@ -110,6 +110,10 @@ def test_unknown_and_missing_models(clinseg_home):
     registry = get_registry()
     with pytest.raises(ModelError, match="unknown model 'nope'; known: atm22-baseline"):
         registry.card("nope")
+    (clinseg_home / "card.json").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(registry.builtin_dir / ATM_ID / "card.json", clinseg_home / "card.json")
+    with pytest.raises(ModelError, match="unknown model '..'"):  # ids never leave <home>/models
+        registry.card("..")
     assert not registry.is_installed(ATM_ID)
     assert registry.verify(ATM_ID) == ["not installed"]
     with pytest.raises(ModelError, match="not installed"):
@@ -236,6 +240,8 @@ def test_install_from_url_checks_hash_and_is_atomic(clinseg_home, atm_weight, tm
     assert _leftovers(clinseg_home) == []
     with pytest.raises(ModelError, match="download of weight.pth .* failed"):
         registry.install(ATM_ID, url=(tmp_path / "missing.pth").as_uri())
+    with pytest.raises(ModelError, match="unsupported URL"):
+        registry.install(ATM_ID, url="ftp://example.org/weight.pth")
 
 
 def test_model_pack_roundtrip(clinseg_home, atm_weight, tmp_path):

@@ -316,6 +316,7 @@ class SlicerTaskRunner:
         self.applyButton, self.progressBar, self.statusLabel = applyButton, progressBar, statusLabel
         self.onResult, self.onFinished = onResult, onFinished
         self.runner: ProcessRunner | None = None
+        self._blocking = False
         self._applyText = applyButton.text if applyButton is not None else ""
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -333,9 +334,11 @@ class SlicerTaskRunner:
                                     env=clinseg_environment())
         self._setBusy(True)
         if waitForCompletion:
+            self._blocking = True
             try:
                 result = self.runner.wait(on_event=self._showEvent)
             finally:
+                self._blocking = False
                 self._setBusy(False)
             if self.onResult is not None and result is not None:
                 self.onResult(result)
@@ -347,6 +350,13 @@ class SlicerTaskRunner:
     def cancel(self) -> None:
         if self.runner is not None:
             self.runner.cancel()
+
+    def applyOrCancel(self, makeArgs: Callable[[], Sequence[str]]) -> None:
+        """Slot for the Apply button: cancels the current run, or starts one with ``makeArgs()``."""
+        if self.running:
+            self.cancel()
+        else:
+            self.run(makeArgs())
 
     def _onTimeout(self) -> None:
         runner = self.runner
@@ -391,6 +401,10 @@ class SlicerTaskRunner:
             self._setStatus(label)
         elif kind == "log" and event.get("message"):
             print(event["message"])
+        if self._blocking:  # no event loop while blocked: repaint the progress bar and label now
+            import slicer
+
+            slicer.app.processEvents()
 
     def _setStatus(self, text: str) -> None:
         if self.statusLabel is not None:

@@ -3,6 +3,10 @@
 Each module file still defines its own ``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test``
 classes (Slicer finds them by name); they subclass these bases and add only what is particular to the
 task: metadata, parameters, extra widgets, the synthetic input of the self-test.
+
+Modules import this file as a module (``from ClinicalSegLib import taskmodule``), not its classes:
+Slicer's unit-test runner collects every TestCase bound to a name in the module file, so an imported
+``TaskModuleTest`` would run once more on its own.
 """
 
 from __future__ import annotations

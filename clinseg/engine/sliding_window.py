@@ -8,6 +8,7 @@ in-place multiplications at the end.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -240,7 +241,10 @@ class SlidingWindowInferer:
         x = x.to(plan.stitch_device)
         acc: torch.Tensor | None = None
         memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
-        autocast = torch.autocast(device_type=compute.type, dtype=self.amp_dtype, enabled=self.amp)
+        # No autocast object at all when off: older torch releases warn about autocast on some device types.
+        autocast = (
+            torch.autocast(device_type=compute.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        )
 
         i = 0
         while i < len(windows):

@@ -28,35 +28,43 @@ def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
     return tuple(slices)
 
 
-def _binary(mask: Volume | np.ndarray) -> np.ndarray:
-    array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
-    return array > 0
+def _raw(mask: Volume | np.ndarray) -> np.ndarray:
+    return mask.array if isinstance(mask, Volume) else np.asarray(mask)
+
+
+def _crop(mask: Volume | np.ndarray, pad: int = 0) -> tuple[tuple[slice, ...] | None, np.ndarray | None]:
+    """Box of the nonzero voxels and the binary (> 0) crop, without a full-size temporary."""
+    raw = _raw(mask)
+    box = bounding_box(raw, pad)
+    return box, (None if box is None else np.ascontiguousarray(raw[box] > 0))
 
 
 def largest_component(mask: Volume | np.ndarray, connectivity: int = 26) -> np.ndarray:
     """Boolean array keeping only the largest ``connectivity``-connected component (6, 18 or 26)."""
-    binary = _binary(mask)
-    out = np.zeros(binary.shape, dtype=bool)
-    box = bounding_box(binary)
-    if box is None:
-        return out
-    crop = np.ascontiguousarray(binary[box], dtype=np.uint8)
-    labels = cc3d.connected_components(crop, connectivity=connectivity)
+    raw = _raw(mask)
+    out = np.zeros(raw.shape[:3], dtype=bool)
+    box, crop = _crop(raw)
+    if box is not None and crop.any():
+        out[box] = largest_in_crop(crop, connectivity)
+    return out
+
+
+def largest_in_crop(crop: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """The largest component of a small binary array (no bounding-box step)."""
+    labels = cc3d.connected_components(crop.astype(np.uint8, copy=False), connectivity=connectivity)
     counts = np.bincount(labels.ravel())
     counts[0] = 0
-    out[box] = labels == int(np.argmax(counts))
-    return out
+    return labels == int(np.argmax(counts))
 
 
 def fill_holes(mask: Volume | np.ndarray) -> np.ndarray:
     """Boolean array with every enclosed background cavity filled (3-D, fill_voids)."""
-    binary = _binary(mask)
-    out = binary.copy()
-    box = bounding_box(binary, pad=1)
-    if box is None:
-        return out
+    raw = _raw(mask)
+    out = np.zeros(raw.shape[:3], dtype=bool)
     # The one-voxel pad keeps cavities that touch the box edge connected to the outside, as in the full grid.
-    out[box] = fill_voids.fill(np.ascontiguousarray(binary[box]), in_place=False)
+    box, crop = _crop(raw, pad=1)
+    if box is not None:
+        out[box] = fill_voids.fill(crop, in_place=False)
     return out
 
 
@@ -84,12 +92,10 @@ def component_report(
         volume = mask
     else:
         volume = Volume(np.asarray(mask), spacing or (1.0, 1.0, 1.0))
-    binary = _binary(volume)
-    box = bounding_box(binary)
-    if box is None:
+    box, crop = _crop(volume)
+    if box is None or not crop.any():
         return []
-    crop = np.ascontiguousarray(binary[box], dtype=np.uint8)
-    labels, n = cc3d.connected_components(crop, connectivity=connectivity, return_N=True)
+    labels, n = cc3d.connected_components(crop.astype(np.uint8), connectivity=connectivity, return_N=True)
     stats = cc3d.statistics(labels)
     counts = np.asarray(stats["voxel_counts"])[1:]
     centroids_kji = np.asarray(stats["centroids"])[1:] + np.array([s.start for s in box], dtype=float)

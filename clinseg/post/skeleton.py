@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import edt
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -37,6 +38,40 @@ def skeletonize(mask: np.ndarray) -> np.ndarray:
         return out
     out[box] = _thin(np.ascontiguousarray(binary[box])) > 0
     return out
+
+
+def open_sides(shape: tuple[int, ...], box: tuple[slice, ...], crop: np.ndarray) -> list[tuple[int, int]]:
+    """``(axis, side)`` pairs where the foreground is cut by the image border (side 0 = low index, 1 = high)."""
+    sides = []
+    for axis in range(3):
+        if box[axis].start == 0 and np.take(crop, 0, axis=axis).any():
+            sides.append((axis, 0))
+        if box[axis].stop == shape[axis] and np.take(crop, -1, axis=axis).any():
+            sides.append((axis, 1))
+    return sides
+
+
+def extend_open_sides(
+    crop: np.ndarray, sides: list[tuple[int, int]], spacing_kji: tuple[float, float, float]
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Crop grown by replicating its border slice on ``sides`` (cut by the field of view) and one
+    background voxel elsewhere; returns it with the slices that give back the original crop.
+
+    A tube cut by the scan's edge is open there, not capped: thinning a capped
+    end fans out into a sheet of spurs and small loops, and a distance map
+    would shrink the radius near the cut. Replicating the cut section for about
+    two of its radii makes both behave as if the tube went on.
+    """
+    spacing = np.asarray(spacing_kji, dtype=float)
+    grow = [[0, 0], [0, 0], [0, 0]]
+    for axis, side in sides:
+        face = np.take(crop, 0 if side == 0 else -1, axis=axis)
+        others = [a for a in range(3) if a != axis]
+        radius = float(edt.edt(np.pad(face, 1).astype(np.uint8), anisotropy=tuple(spacing[others])).max())
+        grow[axis][side] = int(np.ceil(2.0 * radius / spacing[axis])) + 2
+    out = np.pad(np.pad(crop, grow, mode="edge"), 1)
+    inner = tuple(slice(g[0] + 1, g[0] + 1 + n) for g, n in zip(grow, crop.shape))
+    return out, inner
 
 
 def neighbour_table(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -250,7 +285,7 @@ class SkeletonGraph:
                 for tip, base in ((edge.u, edge.v), (edge.v, edge.u)):
                     if tip in protect or self.degree(tip) != 1 or self.degree(base) < 3:
                         continue
-                    limit = max(factor * float(self.radius[self.node_voxel[base]]), min_mm)
+                    limit = max(factor * self._local_radius(base, eid), min_mm)
                     if self.edge_length(eid) < limit:
                         doomed.append((eid, tip))
                         break
@@ -267,6 +302,15 @@ class SkeletonGraph:
                 break
             self.merge_chains(protect)
         return removed
+
+    def _local_radius(self, base: int, spur: int) -> float:
+        """Lumen radius where a spur leaves: at the junction voxel or, if larger, the widest other edge there.
+
+        Thinning can place a junction off the lumen axis, where the distance map
+        is small; the neighbouring edges' mean radius is the robust figure.
+        """
+        others = [self.edge_strength(e) for e in self.incident[base] if e != spur]
+        return max([float(self.radius[self.node_voxel[base]]), *others])
 
     def break_loops(self, root: int) -> int:
         """Cut every cycle at its weakest edge (smallest mean radius; ties: farthest from ``root``); count cuts.

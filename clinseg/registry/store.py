@@ -16,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -36,6 +37,8 @@ from .card import FileEntry, ModelCard
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "models"
 CARD_NAME = "card.json"
 CHUNK = 1 << 20
+URL_SCHEMES = ("https://", "http://", "file://")
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as in schema.json; also keeps ids inside the cache folder
 
 
 def clinseg_home() -> Path:
@@ -174,7 +177,7 @@ class Registry:
     def card(self, model_id: str) -> ModelCard:
         """The installed card of ``model_id`` if any, else its built-in card; unknown ids raise ``ModelError``."""
         installed = self.models_dir / model_id / CARD_NAME
-        if not model_id.startswith(".") and installed.is_file():
+        if _ID.fullmatch(model_id) and installed.is_file():
             return ModelCard.load(installed)
         builtin = self.builtin_cards()
         if model_id in builtin:
@@ -189,7 +192,7 @@ class Registry:
     def model_dir(self, model_id: str) -> Path | None:
         """Folder holding the model's card and weights, or ``None`` when they are not available."""
         installed = self.models_dir / model_id
-        if not model_id.startswith(".") and (installed / CARD_NAME).is_file():
+        if _ID.fullmatch(model_id) and (installed / CARD_NAME).is_file():
             return installed
         # Small weights may ship inside the package beside their card.
         card = self.builtin_cards().get(model_id)
@@ -208,8 +211,11 @@ class Registry:
         if url is not None and len(files) != 1:
             raise ModelError(model_id, f"has {len(files)} files; --url only works for single-file models")
         for entry in files:
-            if (url or entry.url) is None:
+            source = url or entry.url
+            if source is None:
                 raise ModelError(model_id, f"{entry.name} has no download URL; give one or import the file")
+            if not source.lower().startswith(URL_SCHEMES):
+                raise ModelError(model_id, f"unsupported URL {source!r} (expected https://, http:// or file://)")
         with atomic_output_dir(self.models_dir / model_id, overwrite=True) as stage:
             for entry in files:
                 source = url or entry.url
@@ -413,7 +419,7 @@ class Registry:
     def remove(self, model_id: str) -> bool:
         """Delete an installed model folder; ``False`` when it was not installed."""
         folder = self.models_dir / model_id
-        if model_id.startswith(".") or not (folder / CARD_NAME).is_file():
+        if not _ID.fullmatch(model_id) or not (folder / CARD_NAME).is_file():
             return False
         shutil.rmtree(folder)
         return True

@@ -59,8 +59,9 @@ def rotation_scale_matrix(angles_deg: tuple[float, float, float], scale: float) 
 
 def affine_pair(image: torch.Tensor, label: torch.Tensor, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample one sample ``(1, D, H, W)`` image and label so that output voxel ``p`` reads input
-    ``c + matrix @ (p - c)`` (voxel units, array order, ``c`` the patch centre). Image: trilinear with
-    border values; label: nearest with zeros outside."""
+    ``c + matrix @ (p - c)`` (voxel units, array order, ``c`` the patch centre). Image trilinear, label
+    nearest; both repeat their edge voxels outside the patch, so they stay consistent there too (zeros
+    would be air, i.e. lumen-like, in the image)."""
     size = torch.tensor(image.shape[1:], dtype=torch.float64)
     half = torch.diag(size / 2)
     # affine_grid works in normalised (x, y, z) coordinates: undo the voxel scaling and reverse the axes.
@@ -69,7 +70,7 @@ def affine_pair(image: torch.Tensor, label: torch.Tensor, matrix: torch.Tensor) 
     theta = torch.cat([theta, torch.zeros(3, 1, dtype=torch.float64)], dim=1)[None].to(torch.float32)
     grid = F.affine_grid(theta.to(image.device), [1, 1, *image.shape[1:]], align_corners=False)
     new_image = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    new_label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    new_label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
     return new_image[0].to(image.dtype), new_label[0].to(label.dtype)
 
 

@@ -28,44 +28,38 @@ def lung_box(ct: Volume, masks: ChestMasks, margin_mm: float = CROP_MARGIN_MM) -
 
 def segment_airway_model(
     ct: Volume,
-    masks: ChestMasks,
+    masks: ChestMasks | None,
     model_id: str,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> np.ndarray:
-    """Binary airway mask on the CT grid from model ``model_id``."""
+    """Binary airway mask on the CT grid from model ``model_id`` (whole volume when ``masks`` is None)."""
     registry = get_registry()
     card = registry.card(model_id)
-    inputs = card.inputs
+    inputs, inference = card.inputs, card.inference
     torch_device = select_device(device)
     network = registry.load_network(model_id, torch_device)
 
-    box = lung_box(ct, masks)
+    box = lung_box(ct, masks) if masks is not None else tuple(slice(0, n) for n in ct.shape)
     low, high = inputs["intensity"]["clip"]
     image = window(ct.array[box], low, high)
-    inferer = SlidingWindowInferer(
-        patch_size=tuple(inputs["patch_size"]),
-        overlap=float(inputs.get("overlap", 0.25)),
-        batch_size=int(inputs.get("batch_size", 1)),
-        device=torch_device,
-        blending=inputs.get("blending", "gaussian"),
-    )
-    output = _output_spec(card)
-    if output["blend"] == "probability":
-        # Upstream recipes (e.g. the ATM'22 baseline) blend sigmoid outputs, not logits.
+    channel = int(inference.get("foreground_channel", 0))
+    blend_probability = inference.get("blend", "logits") == "probability"
+    if blend_probability:
+        # Upstream recipes such as the ATM'22 baseline blend sigmoid outputs, not logits.
         network = torch.nn.Sequential(network, torch.nn.Sigmoid())
-    blended = inferer(image, network, progress=progress, cancel=cancel)
-    channel = int(output.get("channel", blended.shape[0] - 1))
-    probability = blended[channel] if output["blend"] == "probability" else torch.sigmoid(blended[channel])
-    threshold = float(output.get("threshold", 0.5))
+    inferer = SlidingWindowInferer(
+        tuple(inputs["patch_size"]),
+        overlap=float(inputs.get("overlap", 0.25)),
+        batch_size=int(inference.get("batch_size", 2)),
+        sigma_scale=float(inference.get("gaussian_sigma_scale", 0.125)),
+        mirror_axes=tuple(inference.get("mirror_axes", ())),
+        keep_channels=[channel],
+        device=torch_device,
+    )
+    blended = inferer(image, network, progress=progress, cancel=cancel)[0]
+    probability = blended if blend_probability else torch.sigmoid(blended)
     mask = np.zeros(ct.shape, dtype=bool)
-    mask[box] = (probability > threshold).numpy()
+    mask[box] = (probability > float(inference.get("threshold", 0.5))).numpy()
     return mask
-
-
-def _output_spec(card) -> dict:
-    """How to turn network outputs into a mask: card ``output`` with defaults."""
-    spec = {"activation": "sigmoid", "blend": "logits", "threshold": 0.5}
-    spec.update(getattr(card, "output", None) or {})
-    return spec

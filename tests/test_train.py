@@ -1,0 +1,352 @@
+"""Airway training: losses, augmentation, sampling, schedule, lung crop, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clinseg.errors import InputError
+from clinseg.io import write_volume
+from clinseg.nets.airway_unet import AirwayUNet
+from clinseg.train.airway import AirwayTrainConfig, list_cases, lung_crop_box, run_training, split_cases
+from clinseg.train.augment import (
+    AugmentConfig,
+    affine_pair,
+    augment_batch,
+    gaussian_blur,
+    rotation_scale_matrix,
+    spatial_augment,
+)
+from clinseg.train.loop import learning_rate
+from clinseg.train.losses import airway_loss, attention_distillation_loss, attention_map, soft_dice_loss
+from clinseg.train.sampler import epoch_patches, grid_starts, read_patch, scaled_train_stride, window_starts
+from clinseg.volume import Volume
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster than two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_dice_loss_values():
+    g = torch.zeros(1, 1, 8, 8, 8)
+    g[..., :4] = 1  # 256 voxels
+    assert float(soft_dice_loss(g, g)) == pytest.approx(0.0, abs=1e-7)
+    assert float(soft_dice_loss(1 - g, g)) == pytest.approx(1 - 1 / 513, abs=1e-7)  # disjoint: only eps is left
+    p = torch.zeros_like(g)
+    p[..., :2] = 1  # half of the target
+    assert float(soft_dice_loss(p, g)) == pytest.approx(1 - (2 * 128 + 1) / (128 + 256 + 1))
+    assert float(soft_dice_loss(torch.zeros_like(g), torch.zeros_like(g))) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        soft_dice_loss(p[0], g)
+
+
+def test_attention_map_is_channel_sum_of_squares():
+    f = torch.tensor([1.0, -2.0, 3.0]).reshape(1, 3, 1, 1, 1).expand(1, 3, 2, 2, 2)
+    assert torch.allclose(attention_map(f), torch.full((1, 1, 2, 2, 2), 14.0))
+
+
+def test_ad_loss_zero_for_identical_normalised_maps():
+    coarse = torch.full((2, 4, 2, 2, 2), 0.7)
+    fine = torch.full((2, 3, 4, 4, 4), 2.0)  # other scale, same softmax (uniform)
+    assert float(attention_distillation_loss([coarse, fine])) == pytest.approx(0.0, abs=1e-12)
+    # A coarse map upsampled x2 (trilinear) is its own teacher.
+    torch.manual_seed(0)
+    c = torch.rand(1, 2, 2, 2, 2)
+    up = torch.nn.functional.interpolate(attention_map(c), scale_factor=2, mode="trilinear").sqrt()
+    assert float(attention_distillation_loss([c, up])) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_ad_loss_positive_weighted_and_differentiable():
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 8 // 2**i, 2 * 2**i, 2 * 2**i, 2 * 2**i, requires_grad=True) for i in range(4)]
+    loss = attention_distillation_loss(feats)
+    assert float(loss.detach()) > 0
+    doubled = attention_distillation_loss(feats, 0.2).detach()
+    assert float(doubled) == pytest.approx(2 * float(loss.detach()), rel=1e-5)
+    loss.backward()
+    assert all(f.grad is not None and float(f.grad.abs().sum()) > 0 for f in feats)  # teacher not detached
+    # One-way distillation: the finest map only teaches.
+    for f in feats:
+        f.grad = None
+    attention_distillation_loss(feats, detach_target=True).backward()
+    assert feats[-1].grad is None or float(feats[-1].grad.abs().sum()) == 0
+    assert float(feats[0].grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        attention_distillation_loss(feats, [0.1, 0.1])
+
+
+def test_airway_loss_adds_ad_to_dice():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1, 4, 4, 4)
+    target = (torch.rand(1, 1, 4, 4, 4) > 0.5).float()
+    feats = [torch.randn(1, 2, 2, 2, 2), torch.randn(1, 2, 4, 4, 4)]
+    dice = soft_dice_loss(torch.sigmoid(logits), target)
+    total = airway_loss(logits, target, feats)
+    assert float(total - dice) == pytest.approx(float(attention_distillation_loss(feats)), abs=1e-7)
+    assert float(airway_loss(logits, target)) == pytest.approx(float(dice))
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _blobs(shape=(24, 24, 24), seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    field = gaussian_blur(torch.rand(1, *shape, generator=g), 3.0)
+    return (field - field.min()) / (field.max() - field.min())
+
+
+def test_affine_follows_documented_direction():
+    x = torch.arange(5 * 5 * 5, dtype=torch.float32).reshape(1, 5, 5, 5)
+    image, label = affine_pair(x, x.clone(), rotation_scale_matrix((90, 0, 0), 1.0))
+    assert torch.allclose(image, torch.rot90(x, -1, dims=(2, 3)), atol=1e-3)
+    assert torch.equal(label, torch.rot90(x, -1, dims=(2, 3)))
+    image, _ = affine_pair(x, x.clone(), torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(image, x, atol=1e-4)
+
+
+def test_joint_spatial_transform_keeps_label_on_image():
+    image = _blobs()
+    t = float(image.median())
+    label = (image > t).float()
+    matrix = rotation_scale_matrix((12.0, -8.0, 15.0), 1.1)
+    new_image, new_label = affine_pair(image, label, matrix)
+    assert set(torch.unique(new_label).tolist()) <= {0.0, 1.0}
+    assert 0.3 < float(new_label.mean()) < 0.7
+    mismatch = (new_image > t) != (new_label > 0.5)
+    assert float(mismatch.float().mean()) < 0.06  # only interpolation boundaries differ...
+    away = (new_image - t).abs() > 0.1
+    assert not bool(mismatch[away].any())
+    unmoved = (new_image > t) != (label > 0.5)  # ...whereas a label left as it was is far off
+    assert float(unmoved.float().mean()) > 4 * float(mismatch.float().mean())
+    # Random flips and affines through the generator-driven path, several draws.
+    config = AugmentConfig(flip_p=0.5, affine_p=1.0)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        a, b = spatial_augment(image, label, g, config)
+        assert float(((a > t) != (b > 0.5)).float().mean()) < 0.06
+
+
+def test_augment_batch_is_reproducible_and_keeps_labels_binary():
+    images = torch.stack([_blobs(seed=1), _blobs(seed=2)])
+    labels = (images > 0.5).float()
+    config = AugmentConfig(affine_p=0.5, gamma_p=1.0, bias_p=1.0, blur_p=1.0, noise_p=1.0)
+    a = augment_batch(images, labels, torch.Generator().manual_seed(7), config)
+    b = augment_batch(images, labels, torch.Generator().manual_seed(7), config)
+    c = augment_batch(images, labels, torch.Generator().manual_seed(8), config)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert a[0].shape == images.shape and set(torch.unique(a[1]).tolist()) <= {0.0, 1.0}
+    none = augment_batch(images, labels, torch.Generator().manual_seed(7), AugmentConfig.none())
+    assert torch.equal(none[0], images) and torch.equal(none[1], labels)
+
+
+# ---------------------------------------------------------------- sampling and schedule
+
+
+def test_window_and_grid_cover_the_volume():
+    assert window_starts(100, 32, 24) == [0, 24, 48, 68]
+    assert window_starts(20, 32, 24) == [0]
+    assert len(grid_starts((100, 40, 20), (32, 32, 32), (24, 16, 16))) == 4 * 2 * 1
+    assert scaled_train_stride((80, 192, 304)) == (64, 96, 152)
+    assert scaled_train_stride((64, 96, 96)) == (51, 48, 48)
+
+
+def test_read_patch_pads_outside():
+    a = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    p = read_patch(a, (-1, 1, 0), (4, 4, 4), fill=-5)
+    assert p.shape == (4, 4, 4)
+    assert np.all(p[0] == -5) and np.all(p[:, 2:] == -5) and np.all(p[..., 3] == -5)
+    assert np.array_equal(p[1:, :2, :3], a[:, 1:, :])
+
+
+def test_epoch_patches_reproducible_with_foreground_oversampling():
+    shapes = [(40, 64, 64), (48, 64, 80)]
+    fg = [np.array([[20, 30, 30]]), np.zeros((0, 3), dtype=int)]
+    a = epoch_patches(shapes, fg, (16, 32, 32), (16, 32, 32), 50, seed=1, epoch=0, fg_fraction=0.5)
+    assert a == epoch_patches(shapes, fg, (16, 32, 32), (16, 32, 32), 50, seed=1, epoch=0, fg_fraction=0.5)
+    assert a != epoch_patches(shapes, fg, (16, 32, 32), (16, 32, 32), 50, seed=1, epoch=1, fg_fraction=0.5)
+    assert len(a) == 50
+    forced = epoch_patches(shapes, fg, (16, 32, 32), (16, 32, 32), 20, seed=1, epoch=0, fg_fraction=1.0)
+    for ref in forced:
+        assert ref.case == 0
+        assert all(s <= c < s + p for s, c, p in zip(ref.start, (20, 30, 30), (16, 32, 32)))
+        assert all(0 <= s <= n - p for s, n, p in zip(ref.start, shapes[0], (16, 32, 32)))
+
+
+def test_step_schedule_matches_thesis():
+    lrs = [learning_rate(e, 60, 3e-3) for e in range(60)]
+    assert lrs[0] == lrs[9] == 3e-3
+    assert lrs[10] == pytest.approx(3e-4) and lrs[19] == pytest.approx(3e-4)
+    assert lrs[20] == pytest.approx(3e-5) and lrs[39] == pytest.approx(3e-5)
+    assert lrs[40] == pytest.approx(3e-6) and lrs[59] == pytest.approx(3e-6)
+    assert learning_rate(0, 2, 3e-3) == 3e-3
+
+
+# ---------------------------------------------------------------- lung crop and dataset
+
+
+def test_lung_crop_box_on_phantom_chest():
+    shape = (40, 64, 64)
+    z, y, x = np.indices(shape)
+    ct = np.full(shape, -1000.0, dtype=np.float32)
+    ct[((y - 32) / 28) ** 2 + ((x - 32) / 30) ** 2 < 1] = 40.0
+    for cx in (19, 45):
+        ct[((z - 20) / 14) ** 2 + ((y - 32) / 14) ** 2 + ((x - cx) / 9) ** 2 < 1] = -850.0
+    box = lung_crop_box(Volume(ct, (3.0, 3.0, 3.0)))  # two 200 ml lungs
+    lungs = np.argwhere(ct == -850.0)
+    expected = [(int(lo) - 2, int(hi) + 1 + 2) for lo, hi in zip(lungs.min(0), lungs.max(0))]  # 5 mm = 2 voxels
+    assert [(s.start, s.stop) for s in box] == expected
+    assert expected[2][0] > 2 and expected[2][1] < 62  # narrower than the body, so the crop is real
+    no_lungs = lung_crop_box(Volume(np.full((8, 16, 16), 40.0, dtype=np.float32)))
+    assert [(s.start, s.stop) for s in no_lungs] == [(0, 8), (0, 16), (0, 16)]
+
+
+def _tiny_dataset(root: Path, n: int = 3, shape=(32, 40, 40)) -> Path:
+    """Tubes of air in soft tissue, written in the ATM'22 / nnU-Net layout."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices(shape)
+    for i in range(n):
+        ct = 40.0 + rng.normal(0, 20, shape).astype(np.float32)
+        tube = (y - 18 - 2 * i) ** 2 + (x - 20 + i) ** 2 < 16
+        ct[tube] = -950.0
+        write_volume(Volume(ct, (0.8, 0.8, 1.0)), root / "imagesTr" / f"ATM_{900 + i}_0000.nii.gz")
+        write_volume(Volume(tube.astype(np.uint8), (0.8, 0.8, 1.0)), root / "labelsTr" / f"ATM_{900 + i}.nii.gz")
+    return root
+
+
+def test_list_and_split_cases(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    cases = list_cases(data)
+    assert [c.id for c in cases] == ["ATM_900", "ATM_901", "ATM_902"]
+    train, val = split_cases(cases, None, seed=0)
+    assert len(train) == 2 and len(val) == 1
+    with pytest.raises(InputError):
+        split_cases(cases, 3, seed=0)
+    with pytest.raises(InputError):
+        list_cases(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def _cli(argv: list[str]) -> int:
+    from clinseg.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _args(data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
+    return [
+        "train", "airway", "--data", str(data), "--out", str(out), "--variant", "ad_frl", "--width", "0.25",
+        "--patch", "32,32,32", "--epochs", str(epochs), "--iters-per-epoch", "2", "--batch", "2", "--device", "cpu",
+        "--seed", "5", *extra,
+    ]  # fmt: skip
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_training_run_checkpoints_logs_exports_and_resumes(tmp_path, capsys):
+    from safetensors import safe_open
+
+    data = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    assert _cli(_args(data, out, 2)) == 0
+    assert (out / "checkpoints" / "last.pt").is_file()
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and {"model", "optimizer", "scaler", "rng"} <= set(state)
+    rows = _rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["iterations"] == "2" for r in rows)
+    assert all(0 <= float(r["train_loss"]) <= 1.5 and 0 <= float(r["val_dice"]) <= 1 for r in rows)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    model = AirwayUNet(**json.loads(meta["network_kwargs"]))
+    model.load_state_dict(weights)
+    assert meta["variant"] == "ad_frl" and meta["epochs"] == "2"
+
+    with pytest.raises(InputError, match="not empty"):
+        _cli(_args(data, out, 2))
+    with pytest.raises(InputError, match="different settings"):
+        _cli([*_args(data, out, 3), "--resume", "--width", "0.5"])
+
+    capsys.readouterr()
+    assert _cli([*_args(data, out, 3), "--resume"]) == 0
+    assert "resumed after epoch 2" in capsys.readouterr().out
+    resumed = _rows(out)
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
+    assert resumed[:2] == rows
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    config = dict(variant="ad", width=0.25, patch=(32, 32, 32), batch=2, iters_per_epoch=2, seed=3, val_count=1)
+    cpu = torch.device("cpu")
+    run_training(data, tmp_path / "a", AirwayTrainConfig(**config), 2, cpu, log=lambda line: None)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch=1 "):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, log=stop_after_first_epoch)
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, resume=True, log=lambda line: None)
+    a, b = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(tmp_path / "a") == [
+        {**r, "seconds": a_r["seconds"]} for r, a_r in zip(_rows(tmp_path / "b"), _rows(tmp_path / "a"))
+    ]
+
+
+def test_loss_decreases_on_a_learnable_toy_problem():
+    torch.manual_seed(0)
+    model = AirwayUNet(width=0.25)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    images = torch.stack([_blobs((16, 16, 32), seed=s) for s in range(4)])
+    labels = (images > images.flatten(1).median(1).values.reshape(-1, 1, 1, 1, 1)).float()
+
+    def held_out_loss() -> float:
+        with torch.no_grad():
+            return float(airway_loss(model(images), labels))
+
+    before = held_out_loss()
+    for step in range(30):
+        pick = [step % 4, (step + 1) % 4]
+        loss = airway_loss(model(images[pick]), labels[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_out_loss()
+    assert before > 0.3
+    assert after < 0.5 * before
