@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
+from .reporting import Reporter, add_common_arguments
 
 
 def _triple(text: str) -> tuple[int, int, int]:
@@ -46,6 +47,7 @@ def register(subparsers) -> None:
     a.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a.add_argument("--threads", type=int, help="CPU threads for torch")
     a.add_argument("--max-minutes", type=float, help="stop (checkpointed) once this much time has passed")
+    add_common_arguments(a)
     a.set_defaults(func=run_airway)
 
 
@@ -78,9 +80,18 @@ def run_airway(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         seed=args.seed,
     )
+    reporter = Reporter.from_args(args)
     summary = run_training(
-        args.data, args.out, config, args.epochs, device, args.resume, args.max_minutes, args.lr,
-        log=lambda line: print(line, flush=True),
-    )  # fmt: skip
-    print(f"weights: {summary.weights} (after {summary.epochs_done} epochs)")
+        args.data, args.out, config, args.epochs, device, args.resume, args.max_minutes, args.lr, log=reporter.log
+    )
+    last = summary.rows[-1] if summary.rows else {}
+    reporter.result(
+        {
+            "out": str(args.out),
+            "weights": str(summary.weights),
+            "epochs": summary.epochs_done,
+            "stopped_early": summary.stopped_early,
+            "last_epoch": last,
+        }
+    )
     return 0

@@ -88,7 +88,8 @@ class TreeBuilder:
             # A slight, random bow so that centrelines are not ruler-straight.
             a, b = points
             axis = b - a
-            perp = np.cross(axis, self.rng.normal(size=3))
+            g = self.rng.normal(size=3)
+            perp = g - (g @ axis) / max(axis @ axis, 1e-12) * axis
             perp /= max(np.linalg.norm(perp), 1e-9)
             mid = (a + b) / 2 + perp * bend * np.linalg.norm(axis) * self.rng.uniform(-1, 1)
             points = np.stack([a, mid, b])
@@ -151,7 +152,7 @@ class TreeBuilder:
         w = c - start
         w_perp = w - (w @ u) * u
         if np.linalg.norm(w_perp) < 1e-6:
-            w_perp = np.cross(u, [1.0, 0.0, 0.0])
+            w_perp = np.array([0.0, -u[2], u[1]]) if abs(u[0]) < 0.9 else np.array([-u[2], 0.0, u[0]])
         direction = np.cos(theta) * u + np.sin(theta) * w_perp / np.linalg.norm(w_perp)
         length = min(LENGTH_RATIO * d * self.rng.uniform(0.85, 1.15), max(np.linalg.norm(w), 1.2 * d))
         outer = d / 2 * (1 + 2 * self.rules.wall_ratio)
@@ -163,6 +164,26 @@ class TreeBuilder:
             if length < 1.2 * d:
                 break
         return None
+
+
+class LungLookup:
+    """Signed distance to the lungs from a precomputed 2 mm table (fast point queries while growing trees)."""
+
+    def __init__(self, p: Patient, step: float = 2.0) -> None:
+        lo, hi = p.lps_bounds()
+        self.lo = lo - 4.0
+        self.step = step
+        axes = [np.arange(a, b + 4.0 + step, step, dtype=np.float32) for a, b in zip(self.lo, hi)]
+        x, y, z = np.meshgrid(*axes, indexing="ij")
+        left, right = lung_sd(p, x, y, z)
+        self.table = np.minimum(left, right)
+        self.hi_index = np.array(self.table.shape) - 1
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        idx = np.rint((np.atleast_2d(q) - self.lo) / self.step).astype(int)
+        inside = np.all((idx >= 0) & (idx <= self.hi_index), axis=1)
+        idx = np.clip(idx, 0, self.hi_index)
+        return np.where(inside, self.table[idx[:, 0], idx[:, 1], idx[:, 2]], 99.0)
 
 
 def sample_lung_points(p: Patient, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,13 +224,7 @@ def build_airway_tree(p: Patient, rng: np.random.Generator, rules: GrowthRules,
                       n_points: int = 60000) -> AirwayModel:
     """The whole tree for one patient: named central airways, then Kitaoka growth per lobe."""
     pts, lobe = sample_lung_points(p, rng, n_points)
-
-    def inside(q: np.ndarray) -> np.ndarray:
-        q = np.asarray(q, np.float32)
-        left, right = lung_sd(p, q[:, 0], q[:, 1], q[:, 2])
-        return np.minimum(left, right)
-
-    tb = TreeBuilder(rng, rules, inside)
+    tb = TreeBuilder(rng, rules, LungLookup(p))
     n = FLOW_EXPONENT
     s = p.s
     d_trachea = 17.0 * s * rng.uniform(0.94, 1.06)

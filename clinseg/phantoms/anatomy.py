@@ -143,10 +143,11 @@ def heart_sd(p: Patient, x, y, z):
 
 
 def mediastinum_halfwidth(p: Patient, y, z):
-    """Half-width of the tissue strip between the lungs: wider in the upper, anterior mediastinum."""
+    """Half-width of the tissue between the lungs: great vessels in front, wider still above the arch."""
     upper = 1.0 / (1.0 + np.exp(-(z - (float(p.carina[2]) + 20 * p.s)) / (8 * p.s)))
-    anterior = 1.0 / (1.0 + np.exp((y + 25 * p.s) / (8 * p.s)))
-    return np.float32(7 * p.s) + np.float32(22 * p.s) * upper + np.float32(8 * p.s) * anterior * upper
+    anterior = 1.0 / (1.0 + np.exp((y - 12 * p.s) / (8 * p.s)))
+    band = 1.0 / (1.0 + np.exp(-(z - (float(p.heart_c[2]) + 20 * p.s)) / (10 * p.s)))
+    return np.float32(6 * p.s) + np.float32(20 * p.s) * anterior * band + np.float32(18 * p.s) * upper
 
 
 def lung_sd(p: Patient, x, y, z):
@@ -166,16 +167,34 @@ def lung_sd(p: Patient, x, y, z):
 # --- rendering of a slab -------------------------------------------------------------------------------------------
 
 def _body_sd(p: Patient, x, y):
-    """Body outline: a flattened-back super-ellipse (the patient lies on the table)."""
+    """Body outline: an ellipse with a flatter back (the patient lies on the table)."""
     dy = y - np.float32(p.body_cy)
     dy = np.where(dy > 0, dy * np.float32(1.06), dy)
-    rho = (np.abs(x / p.body_a) ** 2.4 + np.abs(dy / p.body_b) ** 2.4) ** (1 / 2.4)
-    return (rho - 1.0) * np.float32(min(p.body_a, p.body_b))
+    return _ellipse_sd(x, dy, p.body_a, p.body_b)
 
 
-def render_slab(p: Patient, x, y, z, tex, edge: float):
-    """HU (float32) and lung labels (uint8: 1 left, 2 right) for coordinate arrays of one slab."""
-    s = np.float32(p.s)
+class _Slab:
+    """Coordinates of ``k0:k1`` and the local slices of LPS boxes within it (organs are drawn in their box)."""
+
+    def __init__(self, grid: Grid, k0: int, k1: int) -> None:
+        self.grid, self.k0, self.k1 = grid, k0, k1
+        self.x, self.y, self.z = grid.coords((slice(k0, k1), slice(0, grid.shape[1]), slice(0, grid.shape[2])))
+
+    def box(self, lo, hi):
+        b = self.grid.box(np.asarray(lo, float), np.asarray(hi, float))
+        if b is None:
+            return None
+        k0, k1 = max(b[0].start, self.k0), min(b[0].stop, self.k1)
+        if k1 <= k0:
+            return None
+        return slice(k0 - self.k0, k1 - self.k0), b[1], b[2]
+
+
+def render_slab(p: Patient, sl: _Slab, tex, edge: float):
+    """HU (float32) and lung labels (uint8: 1 left, 2 right) of one slab."""
+    s = float(p.s)
+    x, y, z = sl.x, sl.y, sl.z
+    big = 1e5
     hu = np.full(x.shape, HU["air"], np.float32)
     body = _body_sd(p, x, y)
     blend(hu, HU["skin"], ramp(body, edge))
@@ -188,36 +207,57 @@ def render_slab(p: Patient, x, y, z, tex, edge: float):
     muscle_t = (14 + 10 * np.clip(yn, 0, 1) ** 3 + 14 * pect) * s
     muscle_sd = np.maximum(cav - muscle_t, -body - p.fat)
     blend(hu, HU["muscle"] + 6 * tex, ramp(muscle_sd, edge))
-    paraspinal = _ellipse_sd(np.abs(x - p.med_x) - 32 * s, y - (p.spine_y + 38 * s), 26 * s, 26 * s)
-    blend(hu, HU["muscle"] + 6 * tex, ramp(np.maximum(paraspinal, -body - p.fat), edge))
-    _ribs(p, hu, x, y, z, cav, r_c, yn, edge)
-    # Thoracic and abdominal cavity contents.
+    del muscle_sd, muscle_t, pect
+    b = sl.box((p.med_x - 75 * s, p.spine_y, -big), (p.med_x + 75 * s, p.spine_y + 80 * s, big))
+    if b is not None:
+        para = _ellipse_sd(np.abs(x[b] - p.med_x) - 32 * s, y[b] - (p.spine_y + 38 * s), 26 * s, 26 * s)
+        blend(hu[b], HU["muscle"] + 6 * tex[b], ramp(np.maximum(para, -body[b] - p.fat), edge))
+    _ribs(p, hu, x, y, z, cav, yn, edge)
     blend(hu, HU["mediastinum_fat"] + 10 * tex, ramp(cav, edge))
-    dz = dome_z(p, x, y)
-    below = np.maximum(cav, z - dz)
-    liver = np.maximum(below, x - (p.med_x + 30 * s))
-    blend(hu, HU["liver"] + 5 * tex, ramp(liver, edge))
-    left_abd = np.maximum(below, (p.med_x + 30 * s) - x)
-    blend(hu, HU["stomach"] + 8 * tex, ramp(left_abd, edge))
-    spleen = _ellipse_sd(x - 0.62 * p.cav_a, y - 0.55 * p.cav_b, 26 * s, 38 * s)
-    blend(hu, HU["spleen"], ramp(np.maximum(spleen, np.maximum(left_abd, z - dz + 25 * s)), edge))
-    gas = np.maximum(_ellipse_sd(x - 0.42 * p.cav_a, y + 0.1 * p.cav_b, 30 * s, 28 * s), dz - 18 * s - z)
-    blend(hu, HU["air"], ramp(np.maximum(gas, np.maximum(left_abd, z - dz + 6 * s)), edge))
-    heart = heart_sd(p, x, y, z)
-    blend(hu, HU["heart"] + 4 * tex, ramp(heart, edge))
-    wedge = np.maximum(np.abs(x - p.med_x) - 24 * s, (p.spine_y - 20 * s) - y)
-    blend(hu, HU["muscle"], ramp(np.maximum(wedge, cav), edge))
-    _spine(p, hu, x, y, z, edge)
-    _sternum_scapula(p, hu, x, y, z, cav, r_c, yn, edge)
+    _abdomen(p, sl, hu, cav, tex, edge)
+    c, r = p.heart_c, p.heart_r
+    b = sl.box(c - r - 2 * edge, c + r + 2 * edge)
+    if b is not None:
+        blend(hu[b], HU["heart"] + 4 * tex[b], ramp(heart_sd(p, x[b], y[b], z[b]), edge))
+    b = sl.box((p.med_x - 45 * s, p.spine_y - 30 * s, -big), (p.med_x + 45 * s, p.spine_y + 75 * s, big))
+    if b is not None:
+        wedge = np.maximum(np.abs(x[b] - p.med_x) - 24 * s, (p.spine_y - 20 * s) - y[b])
+        blend(hu[b], HU["muscle"], ramp(np.maximum(wedge, cav[b]), edge))
+        _spine(p, hu[b], x[b], y[b], z[b], edge)
+    _sternum_scapula(p, sl, hu, cav, r_c, yn, edge)
     # Lungs: parenchyma with low-frequency texture and a gravity-dependent (posterior) density gradient.
-    left, right = lung_sd(p, x, y, z)
-    lung = np.minimum(left, right)
-    gravity = 45.0 * np.clip((y - p.cav_cy) / p.cav_b, -1, 1) ** 3 + 20.0 * np.clip((y - p.cav_cy) / p.cav_b, -1, 1)
-    blend(hu, HU["parenchyma"] + 22 * tex + gravity, ramp(lung, edge))
     labels = np.zeros(x.shape, np.uint8)
-    labels[left <= 0] = 1
-    labels[right <= 0] = 2
+    lo, hi = p.lps_bounds()
+    b = sl.box(lo - 2 * edge, hi + 2 * edge)
+    if b is not None:
+        left, right = lung_sd(p, x[b], y[b], z[b])
+        lung = np.minimum(left, right)
+        yr = np.clip((y[b] - p.cav_cy) / p.cav_b, -1, 1)
+        gravity = 45.0 * yr**3 + 20.0 * yr
+        blend(hu[b], HU["parenchyma"] + 22 * tex[b] + gravity, ramp(lung, edge))
+        lab = labels[b]
+        lab[left <= 0] = 1
+        lab[right <= 0] = 2
     return hu, labels
+
+
+def _abdomen(p: Patient, sl: _Slab, hu, cav, tex, edge: float) -> None:
+    """Liver under the right dome, stomach (with its gas bubble) and spleen under the left."""
+    s = p.s
+    top = max(p.dome_r, p.dome_l) + 4 * edge
+    b = sl.box((-p.cav_a - 10, p.cav_cy - p.cav_b - 10, -1e5), (p.cav_a + 10, p.cav_cy + p.cav_b + 10, top))
+    if b is None:
+        return
+    x, y, z, h, t = sl.x[b], sl.y[b], sl.z[b], hu[b], tex[b]
+    dz = dome_z(p, x, y)
+    below = np.maximum(cav[b], z - dz)
+    blend(h, HU["liver"] + 5 * t, ramp(np.maximum(below, x - (p.med_x + 30 * s)), edge))
+    left_abd = np.maximum(below, (p.med_x + 30 * s) - x)
+    blend(h, HU["stomach"] + 8 * t, ramp(left_abd, edge))
+    spleen = _ellipse_sd(x - 0.62 * p.cav_a, y - 0.55 * p.cav_b, 26 * s, 38 * s)
+    blend(h, HU["spleen"], ramp(np.maximum(spleen, np.maximum(left_abd, z - dz + 25 * s)), edge))
+    gas = np.maximum(_ellipse_sd(x - 0.42 * p.cav_a, y + 0.1 * p.cav_b, 30 * s, 28 * s), dz - 18 * s - z)
+    blend(h, HU["air"], ramp(np.maximum(gas, np.maximum(left_abd, z - dz + 6 * s)), edge))
 
 
 def _bone(hu, sd_outer, sd_inner, edge: float) -> None:
@@ -225,23 +265,29 @@ def _bone(hu, sd_outer, sd_inner, edge: float) -> None:
     blend(hu, HU["cancellous"], ramp(sd_inner, edge))
 
 
-def _ribs(p: Patient, hu, x, y, z, cav, r_c, yn, edge: float) -> None:
+def _ribs(p: Patient, hu, x, y, z, cav, yn, edge: float) -> None:
+    """Ribs descend from back to front; each axial slice cuts them into short arcs. Drawn on the rib ring only."""
     s = p.s
-    delta = cav  # radial distance outside the inner rib-cage surface (approximate)
+    hw, hh = 4.5 * s, 4.2 * s
+    idx = np.flatnonzero((np.abs(cav - 6 * s) < hw + edge).ravel())
+    if idx.size == 0:
+        return
+    x, y, z, yn, delta = (a.ravel()[idx] for a in (x, y, z, yn, cav))
     u = (z + p.rib_drop * (1 - yn) / 2) / p.rib_pitch + p.rib_phase
     v = ((u + 0.5) % 1.0 - 0.5) * p.rib_pitch  # vertical distance to the nearest rib's centre line
     level = np.floor(u + 0.5)
     top_level = np.floor((p.apex_z + 5 * s) / p.rib_pitch + p.rib_phase + 0.5)
     exists = (level <= top_level) & (level >= top_level - 12)
-    hw, hh = 5.0 * s, 6.0 * s
     e = np.sqrt(((delta - 6 * s) / hw) ** 2 + (v / hh) ** 2)
     anterior_gap = (yn < -0.55) & (np.abs(x - p.med_x) < 0.45 * p.cav_a)
     spine_gap = (yn > 0.8) & (np.abs(x - p.med_x) < 28 * s)
     rib = exists & ~spine_gap
+    h = hu.ravel()[idx]
     sd_out = np.where(rib & ~anterior_gap, (e - 1.0) * hw, 99.0).astype(np.float32)
-    _bone(hu, sd_out, sd_out + 1.6 * s, edge)
+    _bone(h, sd_out, sd_out + 1.3 * s, edge)
     cart = np.where(rib & anterior_gap & (np.abs(x - p.med_x) > 14 * s), (e - 1.0) * hw, 99.0).astype(np.float32)
-    blend(hu, HU["cartilage"], ramp(cart, edge))
+    blend(h, HU["cartilage"], ramp(cart, edge))
+    hu.ravel()[idx] = h
 
 
 def _spine(p: Patient, hu, x, y, z, edge: float) -> None:
@@ -263,27 +309,27 @@ def _spine(p: Patient, hu, x, y, z, edge: float) -> None:
     blend(hu, HU["csf"], ramp(canal, edge))
 
 
-def _sternum_scapula(p: Patient, hu, x, y, z, cav, r_c, yn, edge: float) -> None:
+def _sternum_scapula(p: Patient, sl: _Slab, hu, cav, r_c, yn, edge: float) -> None:
     s = p.s
-    xm = x - np.float32(p.med_x)
-    in_z = np.abs(z - (float(p.carina[2]) - 10 * s)) < 70 * s
-    st = _ellipse_sd(xm, y - (p.cav_cy - p.cav_b - 7 * s), 15 * s, 6 * s)
-    st = np.where(in_z, st, 99.0).astype(np.float32)
-    _bone(hu, st, st + 1.5 * s, edge)
+    zc = float(p.carina[2]) - 10 * s
+    yc = p.cav_cy - p.cav_b - 7 * s
+    b = sl.box((p.med_x - 20 * s, yc - 10 * s, zc - 70 * s), (p.med_x + 20 * s, yc + 10 * s, zc + 70 * s))
+    if b is not None:
+        st = _ellipse_sd(sl.x[b] - np.float32(p.med_x), sl.y[b] - yc, 15 * s, 6 * s)
+        _bone(hu[b], st, st + 1.5 * s, edge)
     # Scapulae: thin plates behind the posterolateral ribs in the upper chest.
-    plate = np.maximum(np.abs(cav - 20 * s) - 2.5 * s, np.abs(yn - 0.6) * r_c - 28 * s)
-    plate = np.where(z > float(p.carina[2]) - 40 * s, plate, 99.0).astype(np.float32)
-    _bone(hu, plate, plate + 1.2 * s, edge)
+    b = sl.box((-p.body_a, p.cav_cy, float(p.carina[2]) - 40 * s), (p.body_a, p.body_cy + p.body_b, 1e5))
+    if b is not None:
+        plate = np.maximum(np.abs(cav[b] - 20 * s) - 2.5 * s, np.abs(yn[b] - 0.6) * r_c[b] - 28 * s)
+        _bone(hu[b], plate, plate + 1.2 * s, edge)
 
 
-def render_anatomy(p: Patient, grid: Grid, texture, ct: np.ndarray, lungs: np.ndarray, slab: int = 12) -> None:
+def render_anatomy(p: Patient, grid: Grid, texture, ct: np.ndarray, lungs: np.ndarray, slab: int = 8) -> None:
     """Fill ``ct`` (float32 HU) and ``lungs`` (uint8) slab by slab (bounded memory, any direction)."""
-    nk, nj, ni = grid.shape
+    nk = grid.shape[0]
     edge = grid.edge_mm
     for k0 in range(0, nk, slab):
         k1 = min(nk, k0 + slab)
-        box = (slice(k0, k1), slice(0, nj), slice(0, ni))
-        x, y, z = grid.coords(box)
-        hu, lab = render_slab(p, x, y, z, texture(k0, k1), edge)
+        hu, lab = render_slab(p, _Slab(grid, k0, k1), texture(k0, k1), edge)
         ct[k0:k1] = hu
         lungs[k0:k1] = lab

@@ -47,6 +47,7 @@ def build_vessels(p: Patient, airway: list[Branch], regions: dict[int, np.ndarra
     segs: list[VesselSegment] = []
     hilum = {t.name: t.points[-1] for t in p.tubes if t.name.endswith("pulmonary_artery")}
     art_end: dict[int, np.ndarray] = {}
+    radius_at: dict[tuple, float] = {}  # artery end point -> its radius (children start as wide)
     offset: dict[int, np.ndarray] = {}
     ext_rules = GrowthRules(min_lumen_mm=min_vessel_mm, min_points=3, wall_ratio=0.0)
     extender = TreeBuilder(rng, ext_rules, builder.inside)
@@ -66,7 +67,8 @@ def build_vessels(p: Patient, airway: list[Branch], regions: dict[int, np.ndarra
         r_art = b.radius_mm * rng.uniform(0.95, 1.15)
         shift = b.radius_mm + b.wall_mm + r_art + gap_mm + 0.3
         end = b.points_lps[-1] + o * shift
-        r_start = segs_radius(segs, start, r_art)
+        r_start = max(r_art, min(radius_at.get(tuple(start), r_art), 1.3 * r_art))
+        radius_at[tuple(end)] = r_art
         segs.append(VesselSegment(start, end, r_start, r_art, ARTERY))
         art_end[b.id], offset[b.id] = end, o
         if not b.children and b.id in regions and len(regions[b.id]) >= 4:
@@ -77,16 +79,8 @@ def build_vessels(p: Patient, airway: list[Branch], regions: dict[int, np.ndarra
         if e.parent >= 0:
             pts = e.points_lps
             segs.append(VesselSegment(pts[0], pts[-1], e.radius_mm, e.radius_mm, ARTERY))
-    segs.extend(_veins(p, rng, builder, lung_points, min_vessel_mm))
+    segs.extend(_veins(p, rng, builder, lung_points, 1.4 * min_vessel_mm))
     return segs
-
-
-def segs_radius(segs: list[VesselSegment], start: np.ndarray, r: float) -> float:
-    """Radius at a segment's start: the parent's, where it starts on one (no step at the joint)."""
-    for s in reversed(segs[-40:]):
-        if np.allclose(s.p1, start):
-            return max(r, min(s.r1, 1.3 * r))
-    return r
 
 
 def _veins(p: Patient, rng: np.random.Generator, builder: TreeBuilder, lung_points: np.ndarray,
@@ -109,7 +103,5 @@ def _veins(p: Patient, rng: np.random.Generator, builder: TreeBuilder, lung_poin
             tb.grow(root, region)
     for b in tb.branches:
         if b.parent >= 0:
-            pts = b.points_lps
-            for a, c in zip(pts[:-1], pts[1:]):
-                segs.append(VesselSegment(a, c, b.radius_mm, b.radius_mm, VEIN))
+            segs.append(VesselSegment(b.points_lps[0], b.points_lps[-1], b.radius_mm, b.radius_mm, VEIN))
     return segs

@@ -51,10 +51,7 @@ def largest_component(mask: Volume | np.ndarray, connectivity: int = 26) -> np.n
 
 def largest_in_crop(crop: np.ndarray, connectivity: int = 26) -> np.ndarray:
     """The largest component of a small binary array (no bounding-box step)."""
-    labels = cc3d.connected_components(crop.astype(np.uint8, copy=False), connectivity=connectivity)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
+    return cc3d.largest_k(crop.astype(np.uint8, copy=False), k=1, connectivity=connectivity) > 0
 
 
 def fill_holes(mask: Volume | np.ndarray) -> np.ndarray:
@@ -88,21 +85,25 @@ def component_report(
     A ``Volume`` gives LPS centroids; a plain array is placed with ``spacing``
     (i, j, k order, default 1 mm) at the origin with identity direction.
     """
-    if isinstance(mask, Volume):
-        volume = mask
-    else:
-        volume = Volume(np.asarray(mask), spacing or (1.0, 1.0, 1.0))
+    return labelled_components(mask, spacing, connectivity)[2]
+
+
+def labelled_components(
+    mask: Volume | np.ndarray, spacing: tuple[float, float, float] | None = None, connectivity: int = 26
+) -> tuple[tuple[slice, ...] | None, np.ndarray | None, list[Island], list[int]]:
+    """Bounding box, component labels inside it, islands largest first and their label values (same order)."""
+    volume = mask if isinstance(mask, Volume) else Volume(np.asarray(mask), spacing or (1.0, 1.0, 1.0))
     box, crop = _crop(volume)
     if box is None or not crop.any():
-        return []
-    labels, n = cc3d.connected_components(crop.astype(np.uint8), connectivity=connectivity, return_N=True)
+        return None, None, [], []
+    labels = cc3d.connected_components(crop.astype(np.uint8), connectivity=connectivity)
     stats = cc3d.statistics(labels)
     counts = np.asarray(stats["voxel_counts"])[1:]
     centroids_kji = np.asarray(stats["centroids"])[1:] + np.array([s.start for s in box], dtype=float)
     centroids = volume.index_to_physical(centroids_kji[:, ::-1])
     voxel_mm3 = float(np.prod(volume.spacing))
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
     islands = [
-        Island(int(c), float(c) * voxel_mm3, tuple(float(v) for v in centroid))
-        for c, centroid in zip(counts[:n], centroids[:n])
+        Island(int(counts[i]), float(counts[i]) * voxel_mm3, tuple(float(v) for v in centroids[i])) for i in order
     ]
-    return sorted(islands, key=lambda island: -island.voxels)
+    return box, labels, islands, [i + 1 for i in order]

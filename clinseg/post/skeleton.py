@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import edt
 import numpy as np
+from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.morphology import skeletonize as _thin
@@ -44,11 +44,17 @@ def open_sides(shape: tuple[int, ...], box: tuple[slice, ...], crop: np.ndarray)
     """``(axis, side)`` pairs where the foreground is cut by the image border (side 0 = low index, 1 = high)."""
     sides = []
     for axis in range(3):
-        if box[axis].start == 0 and np.take(crop, 0, axis=axis).any():
+        if box[axis].start == 0 and _face(crop, axis, 0).any():
             sides.append((axis, 0))
-        if box[axis].stop == shape[axis] and np.take(crop, -1, axis=axis).any():
+        if box[axis].stop == shape[axis] and _face(crop, axis, 1).any():
             sides.append((axis, 1))
     return sides
+
+
+def _face(array: np.ndarray, axis: int, side: int) -> np.ndarray:
+    index = [slice(None)] * array.ndim
+    index[axis] = 0 if side == 0 else -1
+    return array[tuple(index)]
 
 
 def extend_open_sides(
@@ -65,13 +71,22 @@ def extend_open_sides(
     spacing = np.asarray(spacing_kji, dtype=float)
     grow = [[0, 0], [0, 0], [0, 0]]
     for axis, side in sides:
-        face = np.take(crop, 0 if side == 0 else -1, axis=axis)
+        face = _face(crop, axis, side)
         others = [a for a in range(3) if a != axis]
-        radius = float(edt.edt(np.pad(face, 1).astype(np.uint8), anisotropy=tuple(spacing[others])).max())
+        # Area-equivalent radius of the cut section: robust to pinholes that would shrink a distance maximum.
+        radius = float(np.sqrt(face.sum() * np.prod(spacing[others]) / np.pi))
         grow[axis][side] = int(np.ceil(2.0 * radius / spacing[axis])) + 2
     out = np.pad(np.pad(crop, grow, mode="edge"), 1)
     inner = tuple(slice(g[0] + 1, g[0] + 1 + n) for g, n in zip(grow, crop.shape))
     return out, inner
+
+
+def close(mask: np.ndarray, size: int = 3) -> np.ndarray:
+    """Binary closing by a ``size`` cube (separable max then min filters; the mask's own voxels always kept)."""
+    pad = size // 2 + 1
+    grown = np.pad(mask.astype(np.uint8), pad)
+    closed = ndi.minimum_filter(ndi.maximum_filter(grown, size=size), size=size)
+    return closed[pad:-pad, pad:-pad, pad:-pad].astype(bool) | mask
 
 
 def neighbour_table(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 from ..errors import InputError
 from ..result import Curve, Table
 from ..volume import Volume
-from .components import Island, bounding_box, component_report, largest_in_crop
-from .skeleton import SkeletonGraph, extend_open_sides, open_sides, skeletonize
+from .components import Island, labelled_components
+from .skeleton import SkeletonGraph, close, extend_open_sides, open_sides, skeletonize
 
 TRACHEA = "Trachea"
 RIGHT_MAIN = "RightMainBronchus"
@@ -164,20 +164,26 @@ def extract_tree(
     root_hint_lps: np.ndarray | None = None,
     spur_factor: float = 2.0,
     min_spur_mm: float = 3.0,
+    closing: int = 3,
 ) -> AirwayTree:
     """Centerline tree of a binary airway mask (nonzero = airway).
 
     ``root_hint_lps``: a point near the top of the trachea; without it the root
-    is the most cranial end point among those with a wide lumen.
+    is the most cranial end point among those with a wide lumen. ``closing``:
+    side of the cube of a binary closing applied before thinning (1 = none);
+    it fills one-voxel pits and pinholes in the wall, each of which would
+    otherwise grow a spur or a loop in the skeleton.
     """
     subject = mask.name or "airway mask"
-    report = component_report(mask)
-    if not report:
+    box, labels, report, values = labelled_components(mask)
+    if box is None:
         raise InputError(subject, "airway mask is empty")
-    box = bounding_box(mask.array)
-    body = fill_voids.fill(np.pad(largest_in_crop(mask.array[box] > 0), 1), in_place=True)[1:-1, 1:-1, 1:-1]
+    body = fill_voids.fill(np.pad(labels == values[0], 1), in_place=True)[1:-1, 1:-1, 1:-1]
     spacing_kji = np.asarray(mask.spacing[::-1], dtype=float)
-    grown, inner = extend_open_sides(body, open_sides(mask.shape, box, body), spacing_kji)
+    sides = open_sides(mask.shape, box, body)
+    grown, inner = extend_open_sides(body, sides, spacing_kji)
+    if closing > 1:
+        grown = close(grown, closing)
     skeleton = skeletonize(grown)[inner]
     radius_map = edt.edt(grown.astype(np.uint8), anisotropy=tuple(spacing_kji))[inner]
     offset = np.array([s.start for s in box])
@@ -186,12 +192,14 @@ def extract_tree(
     if not graph.edges:
         raise InputError(subject, "airway mask is too small to trace a centerline")
 
-    spurs = graph.prune_spurs(spur_factor, min_spur_mm)
-
     def lps(voxels: np.ndarray) -> np.ndarray:
         return mask.index_to_physical((graph.coords[voxels] + offset)[:, ::-1].astype(float))
 
-    root = _find_root(graph, lps, root_hint_lps)
+    # The trachea cut by the scan's edge is an end point on that face: fix the root before pruning.
+    root = _find_root(graph, lps, root_hint_lps, _face_ends(graph, sides, body.shape))
+    spurs = graph.prune_spurs(spur_factor, min_spur_mm, protect={root})
+    if root not in graph.node_voxel:
+        root = _find_root(graph, lps, None, [])
     loops = graph.break_loops(root)
     spurs += graph.prune_spurs(spur_factor, min_spur_mm, protect={root})
     graph.merge_chains({root})
@@ -206,17 +214,47 @@ def extract_tree(
     return tree
 
 
-def _find_root(graph: SkeletonGraph, lps, hint: np.ndarray | None) -> int:
-    """The trachea's free end: the most cranial end point among those whose branch is wide."""
-    ends = graph.end_nodes() or list(graph.node_voxel)
+def _face_ends(graph: SkeletonGraph, sides: list[tuple[int, int]], shape: tuple[int, ...]) -> list[int]:
+    """End points lying on a side of the crop where the scan's edge cuts the airway."""
+    ends = []
+    for n in graph.end_nodes():
+        voxel = graph.coords[graph.node_voxel[n]]
+        if any(voxel[axis] == (0 if side == 0 else shape[axis] - 1) for axis, side in sides):
+            ends.append(n)
+    return ends
+
+
+def _find_root(graph: SkeletonGraph, lps, hint: np.ndarray | None, face_ends: list[int]) -> int:
+    """The trachea's free end.
+
+    With a hint: the end point nearest to it. Else, among ends where the scan
+    cuts the airway, the widest; else the most cranial end point among those
+    whose last centimetre is wide.
+    """
+    ends = graph.end_nodes() or list(graph.node_voxel)  # no end point at all: a closed loop, cut later
     positions = np.array([lps(np.array([graph.node_voxel[n]]))[0] for n in ends])
     if hint is not None:
         return ends[int(np.argmin(np.linalg.norm(positions - np.asarray(hint, float), axis=1)))]
-    widths = np.array([np.median(graph.radius[graph.edges[graph.incident[n][0]].path]) if graph.incident[n] else 0.0
-                       for n in ends])
+    if face_ends:
+        return max(face_ends, key=lambda n: _end_width(graph, n))
+    widths = np.array([_end_width(graph, n) for n in ends])
     wide = widths >= 0.5 * widths.max()
     z = np.where(wide, positions[:, 2], -np.inf)
     return ends[int(np.argmax(z))]
+
+
+def _end_width(graph: SkeletonGraph, node: int, reach_mm: float = 10.0) -> float:
+    """Mean lumen radius over the last ``reach_mm`` of centerline before an end point.
+
+    The trachea, cut by the top of the scan, stays wide up to its end; the
+    ends of small branches and of wall spurs narrow to a voxel.
+    """
+    if not graph.incident[node]:
+        return 0.0
+    path = graph.oriented_path(graph.incident[node][0], node)
+    steps = np.linalg.norm(np.diff(graph.coords[path], axis=0) * graph.spacing_kji, axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    return float(graph.radius[path[arc <= reach_mm]].mean())
 
 
 def _smooth(points: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ so a 66-case training set does not have to fit in RAM.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ..nets.airway_unet import THESIS_PATCH, AirwayOutput, AirwayUNet
 from ..preprocess import bounding_box, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
+from .loop import LoopConfig, TrainSummary, train
 from .losses import airway_loss
 from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
 
@@ -73,8 +74,9 @@ def list_cases(dataset_dir: str | Path) -> list[CaseFiles]:
     except ImportError:
         cases = _read_layout(dataset_dir)
     else:
-        cases = [CaseFiles(c.id, Path(c.image_path), Path(c.label_path)) for c in read_atm22(dataset_dir)]
-        cases = [c for c in cases if c.label_path is not None and c.label_path.is_file()]
+        found = [c for c in read_atm22(dataset_dir) if getattr(c, "label_path", None) is not None]
+        cases = [CaseFiles(c.id, Path(c.image_path), Path(c.label_path)) for c in found]
+        cases = [c for c in cases if c.label_path.is_file()]
     if not cases:
         raise InputError(str(dataset_dir), "no labelled cases (imagesTr/*_0000.nii.gz with labelsTr/...)")
     return sorted(cases, key=lambda c: c.id)
@@ -201,6 +203,7 @@ class AirwayTrainConfig:
 
 
 def build_model(config: AirwayTrainConfig) -> AirwayUNet:
+    """The untrained network of a run's variant."""
     return AirwayUNet(**config.network_kwargs())
 
 
@@ -300,16 +303,15 @@ def run_training(
     resume: bool = False,
     max_minutes: float | None = None,
     lr: float = 3e-3,
-    log=print,
-):
+    log: Callable[[str], None] = print,
+) -> TrainSummary:
     """Prepare the cases, build the network and run ``clinseg.train.loop.train``; returns its summary.
 
     A new run needs an empty or missing ``out_dir``; ``resume`` needs the same settings as the run it
     continues (``run.json``), except ``epochs``, which may grow.
     """
-    from .loop import LoopConfig, train
-
     config.check()
+    train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
     out = Path(out_dir)
     settings_path = out / "run.json"
     settings = {**config.describe(), "lr": lr}
@@ -326,7 +328,6 @@ def run_training(
     if not resume:
         with atomic_write(settings_path) as tmp:
             tmp.write_text(json.dumps(settings, indent=2))
-    train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
     log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {out / 'cache'})")
     train_cases = [prepare_case(c, out / "cache") for c in train_files]
     val_cases = [prepare_case(c, out / "cache") for c in val_files]
