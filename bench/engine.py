@@ -3,8 +3,9 @@ patch loop, with the same network (the ~4.1 M-parameter airway U-Net) on the sam
 
 Each method runs in a child process of this script, so its peak memory is measured from a clean baseline:
 peak RSS (sampled every 2 ms; torch's CPU allocations are invisible to tracemalloc) minus the RSS once the
-network and the volume exist. Throughput is voxels / wall time of the inference call, including one warm-up
-patch per method; the fastest of ``--repeats`` interleaved rounds is shown (the machine may be shared).
+network and the volume exist (a warm-up patch included). Throughput is voxels / wall time of the inference
+call after that warm-up; CPU s (user + system) is less sensitive to other load than wall time. The fastest of
+``--repeats`` interleaved rounds is shown: on a shared machine, compare only differences well above the noise.
 Run: ``.venv/bin/python bench/engine.py --size 160``.
 """
 
@@ -92,11 +93,12 @@ def child(args: argparse.Namespace) -> None:
 
     from clinseg.engine import SlidingWindowInferer
 
-    rss0 = psutil.Process().memory_info().rss
+    process = psutil.Process()
+    rss0 = process.memory_info().rss
     with PeakRSS() as peak:
         with torch.no_grad():  # warm-up: oneDNN picks its kernels on the first pass
             network(image[None, :, : args.patch, : args.patch, : args.patch])
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), sum(process.cpu_times()[:2])
         if args.child == "clinseg":
             inferer = SlidingWindowInferer(patch, overlap=args.overlap, batch_size=args.batch, device="cpu")
             out = inferer(image, network)
@@ -111,6 +113,7 @@ def child(args: argparse.Namespace) -> None:
             out = naive_loop(image, network, args.patch, args.overlap)
             extra = "batch 1, overwrite"
         seconds = time.perf_counter() - start
+    cpu_seconds = sum(process.cpu_times()[:2]) - cpu0
     np.save(args.save, out.numpy())
     print(
         json.dumps(
@@ -119,6 +122,7 @@ def child(args: argparse.Namespace) -> None:
                 "network": name,
                 "params": sum(p.numel() for p in network.parameters()),
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "voxels_per_s": args.size**3 / seconds,
                 "peak_rss_mb": (peak.peak - rss0) / 2**20,
                 "extra": extra,
@@ -169,10 +173,10 @@ def main() -> None:
         f"{first['network']} ({first['params'] / 1e6:.2f} M parameters), torch {torch.__version__}"
     )
     print(f"best of {args.repeats} interleaved rounds (time), median peak RSS above the loaded-network baseline")
-    print(f"{'method':<10}{'seconds':>10}{'Mvox/s':>10}{'peak RSS MB':>14}   notes")
+    print(f"{'method':<10}{'seconds':>10}{'CPU s':>8}{'Mvox/s':>10}{'peak RSS MB':>14}   notes")
     for method, row in rows.items():
         print(
-            f"{method:<10}{row['seconds']:>10.2f}{row['voxels_per_s'] / 1e6:>10.3f}"
+            f"{method:<10}{row['seconds']:>10.2f}{row['cpu_seconds']:>8.1f}{row['voxels_per_s'] / 1e6:>10.3f}"
             f"{row['peak_rss_mb']:>14.0f}   {row['extra']}"
         )
     if "clinseg" in rows and "monai" in rows:

@@ -118,11 +118,12 @@ def read_output_folder(folder: str | Path) -> Result:
 
 # -- sorting a Result into tree and route --------------------------------------------------------------
 def is_route_curve(curve: Curve) -> bool:
-    return curve.attributes.get("group") == ROUTE_GROUP
+    """In the ``route`` group, or carrying a route's summary (``Route.to_curve`` puts its branch sequence there)."""
+    return curve.attributes.get("group") == ROUTE_GROUP or "branch_sequence" in curve.attributes
 
 
 def is_route_table(table: Table) -> bool:
-    return table.name.lower().startswith(ROUTE_GROUP)
+    return ROUTE_GROUP in table.name.lower()  # "airway_route", "route"
 
 
 def split_result(result: Result) -> tuple[list[Curve], list[Curve], list[Table], list[Table]]:
@@ -175,8 +176,11 @@ def remove_derived(scene: slicer.vtkMRMLScene, segmentation_node: slicer.vtkMRML
     for role in roles:
         segmentation_node.RemoveNodeReferenceIDs(role)
     items = [(sh.GetItemByDataNode(node), node) for node in nodes]
-    folders = {sh.GetItemParent(item) for item, _ in items if item}
-    for _item, node in sorted(items, key=lambda pair: -_depth(sh, pair[0]) if pair[0] else 0):
+    parents = {sh.GetItemParent(item) for item, _ in items if item}
+    folders = {item for item in parents if item and sh.GetItemDataNode(item) is None}  # not the removed curves
+    for item, node in sorted(items, key=lambda pair: -_depth(sh, pair[0]) if pair[0] else 0):
+        if item:  # the item first: a headless scene has no plugin that drops the item of a removed node
+            sh.RemoveItem(item, False, False)
         scene.RemoveNode(node)
     while folders:
         folder = folders.pop()

@@ -162,10 +162,6 @@ class RoutePlanner:
 
         mask = airway_mask(segmentation_node, reference_volume_node)
         result = update_from_mask(mask, _options(target, scope_diameter_mm))
-        for curve in result.curves:
-            if curve.name.lower().startswith(ROUTE_GROUP) and curve.parent is None and "generation" not in \
-                    curve.attributes:
-                curve.attributes.setdefault("group", ROUTE_GROUP)
         result.labelmap, result.segments = None, []
         nodes = import_airway_result(scene, result, reference_volume_node, segmentation_node)
         nodes["metrics"] = result.metrics

@@ -183,22 +183,29 @@ def parse_lidc_xml(path: str | Path) -> LidcReading:
     return LidcReading(series_uid, study_uid, readers, nodules, small, non_nodules)
 
 
+def _perimeter(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The contour's own pixels: its points joined by pixel lines (closed)."""
+    from skimage.draw import polygon_perimeter
+
+    out = np.zeros(shape, dtype=bool)
+    rr, cc = polygon_perimeter(points[:, 1].astype(float), points[:, 0].astype(float), shape, clip=False)
+    ok = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+    out[rr[ok], cc[ok]] = True
+    return out
+
+
 def fill_contour(points: np.ndarray, shape: tuple[int, int], boundary: bool = True) -> np.ndarray:
-    """Boolean ``[row, col]`` mask of a closed pixel contour: the polygon interior plus (optionally) its outline."""
-    from skimage.draw import polygon, polygon_perimeter
+    """Boolean ``[row, col]`` mask of a closed pixel contour: its inside plus (``boundary``) or minus its outline."""
+    from skimage.draw import polygon
 
     mask = np.zeros(shape, dtype=bool)
     if len(points) == 0:
         return mask
-    cols, rows = points[:, 0].astype(float), points[:, 1].astype(float)
     if len(points) >= 3:
-        rr, cc = polygon(rows, cols, shape)
+        rr, cc = polygon(points[:, 1].astype(float), points[:, 0].astype(float), shape)
         mask[rr, cc] = True
-    if boundary:
-        rr, cc = polygon_perimeter(rows, cols, shape, clip=False)
-        ok = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
-        mask[rr[ok], cc[ok]] = True
-    return mask
+    outline = _perimeter(points, shape)
+    return mask | outline if boundary else mask & ~outline
 
 
 def slice_positions(ct: Volume) -> np.ndarray:
@@ -219,7 +226,7 @@ def nodule_mask(nodule: ReaderNodule, ct: Volume, positions: np.ndarray | None =
     positions = slice_positions(ct) if positions is None else positions
     mask = np.zeros(ct.shape, dtype=bool)
     plane = ct.shape[1:]
-    # Inclusions first, then holes, per slice (a hole's outline stays in the nodule: it is the nodule's edge).
+    # Inclusions first, then holes, per slice (a hole's outline stays in the nodule: it is the nodule's inner edge).
     for inclusion in (True, False):
         for roi in nodule.rois:
             if roi.inclusion != inclusion:
@@ -230,8 +237,7 @@ def nodule_mask(nodule: ReaderNodule, ct: Volume, positions: np.ndarray | None =
             if inclusion:
                 mask[k] |= fill_contour(roi.points, plane, boundary=True)
             else:
-                outline = fill_contour(roi.points, plane, boundary=True) & ~fill_contour(roi.points, plane, False)
-                mask[k] &= ~(fill_contour(roi.points, plane, boundary=False) & ~outline)
+                mask[k] &= ~fill_contour(roi.points, plane, boundary=False)
     return mask
 
 

@@ -6,6 +6,8 @@ builds the same synthetic CT around a real airway mask, which becomes the ground
 
 from .airway_tree import LOBAR_NAMES, Branch
 from .chest import PRESETS, ChestPhantom, generate_chest
+from .from_mask import generate_chest_from_airway
 from .nodules import Distractor, NoduleSpec
 
-__all__ = ["LOBAR_NAMES", "PRESETS", "Branch", "ChestPhantom", "Distractor", "NoduleSpec", "generate_chest"]
+__all__ = ["LOBAR_NAMES", "PRESETS", "Branch", "ChestPhantom", "Distractor", "NoduleSpec", "generate_chest",
+           "generate_chest_from_airway"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .raster import Grid, blend, ramp
+from .raster import Grid, blend, part, ramp
 
 # Attenuation of each tissue (HU, non-contrast CT).
 HU = {
@@ -101,7 +101,7 @@ def sample_patient(rng: np.random.Generator, scale: float) -> Patient:
     return Patient(
         s=s, body_a=165 * s * u(0.94, 1.08), body_b=120 * s * u(0.94, 1.06), body_cy=5 * s,
         fat=u(6, 24) * s, cav_a=135 * s, cav_b=92 * s, cav_cy=5 * s, apex_z=apex,
-        dome_r=u(72, 86) * s, dome_l=u(58, 72) * s, heart_c=np.array([u(14, 24), u(-32, -24), u(82, 92)]) * s,
+        dome_r=u(46, 58) * s, dome_l=u(36, 48) * s, heart_c=np.array([u(14, 24), u(-32, -24), u(82, 92)]) * s,
         heart_r=np.array([u(56, 64), u(46, 54), u(44, 50)]) * s, spine_y=60 * s, v_pitch=u(24, 28) * s,
         v_phase=u(0, 1), rib_pitch=u(22, 26) * s, rib_drop=u(45, 60) * s, rib_phase=u(0, 1), med_x=u(-2, 2) * s,
         trachea_top=np.array([carina[0] + u(-4, 4) * s, 8.0 * s, apex + 60 * s]), carina=carina, tubes=tubes,
@@ -178,7 +178,9 @@ class _Slab:
 
     def __init__(self, grid: Grid, k0: int, k1: int) -> None:
         self.grid, self.k0, self.k1 = grid, k0, k1
-        self.x, self.y, self.z = grid.coords((slice(k0, k1), slice(0, grid.shape[1]), slice(0, grid.shape[2])))
+        box = (slice(k0, k1), slice(0, grid.shape[1]), slice(0, grid.shape[2]))
+        self.shape = (k1 - k0, grid.shape[1], grid.shape[2])
+        self.x, self.y, self.z = grid.coords(box, full=False)
 
     def box(self, lo, hi):
         b = self.grid.box(np.asarray(lo, float), np.asarray(hi, float))
@@ -195,7 +197,7 @@ def render_slab(p: Patient, sl: _Slab, tex, edge: float):
     s = float(p.s)
     x, y, z = sl.x, sl.y, sl.z
     big = 1e5
-    hu = np.full(x.shape, HU["air"], np.float32)
+    hu = np.full(sl.shape, HU["air"], np.float32)
     body = _body_sd(p, x, y)
     blend(hu, HU["skin"], ramp(body, edge))
     blend(hu, HU["fat"] + 12 * tex, ramp(body + 2.0 * s, edge))
@@ -210,34 +212,34 @@ def render_slab(p: Patient, sl: _Slab, tex, edge: float):
     del muscle_sd, muscle_t, pect
     b = sl.box((p.med_x - 75 * s, p.spine_y, -big), (p.med_x + 75 * s, p.spine_y + 80 * s, big))
     if b is not None:
-        para = _ellipse_sd(np.abs(x[b] - p.med_x) - 32 * s, y[b] - (p.spine_y + 38 * s), 26 * s, 26 * s)
-        blend(hu[b], HU["muscle"] + 6 * tex[b], ramp(np.maximum(para, -body[b] - p.fat), edge))
+        para = _ellipse_sd(np.abs(part(x, b) - p.med_x) - 32 * s, part(y, b) - (p.spine_y + 38 * s), 26 * s, 26 * s)
+        blend(hu[b], HU["muscle"] + 6 * part(tex, b), ramp(np.maximum(para, -part(body, b) - p.fat), edge))
     _ribs(p, hu, x, y, z, cav, yn, edge)
     blend(hu, HU["mediastinum_fat"] + 10 * tex, ramp(cav, edge))
     _abdomen(p, sl, hu, cav, tex, edge)
     c, r = p.heart_c, p.heart_r
     b = sl.box(c - r - 2 * edge, c + r + 2 * edge)
     if b is not None:
-        blend(hu[b], HU["heart"] + 4 * tex[b], ramp(heart_sd(p, x[b], y[b], z[b]), edge))
+        blend(hu[b], HU["heart"] + 4 * part(tex, b), ramp(heart_sd(p, part(x, b), part(y, b), part(z, b)), edge))
     b = sl.box((p.med_x - 45 * s, p.spine_y - 30 * s, -big), (p.med_x + 45 * s, p.spine_y + 75 * s, big))
     if b is not None:
-        wedge = np.maximum(np.abs(x[b] - p.med_x) - 24 * s, (p.spine_y - 20 * s) - y[b])
-        blend(hu[b], HU["muscle"], ramp(np.maximum(wedge, cav[b]), edge))
-        _spine(p, hu[b], x[b], y[b], z[b], edge)
+        wedge = np.maximum(np.abs(part(x, b) - p.med_x) - 24 * s, (p.spine_y - 20 * s) - part(y, b))
+        blend(hu[b], HU["muscle"], ramp(np.maximum(wedge, part(cav, b)), edge))
+        _spine(p, hu[b], part(x, b), part(y, b), part(z, b), edge)
     _sternum_scapula(p, sl, hu, cav, r_c, yn, edge)
     # Lungs: parenchyma with low-frequency texture and a gravity-dependent (posterior) density gradient.
-    labels = np.zeros(x.shape, np.uint8)
+    labels = np.zeros(sl.shape, np.uint8)
     lo, hi = p.lps_bounds()
     b = sl.box(lo - 2 * edge, hi + 2 * edge)
     if b is not None:
-        left, right = lung_sd(p, x[b], y[b], z[b])
+        left, right = lung_sd(p, part(x, b), part(y, b), part(z, b))
         lung = np.minimum(left, right)
-        yr = np.clip((y[b] - p.cav_cy) / p.cav_b, -1, 1)
+        yr = np.clip((part(y, b) - p.cav_cy) / p.cav_b, -1, 1)
         gravity = 45.0 * yr**3 + 20.0 * yr
-        blend(hu[b], HU["parenchyma"] + 22 * tex[b] + gravity, ramp(lung, edge))
+        blend(hu[b], HU["parenchyma"] + 22 * part(tex, b) + gravity, ramp(lung, edge))
         lab = labels[b]
-        lab[left <= 0] = 1
-        lab[right <= 0] = 2
+        lab[np.broadcast_to(left <= 0, lab.shape)] = 1
+        lab[np.broadcast_to(right <= 0, lab.shape)] = 2
     return hu, labels
 
 
@@ -248,9 +250,9 @@ def _abdomen(p: Patient, sl: _Slab, hu, cav, tex, edge: float) -> None:
     b = sl.box((-p.cav_a - 10, p.cav_cy - p.cav_b - 10, -1e5), (p.cav_a + 10, p.cav_cy + p.cav_b + 10, top))
     if b is None:
         return
-    x, y, z, h, t = sl.x[b], sl.y[b], sl.z[b], hu[b], tex[b]
+    x, y, z, h, t = part(sl.x, b), part(sl.y, b), part(sl.z, b), hu[b], part(tex, b)
     dz = dome_z(p, x, y)
-    below = np.maximum(cav[b], z - dz)
+    below = np.maximum(part(cav, b), z - dz)
     blend(h, HU["liver"] + 5 * t, ramp(np.maximum(below, x - (p.med_x + 30 * s)), edge))
     left_abd = np.maximum(below, (p.med_x + 30 * s) - x)
     blend(h, HU["stomach"] + 8 * t, ramp(left_abd, edge))
@@ -269,10 +271,11 @@ def _ribs(p: Patient, hu, x, y, z, cav, yn, edge: float) -> None:
     """Ribs descend from back to front; each axial slice cuts them into short arcs. Drawn on the rib ring only."""
     s = p.s
     hw, hh = 4.5 * s, 4.2 * s
-    idx = np.flatnonzero((np.abs(cav - 6 * s) < hw + edge).ravel())
-    if idx.size == 0:
+    ring = np.broadcast_to(np.abs(cav - 6 * s) < hw + edge, hu.shape)
+    idx = np.nonzero(ring)
+    if idx[0].size == 0:
         return
-    x, y, z, yn, delta = (a.ravel()[idx] for a in (x, y, z, yn, cav))
+    x, y, z, yn, delta = (np.broadcast_to(a, hu.shape)[idx] for a in (x, y, z, yn, cav))
     u = (z + p.rib_drop * (1 - yn) / 2) / p.rib_pitch + p.rib_phase
     v = ((u + 0.5) % 1.0 - 0.5) * p.rib_pitch  # vertical distance to the nearest rib's centre line
     level = np.floor(u + 0.5)
@@ -282,12 +285,12 @@ def _ribs(p: Patient, hu, x, y, z, cav, yn, edge: float) -> None:
     anterior_gap = (yn < -0.55) & (np.abs(x - p.med_x) < 0.45 * p.cav_a)
     spine_gap = (yn > 0.8) & (np.abs(x - p.med_x) < 28 * s)
     rib = exists & ~spine_gap
-    h = hu.ravel()[idx]
+    h = hu[idx]
     sd_out = np.where(rib & ~anterior_gap, (e - 1.0) * hw, 99.0).astype(np.float32)
     _bone(h, sd_out, sd_out + 1.3 * s, edge)
     cart = np.where(rib & anterior_gap & (np.abs(x - p.med_x) > 14 * s), (e - 1.0) * hw, 99.0).astype(np.float32)
     blend(h, HU["cartilage"], ramp(cart, edge))
-    hu.ravel()[idx] = h
+    hu[idx] = h
 
 
 def _spine(p: Patient, hu, x, y, z, edge: float) -> None:
@@ -315,12 +318,12 @@ def _sternum_scapula(p: Patient, sl: _Slab, hu, cav, r_c, yn, edge: float) -> No
     yc = p.cav_cy - p.cav_b - 7 * s
     b = sl.box((p.med_x - 20 * s, yc - 10 * s, zc - 70 * s), (p.med_x + 20 * s, yc + 10 * s, zc + 70 * s))
     if b is not None:
-        st = _ellipse_sd(sl.x[b] - np.float32(p.med_x), sl.y[b] - yc, 15 * s, 6 * s)
+        st = _ellipse_sd(part(sl.x, b) - np.float32(p.med_x), part(sl.y, b) - yc, 15 * s, 6 * s)
         _bone(hu[b], st, st + 1.5 * s, edge)
     # Scapulae: thin plates behind the posterolateral ribs in the upper chest.
     b = sl.box((-p.body_a, p.cav_cy, float(p.carina[2]) - 40 * s), (p.body_a, p.body_cy + p.body_b, 1e5))
     if b is not None:
-        plate = np.maximum(np.abs(cav[b] - 20 * s) - 2.5 * s, np.abs(yn[b] - 0.6) * r_c[b] - 28 * s)
+        plate = np.maximum(np.abs(part(cav, b) - 20 * s) - 2.5 * s, np.abs(part(yn, b) - 0.6) * part(r_c, b) - 28 * s)
         _bone(hu[b], plate, plate + 1.2 * s, edge)
 
 

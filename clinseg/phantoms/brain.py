@@ -465,7 +465,9 @@ def generate_brain(
     shell = (d_convexity < depth.max() + 1.0) & (d_in > -2.0)  # only near the cortex is folding needed
     sulcal = np.full(shape, 64.0, np.float32)
     centre = np.array([0.0, 6.0, 8.0]) * s
-    fx, fy, fz = (np.broadcast_to(c, shape)[shell] for c in (x, y, z))
+    # A smooth warp bends the radial sheets into wavy, branching sulci.
+    warp = [wobble] + [_Field(rng, lo, hi, 4.0, 7.0)(*axes) for _ in range(2)]
+    fx, fy, fz = (np.broadcast_to(c, shape)[shell] + 7.0 * w[shell] for c, w in zip((x, y, z), warp))
     sulcal[shell] = np.maximum(folds.zero_distance(fx, fy, fz, centre) - 0.6,
                                (d_convexity - depth)[shell])
     cc_top = 24.0 * s[2] - 0.004 * (y - 4) ** 2

@@ -199,10 +199,17 @@ def analytic_organs(canvas: Canvas, rng: np.random.Generator) -> AnalyticAnatomy
     new = canvas.empty
     # Brain: cerebrum, cerebellum, temporal lobes.
     brain = new()
-    canvas.ellipsoid(brain, j((0, 2, 50)), r((66, 82, 52), 0.03))
-    canvas.ellipsoid(brain, j((0, 48, -12)), r((50, 28, 22)))
+    canvas.ellipsoid(brain, j((0, 4, 44)), r((68, 86, 60), 0.03))
+    # Skull base: the frontal lobes rest on the orbital roofs, the sella sits between the temporal lobes.
+    floor = new()
+    canvas.draw(floor, (-80, -120, -60), (80, -34 * s, 40 * s), lambda x, y, z: np.ones(np.broadcast_shapes(
+        x.shape, y.shape, z.shape), bool))
+    canvas.draw(floor, (-22 * s, -120, -60), (22 * s, -8 * s, 16 * s), lambda x, y, z: np.ones(np.broadcast_shapes(
+        x.shape, y.shape, z.shape), bool))
+    brain &= ~floor
+    canvas.ellipsoid(brain, j((0, 38, -8)), r((52, 32, 24)))
     for side in (1, -1):
-        canvas.ellipsoid(brain, j((side * 42, -22, 14)), r((22, 28, 18)))
+        canvas.ellipsoid(brain, j((side * 42, -20, 14)), r((22, 26, 18)))
     m["Brain"] = brain
     # Brainstem continues into the cord; the canal follows the same path, wider.
     stem = new()
@@ -244,9 +251,10 @@ def analytic_organs(canvas: Canvas, rng: np.random.Generator) -> AnalyticAnatomy
         m[f"Submandibular {tag}"] = sub
     arch = Arch(chin_y=-112 * s + rng.normal(0, 2), depth=70 * s, width=47 * s * rng.uniform(0.97, 1.03))
     mandible, top_z = _mandible(canvas, arch, s, rng)
+    around = near(mandible, canvas.spacing, 1.5) | mandible
     for tag in ("L", "R"):
-        m[f"Parotid {tag}"] &= ~_dilate_mm(mandible, canvas.spacing, 1.5)
-        m[f"Submandibular {tag}"] &= ~_dilate_mm(mandible, canvas.spacing, 1.0)
+        m[f"Parotid {tag}"] &= ~around
+        m[f"Submandibular {tag}"] &= ~around
     m["Mandible"] = mandible
     hyoid_t = np.linspace(-1.2, 1.2, 9)
     hyoid_xy = Arch(arch.chin_y + 55 * s, 22 * s, 19 * s).point(hyoid_t)
@@ -289,13 +297,6 @@ def _mandible(canvas: Canvas, arch: Arch, s: float, rng: np.random.Generator) ->
         canvas.ellipsoid(mask, condyle + (0, 0, 1.5), np.array([10, 5.5, 5.5]) * s)
     return mask, bottom + height_chin
 
-
-def _dilate_mm(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
-    """Dilation by a physical radius (anisotropic spacing in ``i, j, k`` order)."""
-    import edt
-
-    sp = tuple(float(v) for v in np.asarray(spacing)[::-1])
-    return edt.edt(~mask, anisotropy=sp, black_border=False) <= mm
 
 
 # --- anatomy around the organs ---------------------------------------------------------------------------------------
@@ -354,35 +355,37 @@ def near(mask: np.ndarray, spacing, mm: float, inside: bool = False) -> np.ndarr
 
 def smooth_noise(shape: tuple[int, int, int], spacing, scale_mm: float, rng: np.random.Generator) -> np.ndarray:
     """Zero-mean, unit-variance noise with feature size ``scale_mm``, made on a coarse grid and interpolated."""
-    from scipy.ndimage import gaussian_filter, zoom
+    from scipy.ndimage import gaussian_filter
 
     step = np.maximum(np.asarray(spacing, float)[::-1], scale_mm / 2.0)
     factor = step / np.asarray(spacing, float)[::-1]
     coarse_shape = tuple(int(np.ceil(n / f)) + 2 for n, f in zip(shape, factor))
-    coarse = gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32), 1.0)
-    coarse /= coarse.std() + 1e-6
-    fine = zoom(coarse, factor, order=1, prefilter=False)
-    return np.ascontiguousarray(fine[: shape[0], : shape[1], : shape[2]])
+    out = gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32), 1.0)
+    out /= out.std() + 1e-6
+    for axis, (n, f) in enumerate(zip(shape, factor)):  # separable linear interpolation, one axis at a time
+        pos = np.arange(n, dtype=np.float32) / np.float32(f)
+        i0 = np.floor(pos).astype(int)
+        w = (pos - i0).reshape([-1 if a == axis else 1 for a in range(3)])
+        out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i0 + 1, axis=axis) * w
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _hull_fill(anchor: np.ndarray) -> np.ndarray:
     """Per axial slice, the convex hull of the anchor voxels (the outline of a head or neck is near convex)."""
+    from PIL import Image, ImageDraw
     from scipy.spatial import ConvexHull, QhullError
-    from skimage.draw import polygon
 
-    out = np.zeros_like(anchor)
+    out = anchor.copy()
     for k in np.flatnonzero(anchor.any(axis=(1, 2))):
         jj, ii = np.nonzero(anchor[k])
-        pts = np.column_stack([jj, ii]).astype(float)
+        pts = np.column_stack([ii, jj]).astype(float)
         try:
             hull = ConvexHull(pts)
         except (QhullError, ValueError):
-            out[k] = anchor[k]
             continue
-        v = pts[hull.vertices]
-        rr, cc = polygon(v[:, 0], v[:, 1], anchor.shape[1:])
-        out[k, rr, cc] = True
-        out[k] |= anchor[k]
+        img = Image.new("1", (anchor.shape[2], anchor.shape[1]), 0)
+        ImageDraw.Draw(img).polygon([tuple(p) for p in pts[hull.vertices]], fill=1, outline=1)
+        out[k] |= np.asarray(img, dtype=bool)
     return out
 
 
@@ -459,9 +462,13 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
             sl, (x, y, _) = found
             anchor[sl] |= ((x - cx) / 54) ** 2 + ((y - cy + 26) / 60) ** 2 <= 1.0
     eye_l, eye_r = lm.get("Eye L"), lm.get("Eye R")
-    if eye_l is not None and eye_r is not None:  # the nose
+    jaw = _jaw(organs.get("Mandible"), canvas, analytic)
+    if eye_l is not None and eye_r is not None:  # the nose and the maxilla
         mid = (eye_l + eye_r) / 2
+        half = abs(eye_l[0] - eye_r[0]) / 2
         canvas.capsules(anchor, [mid + (0, -14, -8), mid + (0, -30, -40)], [6.0, 10.0])
+        palate = jaw.top_z + 13 if jaw is not None else mid[2] - 72
+        canvas.ellipsoid(anchor, (mid[0], mid[1] + 4, palate + 20), (half + 20, 26, 28))
     body = _hull_fill(anchor | any_organ)
     depth = _depth(body, sp)
 
@@ -531,7 +538,6 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
 
     # Airway, nasal cavity, sinuses (relative to the vertebrae, eyes and mandible), with thin bony walls.
     air = canvas.empty()
-    jaw = _jaw(organs.get("Mandible"), canvas, analytic)
     if jaw is not None and fm_z is not None:
         _airway(neck, canvas, fm_z, jaw, air, paint)
     if eye_l is not None and eye_r is not None:
@@ -635,7 +641,9 @@ def _vertebrae(rows: dict, canvas: Canvas, fm_z: float, paint) -> None:
         canal_d = np.sqrt(((x - cx) / (rx + 0.5)) ** 2 + ((y - cy) / (ry + 0.5)) ** 2)
         ring = (ring_d <= 1.0) & (canal_d > 1.0)
         spine = (np.abs(x - cx) <= 3.5) & (y > cy + ry) & (y < cy + ry + 24 + 3 * min(level, 5))
-        trans = (np.abs(np.abs(x - cx) - 21) <= 7) & (np.abs(y - (by + 2)) <= 4.5)
+        lateral = np.abs(x - cx) - 20 * grow
+        trans = (lateral / 7.0) ** 2 + ((y - by - 3) / 4.5) ** 2 <= 1.0
+        trans &= (lateral + 1.5) ** 2 + (y - by - 3) ** 2 > 2.5**2  # foramen of the vertebral artery
         full = np.zeros(canvas.shape, bool)
         if level == 0:  # atlas: no body, a ring with lateral masses; the dens of C2 inside its front
             dens = ((x - cx) ** 2 + (y - (cy - ry - 7)) ** 2) <= 5.5**2
@@ -716,7 +724,7 @@ def _sinuses(canvas: Canvas, eye_l, eye_r, chiasm, jaw: _Jaw | None, air: np.nda
     # Nasal cavity: two passages either side of the septum, from the nostrils to the choanae.
     for side in (1, -1):
         for level, width in ((4, 4.0), (10, 3.2), (16, 3.6), (22, 2.8), (28, 3.0), (34, 2.5)):
-            front = mid + (side * 5.8, -24 + 0.25 * level, 0)
+            front = mid + (side * 5.8, -14 + 0.1 * level, 0)
             back = mid + (side * 5.8, 40 - 0.6 * level, 0)
             front[2] = back[2] = palate + level
             canvas.capsules(m, [front, back], width)

@@ -63,8 +63,13 @@ class Grid:
             return None
         return slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0])
 
-    def coords(self, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """LPS ``x, y, z`` (float32, shape of the box) of the voxel centres in ``box``."""
+    def coords(self, box: tuple[slice, slice, slice], full: bool = True) -> tuple[np.ndarray, ...]:
+        """LPS ``x, y, z`` (float32) of the voxel centres in ``box``.
+
+        With ``full=False`` each coordinate keeps only the axes it depends on
+        (e.g. ``z`` is ``(nk, 1, 1)`` on an axial grid), so fields that ignore
+        ``z`` are computed once per slab; arrays broadcast to the box's shape.
+        """
         ks, js, is_ = box
         k = np.arange(ks.start, ks.stop, dtype=np.float32)[:, None, None]
         j = np.arange(js.start, js.stop, dtype=np.float32)[None, :, None]
@@ -74,10 +79,17 @@ class Grid:
         shape = (k.shape[0], j.shape[1], i.shape[2])
         out = []
         for row in range(3):
-            # Broadcasting sum of three 1-D ramps; constant axes cost nothing.
-            c = o[row] + m[row, 0] * i + m[row, 1] * j + m[row, 2] * k
-            out.append(np.broadcast_to(c, shape).astype(np.float32, copy=True) if c.shape != shape else c)
+            c = np.full((1, 1, 1), o[row], np.float32)
+            for coef, ramp_ in ((m[row, 0], i), (m[row, 1], j), (m[row, 2], k)):
+                if abs(coef) > 1e-9:
+                    c = c + coef * ramp_
+            out.append(np.broadcast_to(c, shape).copy() if full else c)
         return out[0], out[1], out[2]
+
+
+def part(a: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """``a[box]`` for an array that may be broadcast-shaped (size-1 axes are kept whole)."""
+    return a[tuple(s if n > 1 else slice(None) for s, n in zip(box, a.shape))]
 
 
 def ramp(sd: np.ndarray, width: float) -> np.ndarray:
@@ -137,18 +149,18 @@ class SdfCanvas:
             if boxes is None:
                 continue
             local, glob = boxes
-            x, y, z = self.grid.coords(glob)
+            x, y, z = self.grid.coords(glob, full=False)
             ab = (b - a).astype(np.float32)
             ab2 = float(ab @ ab)
-            x -= np.float32(a[0])
-            y -= np.float32(a[1])
-            z -= np.float32(a[2])
+            x = x - np.float32(a[0])
+            y = y - np.float32(a[1])
+            z = z - np.float32(a[2])
             if ab2 > 1e-12:
                 t = (x * ab[0] + y * ab[1] + z * ab[2]) * np.float32(1.0 / ab2)
                 np.clip(t, 0.0, 1.0, out=t)
-                x -= t * ab[0]
-                y -= t * ab[1]
-                z -= t * ab[2]
+                x = x - t * ab[0]
+                y = y - t * ab[1]
+                z = z - t * ab[2]
                 radius = np.float32(ra) + t * np.float32(rb - ra)
             else:
                 radius = np.float32(ra)

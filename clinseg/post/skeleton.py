@@ -182,7 +182,7 @@ class SkeletonGraph:
                     key = (min(start, first), max(start, first))
                     if key not in direct:
                         direct.add(key)
-                        self.add_edge(here, int(node_of[first]), np.array([start, first]))
+                        self._add_traced(here, int(node_of[first]), [int(start), first])
                     continue
                 if visited[first]:
                     continue
@@ -201,7 +201,7 @@ class SkeletonGraph:
                     continue
                 if end == here and len(path) <= 4:
                     continue  # corner artefact around a thick junction, not a loop
-                self.add_edge(here, end, np.array(path))
+                self._add_traced(here, end, path)
         # Degree-2 voxels never reached form closed rings with no junction: nothing to attach them to.
         unreached = (degree == 2) & ~visited & (node_of < 0)
         if unreached.any():
@@ -213,6 +213,11 @@ class SkeletonGraph:
             ok = tgt >= 0
             adj = coo_matrix((np.ones(int(ok.sum())), (rows[ok], tgt[ok])), shape=(len(sub), len(sub)))
             self.rings = int(connected_components(adj, directed=False)[0])
+
+    def _add_traced(self, u: int, v: int, path: list[int]) -> None:
+        # Every edge at a junction starts at the same representative voxel, so branch points meet exactly.
+        path[0], path[-1] = self.node_voxel[u], self.node_voxel[v]
+        self.add_edge(u, v, np.array(path))
 
     # --- queries ------------------------------------------------------------------------------
     def degree(self, nid: int) -> int:
@@ -343,10 +348,12 @@ class SkeletonGraph:
             return n
 
         depth = self._hop_distance(root)
-        order = sorted(
-            self.edges,
-            key=lambda e: (-self.edge_strength(e), min(depth.get(self.edges[e].u, 1e9), depth.get(self.edges[e].v, 1e9))),
-        )
+
+        def key(eid: int) -> tuple[float, float]:
+            edge = self.edges[eid]
+            return -self.edge_strength(eid), min(depth.get(edge.u, 1e9), depth.get(edge.v, 1e9))
+
+        order = sorted(self.edges, key=key)
         cut = 0
         for eid in order:
             edge = self.edges[eid]

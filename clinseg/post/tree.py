@@ -399,10 +399,12 @@ def _name_right(anatomy: _Anatomy, right: int, label) -> None:
         if not kids:
             break
         cont = max(kids, key=lambda k: anatomy.size[k])
-        side = [k for k in kids if k != cont and anatomy.size[k] >= 0.05 * anatomy.size[intermedius]]
-        forward = [k for k in side if anatomy.direction(k)[1] < min(-0.3, anatomy.direction(cont)[1] - 0.2)]
-        if forward:  # the middle lobe bronchus runs anteriorly (-y), the lower lobe bronchus caudally/posteriorly
-            middle, lower = min(forward, key=lambda k: anatomy.direction(k)[1]), cont
+        big = [k for k in kids if anatomy.size[k] >= 0.05 * anatomy.size[intermedius]]
+        front = min(big, key=lambda k: anatomy.direction(k)[1])
+        others = [k for k in big if k != front]
+        # The middle lobe bronchus runs anteriorly (-y); the lower lobe bronchus caudally and posteriorly.
+        if others and anatomy.direction(front)[1] < min(-0.3, *(anatomy.direction(k)[1] - 0.2 for k in others)):
+            middle, lower = front, max(others, key=lambda k: anatomy.size[k])
             break
         bi_path.append(cont)
     if middle is None:  # no clearly anterior child: take the first split as-is

@@ -312,10 +312,12 @@ def test_cli_arguments_and_devices():
 
 
 def test_job_writes_the_input_in_world_geometry(scene, ct_node, tmp_path):
+    import vtk
+
     from clinseg.io import read_volume
 
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    matrix = slicer.vtkMatrix4x4()
+    matrix = vtk.vtkMatrix4x4()
     matrix.SetElement(0, 3, 5.0)  # 5 mm to the right (RAS x) = -5 mm in LPS x
     transform.SetMatrixTransformToParent(matrix)
     ct_node.SetAndObserveTransformNodeID(transform.GetID())
