@@ -54,7 +54,8 @@ def airway_arguments(ct_path: str | Path, out_dir: str | Path, engine: str = "au
     if model_id:
         args += ["--model", model_id]
     if target_ras is not None:
-        args += ["--target", ",".join(f"{float(v):.4f}" for v in target_ras), "--ras"]
+        # One token: a value starting with "-" would otherwise be parsed as an option.
+        args += ["--target=" + ",".join(f"{float(v):.4f}" for v in target_ras), "--ras"]
     if scope_diameter_mm is not None:
         if not scope_diameter_mm > 0:
             raise InputError("scope diameter", f"must be positive, got {scope_diameter_mm}")

@@ -298,7 +298,7 @@ def test_card_summary_lists_measured_figures():
 def test_cli_arguments_and_devices():
     args = jobs.airway_arguments("ct.nrrd", "out", "model", "atm22-baseline", "GPU", (-10.0, 20.5, 30.0), 4.0)
     assert args == ["airway", "ct.nrrd", "-o", "out", "--engine", "model", "--device", "cuda",
-                    "--model", "atm22-baseline", "--target", "-10.0000,20.5000,30.0000", "--ras",
+                    "--model", "atm22-baseline", "--target=-10.0000,20.5000,30.0000", "--ras",
                     "--scope-diameter", "4"]
     assert [jobs.device_option(d) for d in ("Auto", "CPU", "auto", "cuda:1", "mps")] == \
         ["auto", "cpu", "auto", "cuda:1", "mps"]
@@ -325,7 +325,7 @@ def test_job_writes_the_input_in_world_geometry(scene, ct_node, tmp_path):
                          scope_diameter_mm=3.5, work_dir=tmp_path / "work")
     args = job.prepare()
     assert args[:4] == ["airway", str(tmp_path / "work" / "input.nrrd"), "-o", str(tmp_path / "work" / "out")]
-    assert args[-5:] == ["--target", "1.0000,2.0000,3.0000", "--ras", "--scope-diameter", "3.5"]
+    assert args[-4:] == ["--target=1.0000,2.0000,3.0000", "--ras", "--scope-diameter", "3.5"]
     written = read_volume(args[1])
     np.testing.assert_array_equal(written.array, slicer.util.arrayFromVolume(ct_node))
     np.testing.assert_allclose(written.origin, (-5.0, 0.0, 0.0), atol=1e-6)
