@@ -39,7 +39,10 @@ def write_result(
     overwrite: bool = False,
     render: Callable[[Result, Path], list[Path]] | None = None,
 ) -> dict[str, Path]:
-    """Write everything into ``out_dir``; refuses a non-empty folder unless ``overwrite``."""
+    """Write everything into ``out_dir``; refuses a non-empty folder unless ``overwrite``.
+
+    Returns the written paths keyed by file name.
+    """
     out_dir = Path(out_dir)
     try:
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -47,24 +50,24 @@ def write_result(
             if result.labelmap is not None:
                 name = f"{result.task}.seg.nrrd"
                 write_segmentation(tmp / name, result.labelmap, result.segments)
-                files["segmentation"] = out_dir / name
+                files[name] = out_dir / name
             groups: dict[str, list] = {}
             for curve in result.curves:
                 groups.setdefault(curve.attributes.get("group", "curves"), []).append(curve)
             for group, curves in groups.items():
                 write_curves(tmp / f"{group}.mrk.json", curves)
-                files[group] = out_dir / f"{group}.mrk.json"
+                files[f"{group}.mrk.json"] = out_dir / f"{group}.mrk.json"
             for table in result.tables:
                 write_table(tmp / f"{table.name}.csv", table)
-                files[table.name] = out_dir / f"{table.name}.csv"
+                files[f"{table.name}.csv"] = out_dir / f"{table.name}.csv"
             for figure in render(result, tmp) if render else []:
-                files[Path(figure).stem] = out_dir / Path(figure).name
+                files[Path(figure).name] = out_dir / Path(figure).name
             for figure in result.figures:
                 shutil.copy(figure, tmp / Path(figure).name)
-                files[Path(figure).stem] = out_dir / Path(figure).name
+                files[Path(figure).name] = out_dir / Path(figure).name
             summary = {"task": result.task, "metrics": result.metrics, "files": {k: v.name for k, v in files.items()}}
             (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-            files["summary"] = out_dir / "summary.json"
+            files["summary.json"] = out_dir / "summary.json"
     except FileExistsError as error:
         raise InputError(str(out_dir), "output folder exists and is not empty (choose another or pass --overwrite)") \
             from error

@@ -59,7 +59,7 @@ def test_write_result_is_complete_and_refuses_to_overwrite(tmp_path):
     files = write_result(result, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["airway.seg.nrrd", "centerlines.mrk.json", "branches.csv", "summary.json"])
-    assert set(files) == {"segmentation", "centerlines", "branches", "summary"}
+    assert set(files) == {"airway.seg.nrrd", "centerlines.mrk.json", "branches.csv", "summary.json"}
     seg, segments = read_segmentation(out / "airway.seg.nrrd")
     assert np.array_equal(seg.array, mask) and segments[0].name == "Airway"
     assert json.loads((out / "summary.json").read_text())["metrics"]["n"] == 2

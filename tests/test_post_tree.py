@@ -63,7 +63,8 @@ def bronchial_phantom(flip_xy: bool = False, segmental: bool = True) -> Volume:
 
 def y_phantom(spacing=(0.7, 0.7, 0.9)) -> Volume:
     vol = grid(spacing, lo=(-30, -12, 0), hi=(30, 12, 60))
-    return draw_tubes(vol, [((0, 0, 70), (0, 0, 35), 5.0), ((0, 0, 35), (-20, 0, 10), 3.5), ((0, 0, 35), (20, 0, 10), 3.5)])
+    tubes = [((0, 0, 70), (0, 0, 35), 5.0), ((0, 0, 35), (-20, 0, 10), 3.5), ((0, 0, 35), (20, 0, 10), 3.5)]
+    return draw_tubes(vol, tubes)
 
 
 # --- components -----------------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_loop_and_island_are_reported_not_fatal():
 @pytest.mark.parametrize("flip_xy", [False, True])
 def test_anatomical_names_on_synthetic_bronchi(flip_xy):
     tree = extract_tree(bronchial_phantom(flip_xy=flip_xy))
-    for name, (start, end, radius) in ANATOMY.items():
+    for name, (_start, end, radius) in ANATOMY.items():
         branch = tree.named(name)
         assert branch is not None, name
         assert np.linalg.norm(branch.points_lps[-1] - end) < radius + 3, name

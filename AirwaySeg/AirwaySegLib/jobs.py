@@ -50,7 +50,9 @@ def airway_arguments(ct_path: str | Path, out_dir: str | Path, engine: str = "au
     """Arguments of ``clinseg airway`` (without ``--progress``, which the runner adds)."""
     if engine not in ENGINES:
         raise InputError("engine", f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
-    args = ["airway", str(ct_path), "-o", str(out_dir), "--engine", engine, "--device", device_option(device)]
+    # No PNG preview: Slicer shows the results itself (and need not have matplotlib).
+    args = ["airway", str(ct_path), "-o", str(out_dir), "--engine", engine, "--device", device_option(device),
+            "--no-preview"]
     if model_id:
         args += ["--model", model_id]
     if target_ras is not None:

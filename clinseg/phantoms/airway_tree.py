@@ -233,6 +233,7 @@ def build_airway_tree(p: Patient, rng: np.random.Generator, rules: GrowthRules,
     trachea = top + ts * (carina - top)
     trachea[:, 0] += -2.5 * s * np.sin(np.pi * ts[:, 0]) * rng.uniform(0.5, 1.5)  # pushed right by the arch
     trachea[:, 1] += 3.0 * s * ts[:, 0] ** 2  # runs slightly backwards as it descends
+    carina = trachea[-1].copy()
     t_id = tb.add(-1, trachea, d_trachea / 2, "Trachea", bend=0)
 
     counts = np.bincount(lobe, minlength=5).astype(float)

@@ -312,14 +312,12 @@ def _paint_tumour(hu: np.ndarray, gtv: np.ndarray, spacing) -> None:
 def ctv_allowed_region(body: np.ndarray, air: np.ndarray, bone_id: np.ndarray, gtv: np.ndarray) -> np.ndarray:
     """Tissue a CTV may spread through: inside the body, not air, not bone unless the GTV invades that bone.
 
-    A bone structure (id in ``bone_id``) counts as invaded when the GTV or its one-voxel rim overlaps it.
+    A bone structure (one id of ``bone_id``) is invaded when GTV voxels lie in it; touching is not invading.
     """
-    from scipy.ndimage import binary_dilation
-
-    touched = binary_dilation(gtv, iterations=1)
-    invaded = np.unique(bone_id[touched & (bone_id > 0)])
+    gtv = np.asarray(gtv, bool)
+    invaded = np.unique(bone_id[gtv & (bone_id > 0)])
     bone = (bone_id > 0) & ~np.isin(bone_id, invaded)
-    return (body.astype(bool) & ~air.astype(bool) & ~bone) | gtv.astype(bool)
+    return (np.asarray(body, bool) & ~np.asarray(air, bool) & ~bone) | gtv
 
 
 def expand_ctv(gtv: np.ndarray, margin_mm: float, allowed: np.ndarray, spacing) -> np.ndarray:

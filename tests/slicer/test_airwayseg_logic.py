@@ -297,7 +297,7 @@ def test_card_summary_lists_measured_figures():
 # -- the background run ----------------------------------------------------------------------------------
 def test_cli_arguments_and_devices():
     args = jobs.airway_arguments("ct.nrrd", "out", "model", "atm22-baseline", "GPU", (-10.0, 20.5, 30.0), 4.0)
-    assert args == ["airway", "ct.nrrd", "-o", "out", "--engine", "model", "--device", "cuda",
+    assert args == ["airway", "ct.nrrd", "-o", "out", "--engine", "model", "--device", "cuda", "--no-preview",
                     "--model", "atm22-baseline", "--target=-10.0000,20.5000,30.0000", "--ras",
                     "--scope-diameter", "4"]
     assert [jobs.device_option(d) for d in ("Auto", "CPU", "auto", "cuda:1", "mps")] == \

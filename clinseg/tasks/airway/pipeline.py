@@ -147,8 +147,12 @@ def _tree_result(mask: Volume, options: AirwayOptions, stages: _Stages) -> Resul
     stages.begin("tree")
     tree = extract_tree(mask)
     result = Result("airway", labelmap=mask, segments=[AIRWAY])
-    result.curves.extend(tree.to_curves())
-    result.tables.append(tree.to_table())
+    for curve in tree.to_curves():
+        curve.attributes["group"] = "centerlines"
+        result.curves.append(curve)
+    branches = tree.to_table()
+    branches.name = "branches"
+    result.tables.append(branches)
     result.metrics["tree"] = {
         "branches": len(tree.branches),
         "max_generation": max((b.generation for b in tree.branches), default=0),
@@ -159,7 +163,11 @@ def _tree_result(mask: Volume, options: AirwayOptions, stages: _Stages) -> Resul
     if options.target_lps is not None:
         stages.begin("route")
         route = plan_route(tree, np.asarray(options.target_lps, dtype=float), options.scope_diameter_mm)
-        result.curves.append(route.to_curve())
-        result.tables.append(route.to_table())
+        curve = route.to_curve()
+        curve.attributes["group"] = "route"
+        result.curves.append(curve)
+        table = route.to_table()
+        table.name = "route"
+        result.tables.append(table)
         result.metrics["route"] = route.summary()
     return result
