@@ -311,7 +311,8 @@ class AirwaySegWidget(taskmodule.TaskModuleWidget):
 
     @staticmethod
     def _routeText(route):
-        text = (f"Route: {route['path_length_mm']:.0f} mm to {route['end_branch']['name'] or 'branch'} "
+        end = route["branch_sequence"][-1] if route.get("branch_sequence") else "the last branch"
+        text = (f"Route: {route['path_length_mm']:.0f} mm to {end} "
                 f"(generation {route['end_branch']['generation']}), {route['remaining_mm']:.0f} mm short of the "
                 f"target; narrowest lumen {route['narrowest_diameter_mm']:.1f} mm.")
         stop = route.get("scope_stop")

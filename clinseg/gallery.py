@@ -35,17 +35,17 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def _lps_slices(volume: Volume, point_ijk: np.ndarray) -> list[tuple[str, np.ndarray, float, list]]:
-    """Axial, coronal, sagittal planes as 2-D arrays (rows top to bottom), their aspect and array index."""
+def _lps_slices(volume: Volume, point_ijk: np.ndarray) -> list[tuple[str, tuple, float]]:
+    """Axial, coronal and sagittal planes through a voxel: name, array slices, display aspect."""
     arr = volume.array
     i, j, k = (int(round(v)) for v in point_ijk)
     si, sj, sk = volume.spacing
     nk, nj, ni = arr.shape
     i, j, k = min(max(i, 0), ni - 1), min(max(j, 0), nj - 1), min(max(k, 0), nk - 1)
     return [
-        ("axial", (slice(k, k + 1), slice(None), slice(None)), sj / si, (0, None, None)),
-        ("coronal", (slice(None), slice(j, j + 1), slice(None)), sk / si, (None, 0, None)),
-        ("sagittal", (slice(None), slice(None), slice(i, i + 1)), sk / sj, (None, None, 0)),
+        ("axial", (slice(k, k + 1), slice(None), slice(None)), sj / si),
+        ("coronal", (slice(None), slice(j, j + 1), slice(None)), sk / si),
+        ("sagittal", (slice(None), slice(None), slice(i, i + 1)), sk / sj),
     ]
 
 
@@ -74,7 +74,7 @@ def render_orthogonal(ct: Volume, overlays: dict[str, Volume] | Sequence[Volume]
         ijk = ct.physical_to_index(np.asarray(point_lps, float)[None])[0]
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), dpi=90)
     fig.patch.set_facecolor("black")
-    for ax, (name, sl, aspect, _) in zip(axes, _lps_slices(ct, ijk)):
+    for ax, (name, sl, aspect) in zip(axes, _lps_slices(ct, ijk)):
         axis = {"axial": 0, "coronal": 1, "sagittal": 2}[name]
         flip = name != "axial"  # rows of coronal / sagittal planes run along k: superior on top
         img = _plane(arr, sl, axis, flip)

@@ -107,11 +107,11 @@ def test_tissue_hu(small):
     paren = (small.lungs.array > 0) & (small.airway.array == 0) & (small.vessels.array == 0) \
         & (small.nodule_labels.array == 0)
     assert -900 <= np.median(arr[paren]) <= -800
-    # Paraspinal muscle, at the carina level.
+    # Paraspinal muscle at the carina level, and the heart (myocardium and blood, non-contrast).
     z = trachea.points_lps[-1][2]
-    m = ct.physical_to_index(np.array([[p.med_x + 32 * p.s, p.spine_y + 38 * p.s, z]]))[0]
-    i, j, k = np.rint(m).astype(int)
-    assert abs(np.median(arr[k - 2:k + 3, j - 2:j + 3, i - 2:i + 3]) - 45) < 20
+    for point in ([p.med_x + 20 * p.s, p.spine_y + 30 * p.s, z], p.heart_c):
+        i, j, k = np.rint(ct.physical_to_index(np.array([point]))[0]).astype(int)
+        assert abs(np.median(arr[k - 2:k + 3, j - 2:j + 3, i - 2:i + 3]) - 40) < 20
     v = ct.physical_to_index(np.array([[p.med_x, p.spine_y, z]]))[0]
     i, j, k = np.rint(v).astype(int)
     spine = arr[k - 6:k + 7, j - 8:j + 9, i - 8:i + 9]

@@ -231,7 +231,7 @@ def import_airway_result(
     folder_name: str = RESULTS_FOLDER,
 ) -> dict[str, Any]:
     """Nodes for an airway ``Result``; returns ``{"folder", "segmentation", "centerlines", "branchTable", "route",
-    "routeTable"}``.
+    "routeTable", "metrics"}``.
 
     With a label map: it fills ``segmentation_node`` (refused when that node already holds segments unless
     ``overwrite``) or a new node. Without one (an in-process update), ``segmentation_node`` is the source and
@@ -246,16 +246,11 @@ def import_airway_result(
         check_table(table)
     if result.labelmap is None and segmentation_node is None:
         raise InputError("segmentation", "no segmentation node to attach the centerlines and route to")
-    if result.labelmap is not None and segmentation_node is not None and not overwrite:
-        count = segmentation_node.GetSegmentation().GetNumberOfSegments()
-        if count:
-            raise InputError(segmentation_node.GetName(),
-                             f"already holds {count} segment(s); choose another output or allow overwriting")
 
     sh = subject_hierarchy(scene)
     created_segmentation = result.labelmap is not None and segmentation_node is None
     segmentation = segmentation_node
-    if result.labelmap is not None:
+    if result.labelmap is not None:  # refuses a filled segmentation_node (unless overwrite) before any change
         base = reference_volume_node.GetName() if reference_volume_node is not None else ""
         segmentation = segmentation_node_from_labelmap(
             scene, result.labelmap, result.segments, name=f"{base} airway".strip(),
@@ -263,17 +258,20 @@ def import_airway_result(
             overwrite=overwrite, closed_surface=closed_surface,
         )
 
-    new_tree = bool(centerlines or branch_tables)
+    if result.labelmap is not None or centerlines or branch_tables:
+        stale = TREE_ROLES + ROUTE_ROLES  # new voxels or a new tree: the old route is stale too
+    else:
+        stale = ROUTE_ROLES if routes or route_tables else ()
     folder = 0 if created_segmentation else _results_folder(scene, segmentation)
-    remove_derived(scene, segmentation, TREE_ROLES + ROUTE_ROLES if new_tree or result.labelmap is not None
-                   else ROUTE_ROLES if (routes or route_tables) else (), keep_folder=folder)
+    remove_derived(scene, segmentation, stale, keep_folder=folder)
     if not folder:
         anchor = reference_volume_node if created_segmentation else segmentation
         folder = sh_folder(scene, folder_name, sh_parent_of(scene, anchor))
     if created_segmentation:
         sh.SetItemParent(sh_item(scene, segmentation), folder)
 
-    nodes: dict[str, Any] = {"folder": folder, "segmentation": segmentation, **derived_nodes(segmentation)}
+    nodes: dict[str, Any] = {"folder": folder, "segmentation": segmentation, **derived_nodes(segmentation),
+                             "metrics": result.metrics}
     if centerlines:
         nodes["centerlines"] = curve_nodes_from_curves(scene, centerlines, CENTERLINES_FOLDER, folder)
         _style_curves(nodes["centerlines"], CENTERLINE_COLOR, 0.3)
@@ -306,10 +304,8 @@ def import_output_folder(
     closed_surface: bool = False,
 ) -> dict[str, Any]:
     """``read_output_folder`` then ``import_airway_result``: a finished ``clinseg airway`` run into the scene."""
-    result = read_output_folder(folder)
-    nodes = import_airway_result(scene, result, reference_volume_node, segmentation_node, overwrite, closed_surface)
-    nodes["metrics"] = result.metrics
-    return nodes
+    return import_airway_result(scene, read_output_folder(folder), reference_volume_node, segmentation_node,
+                                overwrite, closed_surface)
 
 
 def show_3d(segmentation_node: slicer.vtkMRMLSegmentationNode, visible: bool = True) -> None:

@@ -88,13 +88,9 @@ def _digest(mask: Volume) -> str:
     return digest.hexdigest()
 
 
-def _options(target: Any, scope_diameter_mm: float | None):
-    from clinseg.tasks.airway import AirwayOptions
-
+def _check_scope(scope_diameter_mm: float | None) -> None:
     if scope_diameter_mm is not None and not scope_diameter_mm > 0:
         raise InputError("scope diameter", f"must be positive, got {scope_diameter_mm}")
-    point = tuple(float(v) for v in target_lps(target)) if target is not None else None
-    return AirwayOptions(engine="classical", target_lps=point, scope_diameter_mm=scope_diameter_mm)
 
 
 class RoutePlanner:
@@ -125,8 +121,8 @@ class RoutePlanner:
         """A ``Result`` holding only the route (curve + table) from the tree's root to ``target``."""
         from clinseg.post.route import plan_route
 
-        options = _options(target, scope_diameter_mm)
-        route = plan_route(self.tree(mask), np.asarray(options.target_lps), options.scope_diameter_mm)
+        _check_scope(scope_diameter_mm)
+        route = plan_route(self.tree(mask), target_lps(target), scope_diameter_mm)
         curve = route.to_curve()
         curve.attributes["group"] = ROUTE_GROUP
         return Result("airway", curves=[curve], tables=[route.to_table()], metrics={"route": route.summary()})
@@ -142,9 +138,7 @@ class RoutePlanner:
         """Plan a route to ``target`` (fiducial node or RAS point) in the segmentation's airway; replaces the
         segmentation's previous route, keeps its centerlines."""
         result = self.route_result(airway_mask(segmentation_node, reference_volume_node), target, scope_diameter_mm)
-        nodes = import_airway_result(scene, result, reference_volume_node, segmentation_node)
-        nodes["metrics"] = result.metrics
-        return nodes
+        return import_airway_result(scene, result, reference_volume_node, segmentation_node)
 
     def update_from_segmentation(
         self,
@@ -158,12 +152,12 @@ class RoutePlanner:
 
         The segmentation itself stays as the user left it; its previous tree and route are replaced.
         """
-        from clinseg.tasks.airway import update_from_mask
+        from clinseg.tasks.airway import AirwayOptions, update_from_mask
 
+        _check_scope(scope_diameter_mm)
+        point = tuple(float(v) for v in target_lps(target)) if target is not None else None
         mask = airway_mask(segmentation_node, reference_volume_node)
-        result = update_from_mask(mask, _options(target, scope_diameter_mm))
+        result = update_from_mask(mask, AirwayOptions(target_lps=point, scope_diameter_mm=scope_diameter_mm))
         result.labelmap, result.segments = None, []
-        nodes = import_airway_result(scene, result, reference_volume_node, segmentation_node)
-        nodes["metrics"] = result.metrics
-        return nodes
+        return import_airway_result(scene, result, reference_volume_node, segmentation_node)
 

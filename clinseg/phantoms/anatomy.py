@@ -100,7 +100,7 @@ def sample_patient(rng: np.random.Generator, scale: float) -> Patient:
     carina = np.array([u(-3, 3), 18.0 + u(-3, 3), apex - u(78, 92) * s])
     return Patient(
         s=s, body_a=165 * s * u(0.94, 1.08), body_b=120 * s * u(0.94, 1.06), body_cy=5 * s,
-        fat=u(6, 24) * s, cav_a=135 * s, cav_b=92 * s, cav_cy=5 * s, apex_z=apex,
+        fat=u(5, 16) * s, cav_a=135 * s, cav_b=92 * s, cav_cy=5 * s, apex_z=apex,
         dome_r=u(46, 58) * s, dome_l=u(36, 48) * s, heart_c=np.array([u(14, 24), u(-32, -24), u(82, 92)]) * s,
         heart_r=np.array([u(56, 64), u(46, 54), u(44, 50)]) * s, spine_y=60 * s, v_pitch=u(24, 28) * s,
         v_phase=u(0, 1), rib_pitch=u(22, 26) * s, rib_drop=u(45, 60) * s, rib_phase=u(0, 1), med_x=u(-2, 2) * s,
@@ -207,13 +207,14 @@ def render_slab(p: Patient, sl: _Slab, tex, edge: float):
     yn = (y - p.cav_cy) / r_c  # +1 posterior, -1 anterior
     pect = np.clip(-yn, 0, 1) * np.clip((z - float(p.carina[2]) + 60 * s) / (80 * s), 0, 1)
     muscle_t = (14 + 10 * np.clip(yn, 0, 1) ** 3 + 14 * pect) * s
-    muscle_sd = np.maximum(cav - muscle_t, -body - p.fat)
+    fat = p.fat * (1.0 - 0.5 * np.clip(yn, 0, 1))  # thinner subcutaneous fat over the back
+    muscle_sd = np.maximum(cav - muscle_t, -body - fat)
     blend(hu, HU["muscle"] + 6 * tex, ramp(muscle_sd, edge))
     del muscle_sd, muscle_t, pect
     b = sl.box((p.med_x - 75 * s, p.spine_y, -big), (p.med_x + 75 * s, p.spine_y + 80 * s, big))
     if b is not None:
         para = _ellipse_sd(np.abs(part(x, b) - p.med_x) - 32 * s, part(y, b) - (p.spine_y + 38 * s), 26 * s, 26 * s)
-        blend(hu[b], HU["muscle"] + 6 * part(tex, b), ramp(np.maximum(para, -part(body, b) - p.fat), edge))
+        blend(hu[b], HU["muscle"] + 6 * part(tex, b), ramp(np.maximum(para, -part(body, b) - part(fat, b)), edge))
     _ribs(p, hu, x, y, z, cav, yn, edge)
     blend(hu, HU["mediastinum_fat"] + 10 * tex, ramp(cav, edge))
     _abdomen(p, sl, hu, cav, tex, edge)

@@ -154,7 +154,7 @@ def generate_chest(seed: int, spacing: tuple[float, float, float] | None = None,
     vsegs: list[VesselSegment] = []
     if with_vessels:
         vsegs = build_vessels(p, branches, model.regions, model.builder, r_vess, model.lung_points, vessel_gap_mm,
-                              min_vessel_mm=max(0.7, 0.9 * scale))
+                              min_vessel_mm=max(0.7, 0.9 * scale, 0.6 * min(spacing)))
 
     stage("vessel trees")
     def lung_points_sd(q: np.ndarray) -> np.ndarray:
@@ -206,7 +206,8 @@ def generate_chest(seed: int, spacing: tuple[float, float, float] | None = None,
     stage("int16")
     info = {"seed": int(seed), "preset": preset, "noise_hu": round(float(noise_hu), 2), "kernel": scanner.kernel,
             "motion": motion, "scale": round(p.s, 4), "n_branches": len(branches),
-            "max_generation": max(b.generation for b in branches), "min_lumen_mm": rules.min_lumen_mm, "stages": stage.rows}
+            "max_generation": max(b.generation for b in branches), "min_lumen_mm": rules.min_lumen_mm,
+            "stages": stage.rows}
     return ChestPhantom(
         ct=grid.volume(ct_i16, "ct"), airway=grid.volume(airway, "airway"), lumen=grid.volume(lumen, "lumen"),
         lungs=grid.volume(lungs, "lungs"), vessels=grid.volume(vessels, "vessels"),

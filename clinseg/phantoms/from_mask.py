@@ -144,7 +144,8 @@ def generate_chest_from_airway(airway_mask: Volume, seed: int, noise_hu: float |
     for d in distractors:
         d.p0, d.p1 = to_lps(d.p0[None])[0], to_lps(d.p1[None])[0]
     info = {"seed": int(seed), "source": airway_mask.name, "noise_hu": round(float(noise_hu), 2),
-            "kernel": scanner.kernel, "scale": round(p.s, 4), "z_stretch": round(stretch, 3), "carina_lps": np.round(carina, 2).tolist(),
+            "kernel": scanner.kernel, "scale": round(p.s, 4), "z_stretch": round(stretch, 3),
+            "carina_lps": np.round(carina, 2).tolist(),
             "wall_mm": wall_mm, "stages": stage.rows}
     airway = grid.volume(mask.astype(np.uint8), "airway")
     return ChestPhantom(

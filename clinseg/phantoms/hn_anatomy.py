@@ -353,6 +353,21 @@ def near(mask: np.ndarray, spacing, mm: float, inside: bool = False) -> np.ndarr
     return out
 
 
+def outside_distance(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
+    """Distance (mm, float32) of each voxel to ``mask``: 0 inside, ``inf`` farther than the padded box."""
+    import edt
+
+    out = np.full(mask.shape, np.inf, np.float32)
+    box = _bbox(mask)
+    if box is None:
+        return out
+    sp = np.asarray(spacing, float)[::-1]
+    pad = np.ceil(mm / sp).astype(int) + 1
+    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, mask.shape))
+    out[box] = edt.edt(~mask[box], anisotropy=tuple(sp), black_border=False)
+    return out
+
+
 def smooth_noise(shape: tuple[int, int, int], spacing, scale_mm: float, rng: np.random.Generator) -> np.ndarray:
     """Zero-mean, unit-variance noise with feature size ``scale_mm``, made on a coarse grid and interpolated."""
     from scipy.ndimage import gaussian_filter
@@ -426,12 +441,13 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
     lm = _Landmarks(organs, canvas)
     free = ~any_organ
 
-    def paint(mask: np.ndarray, cls: int, bone: int = 0, over_bone: bool = True) -> None:
-        m = mask & free
+    def paint(mask: np.ndarray, cls: int, bone: int = 0, over_bone: bool = True, box=None) -> None:
+        box = box or (slice(None),) * 3
+        m = mask & free[box]
         if not over_bone:
-            m &= bone_id == 0
-        tissue[m] = cls
-        bone_id[m] = bone
+            m &= bone_id[box] == 0
+        tissue[box][m] = cls
+        bone_id[box][m] = bone
 
     neuro = organs.get("Brain", np.zeros(shape, bool)) | organs.get("Brainstem", np.zeros(shape, bool))
     canal = organs.get("Spinal canal")
@@ -442,7 +458,8 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
     fm_z = stem_bottom[0] if stem_bottom else None  # foramen magnum, roughly
 
     # Body outline: per-slice convex hull of organs grown by the tissue that covers them.
-    anchor = near(neuro, sp, 15.0) | neuro
+    neuro_d = outside_distance(neuro, sp, 15.0)
+    anchor = neuro_d <= 15.0
     for name, grow in (("Eye", 4.0), ("Parotid", 7.0), ("Submandibular", 9.0), ("Lacrimal", 4.0)):
         for tag in ("L", "R"):
             if f"{name} {tag}" in organs:
@@ -482,8 +499,8 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
 
     # Intracranial CSF and the skull (two cortical tables, diploe between).
     if neuro.any():
-        csf = near(neuro, sp, 2.5)
-        skull = near(neuro, sp, 9.5) & ~csf & ~near(neuro, sp, 2.5)
+        csf = (neuro_d > 0) & (neuro_d <= 2.5)
+        skull = (neuro_d > 2.5) & (neuro_d <= 9.5)
         if canal.any():
             hole = near(canal, sp, 3.0) | canal
             if fm_z is not None:
@@ -491,7 +508,7 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
             skull &= ~hole
             csf &= ~hole
         skull &= body
-        table = skull & (near(neuro, sp, 4.3) | ~near(neuro, sp, 7.7))
+        table = skull & ((neuro_d <= 4.3) | (neuro_d > 7.7))
         paint(csf & body, CSF)
         paint(skull, MARROW, SKULL)
         paint(table, CORTICAL, SKULL)
@@ -644,23 +661,18 @@ def _vertebrae(rows: dict, canvas: Canvas, fm_z: float, paint) -> None:
         lateral = np.abs(x - cx) - 20 * grow
         trans = (lateral / 7.0) ** 2 + ((y - by - 3) / 4.5) ** 2 <= 1.0
         trans &= (lateral + 1.5) ** 2 + (y - by - 3) ** 2 > 2.5**2  # foramen of the vertebral artery
-        full = np.zeros(canvas.shape, bool)
+        sl = (slice(k, k + 1), sl[1], sl[2])
         if level == 0:  # atlas: no body, a ring with lateral masses; the dens of C2 inside its front
             dens = ((x - cx) ** 2 + (y - (cy - ry - 7)) ** 2) <= 5.5**2
             anterior = (np.abs(x - cx) <= 9) & (np.abs(y - (cy - ry - 14)) <= 3)
-            full[sl] = ring | trans | anterior | dens
-            paint(full, CORTICAL, bid)
+            paint(ring | trans | anterior | dens, CORTICAL, bid, box=sl)
             continue
         if pos > 0.78:  # intervertebral disc
-            full[sl] = body
-            paint(full, DISC, 0)
+            paint(body, DISC, 0, box=sl)
             continue
         mid = 0.15 < pos < 0.65
-        full[sl] = body | ((ring | spine | trans) if mid else False)
-        paint(full, CORTICAL, bid)
-        inner = np.zeros(canvas.shape, bool)
-        inner[sl] = core
-        paint(inner, MARROW, bid)
+        paint((body | ring | spine | trans) if mid else body, CORTICAL, bid, box=sl)
+        paint(core, MARROW, bid, box=sl)
 
 
 @dataclass
@@ -704,10 +716,10 @@ def _airway(rows: dict, canvas: Canvas, fm_z: float, jaw: _Jaw, air: np.ndarray,
         if found is None:
             continue
         sl, (x, y, _) = found
-        m = np.zeros(canvas.shape, bool)
-        m[sl] = ((x - cx) / ax) ** 2 + ((y - cyy) / ay) ** 2 <= 1.0
-        air |= m
-        paint(m, AIR)
+        sl = (slice(k, k + 1), sl[1], sl[2])
+        m = ((x - cx) / ax) ** 2 + ((y - cyy) / ay) ** 2 <= 1.0
+        air[sl] |= m
+        paint(m, AIR, box=sl)
 
 
 def _sinuses(canvas: Canvas, eye_l, eye_r, chiasm, jaw: _Jaw | None, air: np.ndarray, paint,

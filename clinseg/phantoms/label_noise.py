@@ -48,13 +48,11 @@ def perturb_mask(mask: np.ndarray, n: int, op: str, in_plane: bool = False) -> n
     if n == 0:
         return mask.copy()
     # Distance transforms give the ball operation exactly and in time independent of n.
-    aniso = (1e6, 1.0, 1.0) if in_plane and mask.ndim == 3 else (1.0,) * mask.ndim
     if in_plane and mask.ndim == 3:
-        slices = [_perturb_2d(s, n, op) for s in mask]
-        return np.stack(slices) if slices else mask.copy()
+        return np.stack([_perturb_2d(s, n, op) for s in mask]) if len(mask) else mask.copy()
     if op == "dilate":
-        return mask | (edt.edt(~mask, anisotropy=aniso, black_border=False) <= n)
-    return edt.edt(mask, anisotropy=aniso, black_border=False) > n
+        return mask | (edt.edt(~mask, black_border=False) <= n)
+    return edt.edt(mask, black_border=False) > n
 
 
 def _perturb_2d(mask: np.ndarray, n: int, op: str) -> np.ndarray:

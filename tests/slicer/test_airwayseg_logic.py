@@ -41,7 +41,19 @@ def _pipeline_available() -> bool:
         return False
 
 
+def _cli_missing() -> str:
+    """What keeps ``python -m clinseg airway`` from running, or "" when it can run."""
+    from clinseg import cli
+
+    if "airway" not in cli.COMMAND_MODULES:
+        return "`clinseg airway` is not registered in clinseg.cli yet"
+    if importlib.util.find_spec("clinseg.tasks.airway.preview") is None:
+        return "clinseg.tasks.airway.preview (imported by `clinseg airway`) not available yet"
+    return ""
+
+
 needs_pipeline = pytest.mark.skipif(not _pipeline_available(), reason="clinseg.post not available yet")
+needs_cli = pytest.mark.skipif(bool(_cli_missing()), reason=_cli_missing() or "-")
 
 # [k, j, i] grid, 1 mm voxels, identity direction: i = x (left), j = y (posterior), k = z (superior).
 SHAPE = (64, 32, 64)
@@ -252,6 +264,28 @@ def test_plan_route_then_update_from_edited_segmentation(scene, ct_node):
     start = slicer.util.arrayFromMarkupsControlPoints(planned["route"][0], world=True)[0]
     assert start[2] > 50.0  # from the top of the trachea
     assert planner.cached(routes.airway_mask(segmentation, ct_node))
+    assert planned["metrics"]["route"]["scope_stop"] is None  # a 2 mm scope passes 6 mm bronchi
+    with pytest.raises(InputError, match="no target point"):
+        planner.plan_route(scene, segmentation, None)
+    with pytest.raises(InputError, match="from the nearest airway"):
+        planner.plan_route(scene, segmentation, (500.0, 0.0, 0.0), reference_volume_node=ct_node)
+    with pytest.raises(InputError, match="must be positive"):
+        planner.plan_route(scene, segmentation, target, scope_diameter_mm=-1.0)
+    assert outputs.derived_nodes(segmentation)["route"] == planned["route"]  # a refused plan keeps the route
+
+    # Planning again replaces the route (and its folder) and keeps the tree; a 7 mm scope stops in the bronchus.
+    again = planner.plan_route(scene, segmentation, target, scope_diameter_mm=7.0, reference_volume_node=ct_node)
+    assert count(scene, "vtkMRMLMarkupsCurveNode") == len(tree_nodes["centerlines"]) + 1
+    assert count(scene, "vtkMRMLTableNode") == 2
+    sh = scene.GetSubjectHierarchyNode()
+    assert sh_children_names(scene, tree_nodes["folder"]).count(outputs.ROUTE_FOLDER) == 1
+    assert again["folder"] == tree_nodes["folder"]
+    stop = again["metrics"]["route"]["scope_stop"]
+    assert stop is not None and stop["distance_mm"] > 25.0, stop  # past the 8 mm trachea
+    passes = again["routeTable"].GetTable().GetColumnByName("scope_passes")
+    assert [passes.GetValue(n) for n in range(passes.GetNumberOfValues())][-1] == 0.0  # bools become 0/1
+    assert sh.GetItemParent(sh.GetItemByDataNode(again["routeTable"])) == \
+        sh.GetItemParent(sh.GetItemByDataNode(again["route"][0]))
 
     # The user erases the right bronchus in Segment Editor; the tree is rebuilt from what is left.
     segment_id = segmentation.GetSegmentation().GetNthSegmentID(0)
@@ -334,11 +368,11 @@ def test_job_writes_the_input_in_world_geometry(scene, ct_node, tmp_path):
 
 
 @needs_pipeline
+@needs_cli
 def test_background_run_end_to_end_on_a_phantom(scene, tmp_path, clinseg_home):
     from clinseg.phantoms import generate_chest
 
-    phantom = generate_chest(seed=7, preset="small", spacing=(2.0, 2.0, 2.0), with_vessels=False, n_nodules=1,
-                             n_distractors=0)
+    phantom = generate_chest(seed=7, preset="small", with_vessels=False, n_nodules=1, n_distractors=0)
     ct_node = volume_node_from_volume(scene, phantom.ct, name="phantom")
     target_lps = phantom.nodules[0].center_lps
     target_ras = (-target_lps[0], -target_lps[1], target_lps[2])
@@ -350,7 +384,7 @@ def test_background_run_end_to_end_on_a_phantom(scene, tmp_path, clinseg_home):
     assert not job.work_dir.exists()  # the temp folder is removed once the nodes hold the results
     segmentation = nodes["segmentation"]
     found = labelmap_from_segmentation_node(segmentation, reference=phantom.ct)[0].array > 0
-    truth = phantom.airway.array > 0
+    truth = phantom.lumen.array > 0
     dice = 2 * (found & truth).sum() / (found.sum() + truth.sum())
     assert dice > 0.5, f"airway Dice {dice:.3f}"
     assert len(nodes["centerlines"]) >= 3
