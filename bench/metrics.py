@@ -39,7 +39,8 @@ def route_target(tree) -> np.ndarray:
 
 
 def render(tree, path: Path, title: str) -> None:
-    """Two 3-D views of the centerlines coloured by generation, named bronchi labelled."""
+    """Anterior 3-D views of the centerlines coloured by generation: whole tree, and the central airways with the
+    named bronchi labelled at their distal ends."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,23 +48,27 @@ def render(tree, path: Path, title: str) -> None:
 
     cmap = plt.get_cmap("viridis")
     top = max(b.generation for b in tree.branches)
+    carina = tree.carina_lps
     fig = plt.figure(figsize=(16, 8))
-    for n, (elev, azim, label) in enumerate([(5, -90, "anterior view"), (5, 0, "right lateral view")]):
+    for n, (label, max_generation) in enumerate([("whole tree", top), ("central airways, generations 0-4", 4)]):
         ax = fig.add_subplot(1, 2, n + 1, projection="3d")
         for b in tree.branches:
+            if b.generation > max_generation:
+                continue
             p = b.points_lps
             ax.plot(p[:, 0], p[:, 1], p[:, 2], color=cmap(b.generation / max(top, 1)),
-                    lw=max(0.4, min(b.mean_radius_mm, 6) / 1.2))
+                    lw=max(0.4, min(b.mean_radius_mm, 6) / 1.2) * (1 + n))
             parent_name = tree.branches[b.parent].name if b.parent is not None else None
-            if b.name in ABBREVIATIONS and b.name != parent_name:
-                m = p[len(p) // 2]
-                ax.text(m[0], m[1], m[2], ABBREVIATIONS[b.name], fontsize=11, color="red", weight="bold")
-        ax.view_init(elev=elev, azim=azim)
+            if n == 1 and b.name in ABBREVIATIONS and b.name != parent_name:
+                ax.text(*p[-1], ABBREVIATIONS[b.name], fontsize=13, color="red", weight="bold")
+        if n == 1:
+            ax.set_xlim(carina[0] - 60, carina[0] + 60)
+            ax.set_ylim(carina[1] - 60, carina[1] + 60)
+            ax.set_zlim(carina[2] - 80, carina[2] + 40)
+        ax.view_init(elev=5, azim=-90)  # camera in front of the patient: patient's right on the viewer's left
         ax.set_xlabel("x (mm, patient left +)")
-        ax.set_ylabel("y (mm, posterior +)")
         ax.set_zlabel("z (mm, superior +)")
-        ax.set_box_aspect(np.ptp(np.concatenate([b.points_lps for b in tree.branches]), axis=0))
-        ax.set_title(f"{title}: {label}")
+        ax.set_title(f"{title}: {label}, anterior view")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, top))
     fig.colorbar(sm, ax=fig.axes, shrink=0.6, label="generation")
     fig.text(0.01, 0.01, "  ".join(f"{v}={k}" for k, v in ABBREVIATIONS.items()), fontsize=9)
@@ -94,8 +99,9 @@ def main() -> None:
             t = time.perf_counter()
             m = airway_metrics(volumes[team], ref)
             dt = time.perf_counter() - t
-            print(f"  {team:>14} vs timi: metrics {dt:.2f} s (cached GT)  DSC {100 * m['dice']:.2f}  TD {100 * m['td']:.2f}  "
-                  f"BD {100 * m['bd']:.2f}  precision {100 * m['precision']:.2f}  FPR {100 * m['fpr']:.4f}")
+            print(f"  {team:>14} vs timi: metrics {dt:.2f} s (cached GT)  DSC {100 * m['dice']:.2f}  "
+                  f"TD {100 * m['td']:.2f}  BD {100 * m['bd']:.2f}  precision {100 * m['precision']:.2f}  "
+                  f"FPR {100 * m['fpr']:.4f}")
         for team in TEAMS:
             t = time.perf_counter()
             tree = extract_tree(volumes[team])

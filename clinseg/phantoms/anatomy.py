@@ -305,6 +305,7 @@ def _spine(p: Patient, hu, x, y, z, edge: float) -> None:
     canal = np.sqrt(xm**2 + (y - canal_c) ** 2) - 8 * s
     arch = np.maximum(canal - 5.5 * s, canal_c - 4 * s - y)
     spinous = _ellipse_sd(xm, y - (canal_c + 20 * s), 4 * s, 14 * s)
+    spinous = np.where(np.abs(w - 0.15) * p.v_pitch < 9 * s, spinous, 99.0)  # one process per vertebra
     transverse = np.where(mid, _ellipse_sd(np.abs(xm) - 24 * s, y - (p.spine_y + 20 * s), 13 * s, 5 * s), 99.0)
     bone = np.minimum(np.minimum(np.where(disc, 99.0, body), arch), np.minimum(spinous, transverse))
     bone = np.maximum(bone, -canal).astype(np.float32)
@@ -325,6 +326,7 @@ def _sternum_scapula(p: Patient, sl: _Slab, hu, cav, r_c, yn, edge: float) -> No
     b = sl.box((-p.body_a, p.cav_cy, float(p.carina[2]) - 40 * s), (p.body_a, p.body_cy + p.body_b, 1e5))
     if b is not None:
         plate = np.maximum(np.abs(part(cav, b) - 20 * s) - 2.5 * s, np.abs(part(yn, b) - 0.6) * part(r_c, b) - 28 * s)
+        plate = np.maximum(plate, _body_sd(p, part(sl.x, b), part(sl.y, b)) + 8 * s)  # under the back muscles
         _bone(hu[b], plate, plate + 1.2 * s, edge)
 
 
