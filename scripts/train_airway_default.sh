@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduces the shipped default airway model (airway-unet-phantom) from nothing, on CPU:
+# 1. generates the training phantoms (seeds 1-20, in-plane spacing 0.6-1.0 mm, slices 0.6-1.25 mm)
+#    in the ATM'22 layout; 2. trains the thesis's 3-D U-Net + attention distillation at width 0.5.
+# Usage: scripts/train_airway_default.sh [WORKDIR] (default runs/airway-default). Resumable: rerun to continue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-runs/airway-default}
+CLINSEG=${CLINSEG:-.venv/bin/clinseg}
+DATA="$WORK/data"
+SPACINGS=(0.6,0.6,0.6 0.65,0.65,1.0 0.7,0.7,0.7 0.7,0.7,1.0 0.75,0.75,1.25 0.8,0.8,0.8 0.8,0.8,1.0 0.85,0.85,1.25
+          0.9,0.9,0.9 1.0,1.0,1.0 0.6,0.6,1.0 0.65,0.65,0.65 0.7,0.7,1.25 0.75,0.75,0.75 0.8,0.8,1.25 0.85,0.85,0.85
+          0.9,0.9,1.25 1.0,1.0,1.25 0.72,0.72,0.8 0.95,0.95,1.0)
+mkdir -p "$DATA"
+for n in $(seq 1 20); do
+  id=$(printf "phantom_%03d" "$n")
+  [ -f "$DATA/labelsTr/$id.nii.gz" ] && continue
+  "$CLINSEG" phantom chest --seed "$n" --spacing "${SPACINGS[$((n - 1))]}" --layout atm22 --case-id "$id" \
+    --out "$DATA" --progress none
+done
+"$CLINSEG" train airway --data "$DATA" --out "$WORK/run" --variant ad --width 0.5 --patch 64,96,96 --batch 2 \
+  --epochs 40 --iters-per-epoch 50 --val-cases 2 --val-every 5 --seed 0 --threads 2 --max-minutes "${MAX_MINUTES:-110}" \
+  --progress none $( [ -f "$WORK/run/last.pt" ] && echo --resume )
