@@ -1,8 +1,10 @@
 """Widget, logic and self-test behaviour shared by the four ClinicalSeg modules (Slicer only).
 
-Each module file still defines its own ``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test``
-classes (Slicer finds them by name); they subclass these bases and add only what is particular to the
-task: metadata, parameters, extra widgets, the synthetic input of the self-test.
+Slicer finds a module's ``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test`` classes by name in
+its module file. A module with a pipeline (AirwaySeg) defines them as subclasses of these bases, adding
+what is particular to its task: parameters, extra widgets, its own self-test. A module whose pipeline is
+not shipped yet states only its data (titles, texts, self-test input) and gets the four classes from
+``placeholderModuleClasses``.
 
 Modules import this file as a module (``from ClinicalSegLib import taskmodule``), not its classes:
 Slicer's unit-test runner collects every TestCase bound to a name in the module file, so an imported
@@ -11,6 +13,7 @@ Slicer's unit-test runner collects every TestCase bound to a name in the module 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -18,6 +21,7 @@ import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
@@ -150,11 +154,30 @@ def ellipsoidMask(shape: tuple[int, int, int], center: tuple[float, float, float
         ((i - center[2]) / radii[2]) ** 2 <= 1.0
 
 
+Ellipsoid = tuple[tuple[float, float, float], tuple[float, float, float], int]  # center, radii (voxels), value
+
+
+@dataclass(frozen=True)
+class SyntheticInput:
+    """Input volume of a self-test: ``background`` with ellipsoids painted over it, later ones on top."""
+
+    shape: tuple[int, int, int]  # [k, j, i]
+    spacing: tuple[float, float, float]  # mm, i j k order
+    background: int
+    ellipsoids: tuple[Ellipsoid, ...] = ()
+
+    def voxels(self) -> np.ndarray:
+        voxels = np.full(self.shape, self.background, dtype=np.int16)
+        for center, radii, value in self.ellipsoids:
+            voxels[ellipsoidMask(self.shape, center, radii)] = value
+        return voxels
+
+
 class TaskModuleTest(ScriptedLoadableModuleTest):
     """Self-test: build a synthetic input in the scene and run the module's logic on it."""
 
     logicClass = TaskModuleLogic
-    spacing = (1.0, 1.0, 1.0)
+    syntheticInput = SyntheticInput(shape=(16, 16, 16), spacing=(1.0, 1.0, 1.0), background=0)
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -163,15 +186,11 @@ class TaskModuleTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_LogicOnSyntheticInput()
 
-    def makeVoxels(self) -> np.ndarray:
-        """[k, j, i] voxels of the synthetic input; each module draws its own anatomy."""
-        return np.zeros((16, 16, 16), dtype=np.int16)
-
     def test_LogicOnSyntheticInput(self) -> None:
         self.delayDisplay("Creating a synthetic input volume")
-        voxels = self.makeVoxels()
+        voxels = self.syntheticInput.voxels()
         inputVolume = slicer.util.addVolumeFromArray(voxels, name=f"{self.__class__.__name__}Input")
-        inputVolume.SetSpacing(*self.spacing)
+        inputVolume.SetSpacing(*self.syntheticInput.spacing)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), voxels)
         outputSegmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
 
@@ -191,3 +210,33 @@ class TaskModuleTest(ScriptedLoadableModuleTest):
         with self.assertRaises(ValueError):
             logic.process(inputVolume, outputSegmentation, "TPU")
         self.delayDisplay("Test passed")
+
+
+def placeholderModuleClasses(moduleName: str, *, taskTitle: str, title: str, helpText: str,
+                             acknowledgementText: str, syntheticInput: SyntheticInput) -> tuple[type, type, type, type]:
+    """``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test`` of a module whose pipeline is not shipped.
+
+    Called from the module file as ``A, AWidget, ALogic, ATest = placeholderModuleClasses(__name__, ...)``.
+    The classes carry the file's name and ``__module__``: Slicer derives the module name (and so the
+    parameter node) from the class names, and ``ScriptedLoadableModule.runTest`` looks ``<Name>Test`` up
+    in the module named by ``__module__``. The texts may be wrapped like docstrings: each run of white
+    space becomes one space, as the help panel shows it anyway.
+    """
+    name = moduleName.rsplit(".", 1)[-1]
+    helpText, acknowledgementText = " ".join(helpText.split()), " ".join(acknowledgementText.split())
+
+    def named(suffix: str, base: type, attributes: dict) -> type:
+        className = name + suffix
+        return type(className, (base,), {"__module__": moduleName, "__qualname__": className, **attributes})
+
+    def describe(self, parent) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        describeModule(self.parent, title, helpText, acknowledgementText)
+
+    logic = named("Logic", TaskModuleLogic, {"taskTitle": taskTitle})
+    return (
+        named("", ScriptedLoadableModule, {"__init__": describe}),
+        named("Widget", TaskModuleWidget, {"logicClass": logic}),
+        logic,
+        named("Test", TaskModuleTest, {"logicClass": logic, "syntheticInput": syntheticInput}),
+    )
