@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_airway import one_torch_thread  # noqa: F401  (autouse: one torch thread per test)
 
 from clinseg.nets.airway_unet import AirwayOutput, AirwayUNet, FeatureReLearning, count_parameters, scaled_widths
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -26,16 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ClinicalSegLib"))
 
-from ClinicalSegLib.widgets import (  # noqa: E402
-    DEVICE_CHOICES,
-    PipelineUnavailableError,
-    device_argument,
-    pipeline_unavailable_message,
-    setWidgetsEnabled,
-    showPipelineUnavailable,
-)
-
 from ClinicalSegLib import dependencies as deps  # noqa: E402
+from ClinicalSegLib import widgets as widget_helpers  # noqa: E402
 
 MODULES = ["AirwaySeg", "NoduleSeg", "OARSeg", "StrokeSeg"]
 LIB = ROOT / "ClinicalSegLib"
@@ -57,7 +49,8 @@ def cmake_commands(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def cmake_file_lists(folder: Path) -> tuple[str, set[str], set[str]]:
-    """Module name, SCRIPTS and RESOURCES of a module CMakeLists, with ${...} and file(GLOB) expanded."""
+    """NAME, SCRIPTS and RESOURCES of a folder's ``clinseg_add_scripted_module`` call, with ${...} and
+    file(GLOB) expanded."""
     variables: dict[str, list[str]] = {"CMAKE_CURRENT_SOURCE_DIR": [str(folder)]}
 
     def expand(items: list[str]) -> list[str]:
@@ -68,6 +61,7 @@ def cmake_file_lists(folder: Path) -> tuple[str, set[str], set[str]]:
             out.extend(item.split())
         return out
 
+    call: dict[str, list[str]] = {}
     for command, args in cmake_commands(folder / "CMakeLists.txt"):
         if command == "set":
             variables[args[0]] = expand(args[1:])
@@ -78,8 +72,20 @@ def cmake_file_lists(folder: Path) -> tuple[str, set[str], set[str]]:
             matches = [f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file()
                        and any(fnmatch.fnmatch(str(f), p) for p in patterns)]
             variables[args[1]] = sorted(matches)
-    return (variables["MODULE_NAME"][0], set(variables.get("MODULE_PYTHON_SCRIPTS", [])),
-            set(variables.get("MODULE_PYTHON_RESOURCES", [])))
+        elif command == "clinseg_add_scripted_module":
+            call = module_arguments(expand(args))
+    return call["NAME"][0], set(call["SCRIPTS"]), set(call.get("RESOURCES", []))
+
+
+def module_arguments(args: list[str]) -> dict[str, list[str]]:
+    """``NAME x PACKAGE SCRIPTS a b`` -> {"NAME": ["x"], "PACKAGE": [], "SCRIPTS": ["a", "b"]}."""
+    parsed: dict[str, list[str]] = {}
+    for arg in args:
+        if arg in ("NAME", "PACKAGE", "SCRIPTS", "RESOURCES"):
+            current = parsed.setdefault(arg, [])
+        else:
+            current.append(arg)
+    return parsed
 
 
 def files_under(folder: Path, pattern: str) -> set[str]:
@@ -97,10 +103,17 @@ def test_cmake_lists_match_the_folder(name):
     for listed in scripts | resources:
         assert (folder / listed).is_file(), f"{name}/CMakeLists.txt lists missing {listed}"
     commands = cmake_commands(folder / "CMakeLists.txt")
+    calls = [module_arguments(args) for command, args in commands if command == "clinseg_add_scripted_module"]
+    assert len(calls) == 1 and ("PACKAGE" in calls[0]) == (name not in MODULES)  # modules get their tests
+    assert not [command for command, _args in commands if command.startswith("slicer")], "call through the macro"
+
+
+def test_module_macro_builds_and_tests_each_module():
+    commands = cmake_commands(ROOT / "cmake" / "ClinicalSegModule.cmake")
+    assert ("macro", ["clinseg_add_scripted_module"]) in commands
     build = [args for command, args in commands if command == "slicermacrobuildscriptedmodule"]
-    assert len(build) == 1 and build[0][:2] == ["NAME", "${MODULE_NAME}"]
-    if name in MODULES:
-        assert ("slicer_add_python_unittest", ["SCRIPT", "${MODULE_NAME}.py"]) in commands
+    assert len(build) == 1 and build[0][:2] == ["NAME", "${_clinseg_module_NAME}"]
+    assert ("slicer_add_python_unittest", ["SCRIPT", "${_clinseg_module_NAME}.py"]) in commands
 
 
 def test_cmake_lists_parser_sees_a_missing_file(tmp_path):
@@ -110,8 +123,8 @@ def test_cmake_lists_parser_sees_a_missing_file(tmp_path):
     for f in ("Demo.py", "Extra.py", "Resources/UI/Demo.ui"):
         (folder / f).write_text("")
     (folder / "CMakeLists.txt").write_text(
-        "set(MODULE_NAME Demo)\nset(MODULE_PYTHON_SCRIPTS\n  ${MODULE_NAME}.py # x\n)\n"
-        "set(MODULE_PYTHON_RESOURCES Resources/UI/${MODULE_NAME}.ui)\n")
+        "set(_ui Resources/UI/Demo.ui)\nclinseg_add_scripted_module(NAME Demo\n  SCRIPTS\n    Demo.py # x\n"
+        "  RESOURCES ${_ui}\n  )\n")
     name, scripts, resources = cmake_file_lists(folder)
     assert (name, scripts, resources) == ("Demo", {"Demo.py"}, {"Resources/UI/Demo.ui"})
     assert scripts != files_under(folder, "**/*.py")
@@ -132,7 +145,7 @@ def test_top_level_cmake_declares_the_extension():
             assert url.startswith(raw) and (ROOT / url[len(raw):]).is_file(), url
     subdirs = [args[0] for command, args in commands if command == "add_subdirectory"]
     assert subdirs == ["ClinicalSegLib", *MODULES]
-    assert ["NAME", "clinseg"] == next(a for c, a in commands if c == "slicermacrobuildscriptedmodule")[:2]
+    assert ["NAME", "clinseg", "PACKAGE"] == next(a for c, a in commands if c == "clinseg_add_scripted_module")[:3]
 
 
 STUB_SLICER = """
@@ -146,6 +159,9 @@ macro(slicerMacroBuildScriptedModule)
   cmake_parse_arguments(MY "WITH_GENERIC_TESTS;WITH_SUBDIR;VERBOSE" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
   if(MY_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "unknown arguments ${MY_UNPARSED_ARGUMENTS}")
+  endif()
+  if(MY_WITH_GENERIC_TESTS)
+    file(APPEND ${CMAKE_BINARY_DIR}/generic_tests.txt "${MY_NAME}\\n")
   endif()
   foreach(f ${MY_SCRIPTS} ${MY_RESOURCES})
     if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${f})
@@ -181,6 +197,7 @@ def test_cmake_configures_against_a_stub_slicer(tmp_path):
     for name in MODULES:
         assert listing[name] == files_under(ROOT / name, "**/*.py") | files_under(ROOT / name, "Resources/**/*")
     assert sorted((build / "tests.txt").read_text().split()) == sorted(str(ROOT / m / f"{m}.py") for m in MODULES)
+    assert sorted((build / "generic_tests.txt").read_text().split()) == sorted(MODULES)
     pins = build / "lib/Slicer-5.8/qt-scripted-modules/ClinicalSegLib/requirements.txt"
     assert pins.read_text() == (ROOT / "requirements.txt").read_text()
 
@@ -241,7 +258,7 @@ def test_ui_binds_every_parameter_and_connects_every_node_selector(name):
     fields = next(iter(own.values())) if own else parameter_fields(TASKMODULE)["TaskParameterNode"]
     assert set(bound) == fields
     combo_items = [i.findtext("property/string") for i in widgets[bound["device"]].findall("item")]
-    assert combo_items == list(DEVICE_CHOICES)
+    assert combo_items == list(widget_helpers.DEVICE_CHOICES)
 
     connections = [(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
                    for c in root.iter("connection")]
@@ -259,17 +276,25 @@ def test_module_compiles_and_defines_the_four_classes(name, tmp_path):
     path = ROOT / name / f"{name}.py"
     py_compile.compile(str(path), cfile=str(tmp_path / "m.pyc"), doraise=True)
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = [name, f"{name}Widget", f"{name}Logic", f"{name}Test"]
     classes = {n.name: [ast.unparse(b) for b in n.bases] for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert classes[name] == ["ScriptedLoadableModule"]
-    assert classes[f"{name}Widget"] == ["taskmodule.TaskModuleWidget"]
-    assert classes[f"{name}Logic"] == ["taskmodule.TaskModuleLogic"]
-    assert classes[f"{name}Test"] == ["taskmodule.TaskModuleTest"]
+    if name in classes:  # a module with a pipeline subclasses the shared bases
+        assert [classes[n] for n in names] == [["ScriptedLoadableModule"], ["taskmodule.TaskModuleWidget"],
+                                               ["taskmodule.TaskModuleLogic"], ["taskmodule.TaskModuleTest"]]
+        calls = [n for n in ast.walk(tree)
+                 if isinstance(n, ast.Call) and ast.unparse(n.func).endswith("describeModule")]
+    else:  # a placeholder binds the classes taskmodule makes from its data
+        binds = [n for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                 and ast.unparse(n.value.func) == "taskmodule.placeholderModuleClasses"]
+        assert len(binds) == 1 and [t.id for t in binds[0].targets[0].elts] == names
+        calls = [binds[0].value]
+        assert [ast.unparse(a) for a in calls[0].args] == ["__name__"]
     # only the module's own TestCase may be visible in its namespace (Slicer's runner collects every one)
     imported = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
     assert not {"TaskModuleTest", "ScriptedLoadableModuleTest"} & imported
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith("describeModule")]
     assert len(calls) == 1
-    texts = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords}
+    texts = {k.arg: " ".join(ast.literal_eval(k.value).split()) for k in calls[0].keywords
+             if k.arg in ("title", "helpText", "acknowledgementText")}
     assert texts["title"] and len(texts["helpText"]) > 100 and len(texts["acknowledgementText"]) > 50
 
 
@@ -376,21 +401,21 @@ def test_torch_requirement_and_backend_choice():
 
 # -- widget helpers ------------------------------------------------------------------------------
 def test_device_choices_and_unavailable_message():
-    assert [device_argument(c) for c in DEVICE_CHOICES] == ["auto", "cpu", "cuda"]
+    assert [widget_helpers.device_argument(c) for c in widget_helpers.DEVICE_CHOICES] == ["auto", "cpu", "cuda"]
     with pytest.raises(ValueError, match="TPU"):
-        device_argument("TPU")
-    assert pipeline_unavailable_message("Airway segmentation") == \
+        widget_helpers.device_argument("TPU")
+    assert widget_helpers.pipeline_unavailable_message("Airway segmentation") == \
         "Airway segmentation pipeline not available yet in this version."
-    assert str(PipelineUnavailableError("Stroke lesion segmentation")) == \
+    assert str(widget_helpers.PipelineUnavailableError("Stroke lesion segmentation")) == \
         "Stroke lesion segmentation pipeline not available yet in this version."
 
 
 def test_show_pipeline_unavailable_disables_and_explains():
     status = SimpleNamespace(text="")
     apply, other = SimpleNamespace(enabled=True, toolTip=""), SimpleNamespace(enabled=True, toolTip="")
-    showPipelineUnavailable("Lung nodule segmentation", status, apply, [other, None])
+    widget_helpers.showPipelineUnavailable("Lung nodule segmentation", status, apply, [other, None])
     message = "Lung nodule segmentation pipeline not available yet in this version."
     assert status.text == message
     assert (apply.enabled, apply.toolTip, other.enabled, other.toolTip) == (False, message, False, message)
-    setWidgetsEnabled([apply], True)
+    widget_helpers.setWidgetsEnabled([apply], True)
     assert apply.enabled and apply.toolTip == message

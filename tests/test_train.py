@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_airway import one_torch_thread  # noqa: F401  (autouse: one torch thread per test)
 
 from clinseg.errors import InputError
 from clinseg.io import write_volume
@@ -27,16 +28,6 @@ from clinseg.train.loop import learning_rate
 from clinseg.train.losses import airway_loss, attention_distillation_loss, attention_map, soft_dice_loss
 from clinseg.train.sampler import epoch_patches, grid_starts, read_patch, scaled_train_stride, window_starts
 from clinseg.volume import Volume
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------- losses
 

@@ -9,7 +9,7 @@ import sys
 from ..errors import ClinsegError
 
 # Modules under clinseg.cli that add subcommands, in help order.
-COMMAND_MODULES = ["info", "models", "airway", "phantom", "eval", "train", "demo"]
+COMMAND_MODULES = ["info", "models", "airway", "phantom", "gallery", "eval", "train", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

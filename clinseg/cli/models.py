@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from ..errors import ClinsegError
 from ..registry import ModelCard, Registry, get_registry
@@ -81,38 +82,37 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _installed_result(registry: Registry, card: ModelCard) -> dict:
-    return {
-        "model": card.id,
-        "installed_dir": str(registry.model_dir(card.id)),
-        "files": [entry.as_dict() for entry in card.files],
-    }
+def _add_model(args: argparse.Namespace, add: Callable[[Registry, Reporter], ModelCard]) -> int:
+    """Install or import one model with ``add``, then report where it went and its files.
 
-
-def _install(args: argparse.Namespace) -> int:
+    A failure reaches ``main``, which prints it on stderr; in jsonl mode it is also an error event on
+    stdout, the only stream programs read.
+    """
     reporter = Reporter.from_args(args)
     registry = get_registry()
     try:
-        card = registry.install(args.id, url=args.url, progress=reporter.progress)
-    except ClinsegError as error:
-        if reporter.mode == "jsonl":  # programs read stdout only
-            reporter.error(str(error))
-        raise
-    reporter.result(_installed_result(registry, card))
-    return 0
-
-
-def _import(args: argparse.Namespace) -> int:
-    reporter = Reporter.from_args(args)
-    registry = get_registry()
-    try:
-        card = registry.import_file(args.path, model_id=args.id)
+        card = add(registry, reporter)
     except ClinsegError as error:
         if reporter.mode == "jsonl":
             reporter.error(str(error))
         raise
-    reporter.result(_installed_result(registry, card))
+    reporter.result({
+        "model": card.id,
+        "installed_dir": str(registry.model_dir(card.id)),
+        "files": [entry.as_dict() for entry in card.files],
+    })
     return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    def install(registry: Registry, reporter: Reporter) -> ModelCard:
+        return registry.install(args.id, url=args.url, progress=reporter.progress)
+
+    return _add_model(args, install)
+
+
+def _import(args: argparse.Namespace) -> int:
+    return _add_model(args, lambda registry, _reporter: registry.import_file(args.path, model_id=args.id))
 
 
 def _verify(args: argparse.Namespace) -> int:

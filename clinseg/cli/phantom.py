@@ -139,6 +139,12 @@ class _Output:
         self.overwrite = overwrite
         self.stage = out
 
+    def refuse_existing(self, *relative: str) -> None:
+        """Fail before any work when this case is already in the dataset folder (unless ``--overwrite``)."""
+        clashes = [r for r in relative if self.merge and not self.overwrite and (self.out / r).exists()]
+        if clashes:
+            raise InputError(label_of(self.out), f"already holds {clashes[0]} (use --overwrite to replace it)")
+
     @contextlib.contextmanager
     def staged(self) -> Iterator[Path]:
         from ..io import atomic_output_dir
@@ -208,6 +214,14 @@ def run_chest(args: argparse.Namespace) -> int:
     reporter = Reporter.from_args(args)
     out = Path(args.out)
     output = _Output(out, args.layout != "plain", args.overwrite)
+    if args.subset < 0:
+        raise InputError("--subset", f"must be 0 or more, got {args.subset}")
+    if args.layout == "luna16":
+        case_id = args.case_id or luna16_series_uid(args.seed)
+        output.refuse_existing(f"subset{args.subset}/{case_id}.mhd")
+    else:
+        case_id = args.case_id or f"phantom_{args.seed}"
+        output.refuse_existing(f"imagesTr/{case_id}_0000.nii.gz")
     if args.from_airway:
         reporter.log(f"building a chest CT around {args.from_airway} (seed {args.seed})")
         mask = read_volume(args.from_airway)
@@ -221,10 +235,6 @@ def run_chest(args: argparse.Namespace) -> int:
         ph = generate_chest(args.seed, spacing=args.spacing, shape=shape, preset=args.preset,
                             noise_hu=args.noise_hu, kernel=args.kernel, with_vessels=not args.no_vessels,
                             n_nodules=args.nodules, motion=args.motion)
-    if args.layout == "luna16":
-        case_id = args.case_id or luna16_series_uid(args.seed)
-    else:
-        case_id = args.case_id or f"phantom_{args.seed}"
     with output.staged() as stage:
         files = _write_chest_layout(ph, stage, out, args.layout, case_id, args.subset)
         if args.gallery:
@@ -278,8 +288,6 @@ def _write_luna16(ph, stage: Path, out: Path, uid: str, subset: int) -> dict[str
         write_luna16_case,
     )
 
-    if subset < 0:
-        raise InputError("--subset", f"must be 0 or more, got {subset}")
     mhd = write_luna16_case(stage, subset, uid, ph.ct)
     nodules = [LunaNodule(uid, tuple(float(v) for v in n.center_lps), float(n.diameter_mm)) for n in ph.nodules]
     candidates = [LunaCandidate(uid, n.centre, 1) for n in nodules]
@@ -347,6 +355,8 @@ def run_headneck(args: argparse.Namespace) -> int:
     reporter = Reporter.from_args(args)
     out = Path(args.out)
     output = _Output(out, args.layout != "plain", args.overwrite)
+    case_id = args.case_id or f"phantom_{args.seed}"
+    output.refuse_existing(case_id)
     if args.from_masks:
         masks = load_organ_masks(args.from_masks, args.annotator)
         if args.crop_margin_mm is not None:
@@ -361,7 +371,6 @@ def run_headneck(args: argparse.Namespace) -> int:
         ph = generate_headneck(args.seed, spacing=args.spacing, preset=args.preset,
                                with_tumour=args.tumour is not False, margin_mm=args.margin_mm,
                                tumour_site=args.tumour_site)
-    case_id = args.case_id or f"phantom_{args.seed}"
     with output.staged() as stage:
         files = _write_headneck_layout(ph, stage, args.layout, case_id)
         if args.gallery:
@@ -454,12 +463,14 @@ def run_brain(args: argparse.Namespace) -> int:
     if case < 0:
         raise InputError("--case", f"must be 0 or more, got {case}")
     output = _Output(out, args.layout != "plain", args.overwrite)
+    output.refuse_existing(*{"atlas": [f"sub-r001s{case:03d}"], "isles2015": [str(case)],
+                             "isles2022": [f"rawdata/sub-strokecase{case:04d}"]}.get(args.layout, []))
     lesion = None if args.lesion == "none" else args.lesion
     reporter.log(f"generating brain phantom (seed {args.seed}, preset {args.preset}, lesion {args.lesion})")
     ph = generate_brain(args.seed, spacing=args.spacing, preset=args.preset, contrasts=contrasts, lesion=lesion,
                         stage=args.stage)
     with output.staged() as stage:
-        case_id, files = _write_brain_layout(ph, stage, args.layout, case)
+        case_id, files = _write_brain_layout(ph, stage, args.layout, case, args.seed)
         if args.gallery:
             files.update(_brain_gallery(ph, stage / "gallery", case_id))
     info = {"grid_ijk": list(ph.lesion.size_ijk), "spacing_mm": list(ph.lesion.spacing), "contrasts": list(contrasts),
@@ -470,7 +481,7 @@ def run_brain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_brain_layout(ph, stage: Path, layout: str, case: int) -> tuple[str, dict[str, Path]]:
+def _write_brain_layout(ph, stage: Path, layout: str, case: int, seed: int) -> tuple[str, dict[str, Path]]:
     from ..datasets import stroke
     from ..io import write_volume
 
@@ -489,7 +500,7 @@ def _write_brain_layout(ph, stage: Path, layout: str, case: int) -> tuple[str, d
         files["labels"] = write_volume(ph.labels, stage / "labels.nii.gz")
         files["lesion"] = write_volume(ph.lesion, stage / "lesion.nii.gz")
         files["labels_json"] = _write_json({"labels": LABELS, "info": ph.info}, stage / "labels.json")
-        return "phantom", files
+        return f"phantom_{seed}", files
     files = dict(written.images)
     files["lesion"] = written.lesions[0]
     return written.case_id, files

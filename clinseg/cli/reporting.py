@@ -104,12 +104,16 @@ class Reporter:
         else:
             self.err.flush()
 
-    def log(self, message: str) -> None:
+    def _say(self, event: str, message: str, line: str) -> None:
+        """A message: a JSON event on stdout for programs, else ``line`` on stderr below any open bar."""
         if self.mode == "jsonl":
-            self._emit({"event": "log", "message": message})
+            self._emit({"event": event, "message": message})
         else:
             self._end_bar()
-            print(message, file=self.err, flush=True)
+            print(line, file=self.err, flush=True)
+
+    def log(self, message: str) -> None:
+        self._say("log", message, message)
 
     def result(self, data: dict) -> None:
         """The command's outcome: a JSON object in jsonl mode, ``key: value`` lines otherwise."""
@@ -123,8 +127,4 @@ class Reporter:
         self.stream.flush()
 
     def error(self, message: str) -> None:
-        if self.mode == "jsonl":
-            self._emit({"event": "error", "message": message})
-        else:
-            self._end_bar()
-            print(f"clinseg: error: {message}", file=self.err, flush=True)
+        self._say("error", message, f"clinseg: error: {message}")
