@@ -66,7 +66,8 @@ def register(subparsers) -> None:
     p.add_argument("--labels", nargs="+", default=[], metavar="FILE", help="label files to outline on an image file")
     p.add_argument("--out", required=True, help="output folder for the PNG files")
     p.add_argument("--point", type=_triple, default=None, help="LPS point (mm) the slices pass through")
-    p.add_argument("--window", type=_pair, default=None, help="display window low,high (default: by image)")
+    p.add_argument("--window", type=_pair, default=None,
+                   help="display window low,high, e.g. --window=-160,240 (default: by image)")
     p.add_argument("--tree", nargs="*", default=None, metavar="NAME",
                    help="labels to show in 3-D (default: those named airway/vessel/tree)")
     p.add_argument("--max-cases", type=int, default=4, help="at most this many cases of a dataset folder")

@@ -79,7 +79,14 @@ ORGANS: tuple[OrganSpec, ...] = (
     OrganSpec(_seg(22, "Lung R", (0.70, 0.62, 0.52), _LUNG, RIGHT), -820, ("Lung-Rt", "Lung_R")),
 )
 BY_NAME: dict[str, OrganSpec] = {o.segment.name: o for o in ORGANS}
-_ALIASES = {a.lower(): o.segment.name for o in ORGANS for a in (*o.aliases, o.segment.name)}
+
+
+def _key(name: str) -> str:
+    """Datasets spell one structure 'Spinal_cord', 'Spinal-Cord' or 'spinal cord': compare them alike."""
+    return " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+_ALIASES = {_key(a): o.segment.name for o in ORGANS for a in (*o.aliases, o.segment.name)}
 
 # A structure drawn inside another: a voxel holds one label, so the outer organ's full mask is its label
 # plus its children's (lens inside the eye, cord inside the canal). Painting order: parents first.
@@ -97,7 +104,7 @@ PAINT_ORDER: tuple[str, ...] = (
 
 def canonical_organ_name(name: str) -> str | None:
     """Our organ name for a dataset's structure name (``'Parotid-Lt'``, ``'OpticNerve_L'``...), or ``None``."""
-    return _ALIASES.get(name.strip().lower())
+    return _ALIASES.get(_key(name))
 
 
 def organ_segments(names: list[str] | None = None) -> list[Segment]:

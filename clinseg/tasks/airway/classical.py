@@ -30,7 +30,11 @@ from ...errors import InputError
 from ...progress import CancelToken, ProgressCallback, ProgressTracker
 from ...volume import Volume
 
-SMOOTH_MM = 0.45  # denoising before thresholds; more would erase 2-3 mm bronchi
+SMOOTH_MM = 0.45  # denoising before thresholds; more would erase 2-3 mm bronchi...
+NOISE_REF_HU = 40.0  # ...unless the trachea air is noisier than this (sigma grows with the noise)
+MAX_SMOOTH_FACTOR = 2.0
+NOISE_MARGIN = 4.0  # the first threshold sits this many (smoothed) noise sigmas above the trachea air
+SEED_BOX_MM = 5.0
 SLAB_MM = 2.0  # wavefront layers grouped per leak test
 LEAK_GROWTH = 2.6  # a front larger than this times its smallest recent ancestor is a leak
 ANCESTOR_SLABS = 4  # "recent" ancestors for the growth test
@@ -38,9 +42,10 @@ MIN_LEAK_MM2 = 12.0  # fronts smaller than this cross-section are never called a
 MAX_FRACTION_OF_LUNGS = 0.12  # a lumen larger than this share of the lungs is a flood, not airways
 THRESHOLDS_HU = (-960, -930, -900, -870, -840, -810, -780, -750, -720, -690, -660, -630, -600, -570)
 STOP_REJECTED_FRACTION = 1.0  # a pass whose leaks reach this share of its kept voxels ends the sequence
-ROLLBACK_MM = 4.0  # voxels a pass adds this close to one of its leaks are dropped with it
+ROLLBACK_MM = 2.0  # voxels a pass adds this close to one of its leaks are dropped with it
+FREEZE_MM = 5.0  # around a leak, later passes keep the last threshold that did not leak there
 WALL_OFFSET_VOXELS = 0.75  # outer surface beyond the thresholded lumen: partial-volume part (voxels)...
-WALL_RATIO = 0.4  # ...plus this share of the local lumen radius (wall ~0.34 r, lumen undersegmented)
+WALL_RATIO = 0.3  # ...plus this share of the local lumen radius (wall ~0.34 r, lumen undersegmented)
 WALL_MIN_HU = -750.0  # the shell only takes voxels denser than this (wall, not parenchyma)
 RADIUS_BINS_MM = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, np.inf)
 
@@ -176,44 +181,81 @@ def _crop_box(masks: ChestMasks, seed: np.ndarray, shape) -> tuple[tuple[slice, 
     return tuple(slice(a, b) for a, b in zip(lo, hi)), np.array(lo)
 
 
-def _start_region(hu: np.ndarray, seed: tuple[int, int, int], threshold: float) -> np.ndarray:
-    """The seed's air region within a small box, so the first front is a trachea cross-section, not a point."""
-    near = np.zeros(hu.shape, dtype=bool)
-    sl = tuple(slice(max(0, s - 3), s + 4) for s in seed)
-    near[sl] = hu[sl] < threshold
-    labels = cc3d.connected_components(near, connectivity=6)
+def _seed_box(seed: tuple[int, int, int], shape, spacing_zyx) -> tuple[slice, ...]:
+    """A box of +-``SEED_BOX_MM`` around the seed: inside the trachea for any adult or child."""
+    half = [max(1, int(round(SEED_BOX_MM / s))) for s in spacing_zyx]
+    return tuple(slice(max(0, c - h), min(n, c + h + 1)) for c, h, n in zip(seed, half, shape))
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+
+
+def _start_region(hu: np.ndarray, seed: tuple[int, int, int], near: tuple[slice, ...]) -> np.ndarray:
+    """The seed's air region near the seed, so the first front is a trachea cross-section, not a point."""
+    air = np.zeros(hu.shape, dtype=bool)
+    air[near] = hu[near] < -850.0
+    labels = cc3d.connected_components(air, connectivity=6)
     return labels == labels[seed]
 
 
-def _lumen_passes(hu, region, start, grower: _Grower, limit: int, cancel, tracker) -> tuple[np.ndarray, list[_Pass]]:
-    """Grow at ever more permissive thresholds; unite what each pass adds away from its leaks.
+def _threshold_steps(hu: np.ndarray, start: np.ndarray) -> tuple[float, ...]:
+    """The threshold sequence, starting just above the (smoothed) trachea air and its noise."""
+    values = hu[start]
+    first = float(np.median(values) + NOISE_MARGIN * _robust_sigma(values))
+    first = max(first, THRESHOLDS_HU[0])
+    return (round(first),) + tuple(t for t in THRESHOLDS_HU if t > first + 10)
+
+
+def _lumen_passes(hu, region, start, steps, grower: _Grower, limit: int, cancel, tracker):
+    """Grow at ever more permissive thresholds, each place only as permissive as it stayed leak-free.
 
     Voxels a pass adds close to one of its rejected (leaked) fronts are the necks of those
-    leaks and are rolled back too; the sequence stops at the first pass that leaks a lot.
+    leaks and are rolled back; around the leak the threshold is frozen at the last one that
+    did not leak there, so later passes go through that place strictly and on beyond it.
     """
+    thresholds = np.asarray(steps, dtype=np.float32)
     padded = np.zeros(grower.shape, dtype=bool)
     inner = (slice(1, -1),) * 3
     padded[inner] = start
     start_flat = np.flatnonzero(padded)
     union = np.zeros(padded.size, dtype=bool)
+    cap = np.full(hu.shape, len(thresholds) - 1, dtype=np.int8)  # most permissive step allowed per voxel
     passes: list[_Pass] = []
-    for n, threshold in enumerate(THRESHOLDS_HU):
-        padded[inner] = (hu < threshold) & region
-        p = grower.grow(padded, start_flat, f"hu<{threshold}", limit, cancel)
+    for n in range(len(thresholds)):
+        padded[inner] = (hu < thresholds[np.minimum(cap, n)]) & region
+        p = grower.grow(padded, start_flat, f"hu<{steps[n]:.0f}", limit, cancel)
         passes.append(p)
         tracker.step(message=p.name)
-        too_leaky = p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size
-        if too_leaky and n > 0:
+        if p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size:
             p.notes["used"] = False
+            if n == 0:
+                raise InputError("CT", "airway growing leaks into the lungs even at the strictest threshold")
             break
         added = p.kept[~union[p.kept]]
-        if p.rejected_voxels.size and added.size:
-            near = grower.near(added, p.rejected_voxels, ROLLBACK_MM)
-            p.notes["rolled_back"] = int(near.sum())
-            added = added[~near]
+        if p.rejected_voxels.size:
+            if added.size:
+                near = grower.near(added, p.rejected_voxels, ROLLBACK_MM)
+                p.notes["rolled_back"] = int(near.sum())
+                added = added[~near]
+            _freeze(cap, grower, p.rejected_voxels, n - 1)
         union[added] = True
         p.notes["added"] = int(added.size)
     return union.reshape(grower.shape)[inner], passes
+
+
+def _freeze(cap: np.ndarray, grower: _Grower, rejected: np.ndarray, step: int) -> None:
+    """Limit the threshold step to ``step`` within ``FREEZE_MM`` of the rejected voxels."""
+    points = np.stack(np.unravel_index(rejected, grower.shape), axis=1) - 1  # padded -> crop index
+    margin = np.ceil(FREEZE_MM / grower.spacing).astype(int) + 1
+    lo = np.maximum(points.min(0) - margin, 0)
+    hi = np.minimum(points.max(0) + margin + 1, cap.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    seeds = np.ones(tuple(hi - lo), dtype=bool)
+    seeds[tuple((points - lo).T)] = False
+    dist = edt.edt(seeds, anisotropy=tuple(grower.spacing), black_border=False, parallel=1)
+    view = cap[box]
+    view[(dist <= FREEZE_MM) & (view > step)] = max(step, 0)
 
 
 def _add_wall(lumen: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
@@ -253,7 +295,13 @@ def segment_airway_classical(
     box, lo = _crop_box(masks, seed, ct.shape)
     local_seed = tuple(int(s - a) for s, a in zip(seed, lo))
     spacing_zyx = tuple(float(s) for s in ct.spacing[::-1])
-    hu = ndimage.gaussian_filter(ct.array[box].astype(np.float32), [SMOOTH_MM / s for s in spacing_zyx])
+    raw = ct.array[box].astype(np.float32)
+    near_seed = _seed_box(local_seed, raw.shape, spacing_zyx)
+    around = raw[near_seed]
+    noise = _robust_sigma(around[around < -700])
+    smooth_mm = SMOOTH_MM * float(np.clip(noise / NOISE_REF_HU, 1.0, MAX_SMOOTH_FACTOR))
+    hu = ndimage.gaussian_filter(raw, [smooth_mm / s for s in spacing_zyx])
+    del raw
     if hu[local_seed] > -800:
         raise InputError(subject, f"trachea seed is not air ({hu[local_seed]:.0f} HU)")
     lungs = masks.lungs[box] > 0
@@ -262,8 +310,9 @@ def segment_airway_classical(
 
     grower = _Grower(tuple(n + 2 for n in hu.shape), spacing_zyx)
     limit = int(MAX_FRACTION_OF_LUNGS * lungs.sum())
-    start = _start_region(hu, local_seed, -850.0)
-    lumen, passes = _lumen_passes(hu, region, start, grower, limit, cancel, tracker)
+    start = _start_region(hu, local_seed, near_seed)
+    steps = _threshold_steps(hu, start)
+    lumen, passes = _lumen_passes(hu, region, start, steps, grower, limit, cancel, tracker)
     if not lumen.any():
         raise InputError(subject, "airway region growing found no lumen at the trachea seed")
     lumen |= ndimage.binary_closing(lumen, iterations=1)
@@ -280,6 +329,8 @@ def segment_airway_classical(
              "leaks": p.leaks, "fronts": p.fronts, **p.notes}
             for p in passes
         ],
+        "noise_hu": round(noise, 1),
+        "smoothing_mm": round(smooth_mm, 2),
         "lumen_voxels": int(lumen.sum()),
         "airway_voxels": int(airway.sum()),
     }
