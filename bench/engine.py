@@ -6,12 +6,18 @@ peak RSS (sampled every 2 ms; torch's CPU allocations are invisible to tracemall
 network and the volume exist (a warm-up patch included). Throughput is voxels / wall time of the inference
 call after that warm-up; CPU s (user + system) is less sensitive to other load than wall time. The fastest of
 ``--repeats`` interleaved rounds is shown: on a shared machine, compare only differences well above the noise.
-Run: ``.venv/bin/python bench/engine.py --size 160``.
+
+Our engine runs at its default ``auto`` precision (bfloat16 autocast on a CPU with native bfloat16, else
+float32); MONAI and the naive loop run as their callers usually do, in float32. Two optional methods attribute
+the difference: ``clinseg-fp32`` (our engine forced to float32) and ``monai-bf16`` (MONAI's inferer called
+inside a bfloat16 autocast by its caller).
+Run: ``.venv/bin/python bench/engine.py --size 160 --repeats 3 --methods clinseg,monai,clinseg-fp32,monai-bf16``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,7 +33,8 @@ from torch import nn
 
 from clinseg.engine import window_starts
 
-METHODS = ("clinseg", "monai", "naive")
+METHODS = ("clinseg", "monai", "naive", "clinseg-fp32", "monai-bf16")
+DEFAULT_METHODS = "clinseg,monai,naive"
 
 
 class PeakRSS:
@@ -99,16 +106,21 @@ def child(args: argparse.Namespace) -> None:
         with torch.no_grad():  # warm-up: oneDNN picks its kernels on the first pass
             network(image[None, :, : args.patch, : args.patch, : args.patch])
         start, cpu0 = time.perf_counter(), sum(process.cpu_times()[:2])
-        if args.child == "clinseg":
-            inferer = SlidingWindowInferer(patch, overlap=args.overlap, batch_size=args.batch, device="cpu")
+        if args.child.startswith("clinseg"):
+            precision = "float32" if args.child == "clinseg-fp32" else args.precision
+            inferer = SlidingWindowInferer(
+                patch, overlap=args.overlap, batch_size=args.batch, device="cpu", precision=precision
+            )
             out = inferer(image, network)
-            extra = inferer.last_plan.describe()
-        elif args.child == "monai":
-            with torch.no_grad():
+            extra = f"{str(inferer.last_precision).removeprefix('torch.')}, {inferer.last_plan.describe()}"
+        elif args.child.startswith("monai"):
+            low = args.child == "monai-bf16"
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if low else contextlib.nullcontext()
+            with torch.no_grad(), autocast:
                 out = sliding_window_inference(
                     image[None], patch, args.batch, network, overlap=args.overlap, mode="gaussian"
-                )[0]
-            extra = f"sw_batch_size {args.batch}"
+                )[0].float()
+            extra = f"{'bfloat16' if low else 'float32'}, sw_batch_size {args.batch}"
         else:
             out = naive_loop(image, network, args.patch, args.overlap)
             extra = "batch 1, overwrite"
@@ -138,8 +150,10 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass (ours and MONAI)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--repeats", type=int, default=2, help="rounds; the fastest time and median peak are shown")
+    parser.add_argument("--precision", default="auto", help="our engine's precision (auto, float32, bfloat16)")
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, among {', '.join(METHODS)}")
+    # One round at the default 256^3 takes 10-15 min on 2 busy cores; use more rounds on smaller volumes.
+    parser.add_argument("--repeats", type=int, default=1, help="rounds; the fastest time and median peak are shown")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,6 +162,9 @@ def main() -> None:
         return
 
     methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose among {', '.join(METHODS)}")
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     outputs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +173,7 @@ def main() -> None:
             for method in methods:
                 save = str(Path(tmp) / f"{method}.npy")
                 cmd = [sys.executable, __file__, "--child", method, "--save", save]
-                for flag in ("size", "patch", "overlap", "batch", "threads"):
+                for flag in ("size", "patch", "overlap", "batch", "threads", "precision"):
                     cmd += [f"--{flag}", str(getattr(args, flag))]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -173,20 +190,28 @@ def main() -> None:
         f"{first['network']} ({first['params'] / 1e6:.2f} M parameters), torch {torch.__version__}"
     )
     print(f"best of {args.repeats} interleaved rounds (time), median peak RSS above the loaded-network baseline")
-    print(f"{'method':<10}{'seconds':>10}{'CPU s':>8}{'Mvox/s':>10}{'peak RSS MB':>14}   notes")
+    print(f"{'method':<14}{'seconds':>9}{'CPU s':>8}{'Mvox/s':>9}{'peak RSS MB':>13}   notes")
     for method, row in rows.items():
         print(
-            f"{method:<10}{row['seconds']:>10.2f}{row['cpu_seconds']:>8.1f}{row['voxels_per_s'] / 1e6:>10.3f}"
-            f"{row['peak_rss_mb']:>14.0f}   {row['extra']}"
+            f"{method:<14}{row['seconds']:>9.2f}{row['cpu_seconds']:>8.1f}{row['voxels_per_s'] / 1e6:>9.3f}"
+            f"{row['peak_rss_mb']:>13.0f}   {row['extra']}"
         )
-    if "clinseg" in rows and "monai" in rows:
-        ours, theirs = rows["clinseg"], rows["monai"]
-        diff = np.abs(ours["output"] - theirs["output"])
-        print(
-            f"ours/MONAI: throughput x{ours['voxels_per_s'] / theirs['voxels_per_s']:.2f}, "
-            f"peak memory x{theirs['peak_rss_mb'] / max(ours['peak_rss_mb'], 1e-9):.2f} less; "
-            f"|ours - MONAI| max {diff.max():.3g}, mean {diff.mean():.3g} (window grids differ slightly)"
-        )
+    for ours_name, theirs_name in (("clinseg", "monai"), ("clinseg-fp32", "monai"), ("clinseg", "monai-bf16")):
+        if ours_name in rows and theirs_name in rows:
+            compare(ours_name, rows[ours_name], theirs_name, rows[theirs_name])
+
+
+def compare(ours_name: str, ours: dict, theirs_name: str, theirs: dict) -> None:
+    """Throughput and memory ratios, and how far the two outputs are apart (as probabilities and masks)."""
+    p, q = torch.sigmoid(torch.from_numpy(ours["output"])), torch.sigmoid(torch.from_numpy(theirs["output"]))
+    a, b = p > 0.5, q > 0.5
+    dice = 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+    print(
+        f"{ours_name}/{theirs_name}: throughput x{ours['voxels_per_s'] / theirs['voxels_per_s']:.2f}, "
+        f"peak memory x{theirs['peak_rss_mb'] / max(ours['peak_rss_mb'], 1e-9):.2f} less; "
+        f"|p - p_ref| max {float((p - q).abs().max()):.3g}, mean {float((p - q).abs().mean()):.2g}, "
+        f"Dice(p>0.5) {dice:.4f} (window grids differ slightly)"
+    )
 
 
 if __name__ == "__main__":

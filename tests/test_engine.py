@@ -11,14 +11,20 @@ from torch import nn
 from clinseg.engine import (
     MemoryEstimate,
     SlidingWindowInferer,
+    devices,
     estimate_memory,
     gaussian_importance,
     plan_memory,
     select_device,
+    select_precision,
     window_starts,
 )
 from clinseg.errors import Cancelled, InputError, ResourceError
 from clinseg.progress import CancelToken
+
+# Float32 on the CPU: ``auto`` would pick bfloat16 on CPUs with native support, and these tests check
+# stitching to float32 rounding.
+EXACT = {"device": "cpu", "precision": "float32"}
 
 
 def local_net(seed: int = 0, out_channels: int = 2) -> nn.Module:
@@ -71,7 +77,7 @@ def test_window_starts_cover_and_overlap() -> None:
 
 def test_constant_blending_equals_whole_volume_where_all_windows_are_valid(volume: np.ndarray) -> None:
     net = local_net()
-    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=3, blending="constant", device="cpu")
+    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=3, blending="constant", **EXACT)
     out = inferer(volume, net)
     ref = whole(net, volume)
     assert out.shape == ref.shape == (2, 48, 48, 48) and out.dtype == torch.float32
@@ -88,7 +94,7 @@ def test_constant_blending_equals_whole_volume_where_all_windows_are_valid(volum
 def test_gaussian_blending_of_pointwise_net_is_exact_everywhere(volume: np.ndarray) -> None:
     net = pointwise_net()
     image = volume[:, :45, :37]  # uneven grids on two axes
-    out = SlidingWindowInferer((32, 20, 24), overlap=0.25, blending="gaussian", device="cpu")(image, net)
+    out = SlidingWindowInferer((32, 20, 24), overlap=0.25, blending="gaussian", **EXACT)(image, net)
     assert out.shape == (3, 48, 45, 37)
     torch.testing.assert_close(out, whole(net, np.ascontiguousarray(image)), atol=2e-6, rtol=1e-5)
 
@@ -109,14 +115,14 @@ def test_gaussian_importance_shape_range_and_symmetry() -> None:
 def test_weights_sum_to_one_identity_network_returns_input() -> None:
     image = np.random.default_rng(2).normal(size=(2, 40, 45, 37)).astype(np.float32)
     for blending in ("gaussian", "constant"):
-        out = SlidingWindowInferer((16, 20, 24), overlap=0.5, blending=blending, device="cpu")(image, nn.Identity())
+        out = SlidingWindowInferer((16, 20, 24), overlap=0.5, blending=blending, **EXACT)(image, nn.Identity())
         torch.testing.assert_close(out, torch.from_numpy(image), atol=1e-5, rtol=1e-5)
 
 
 def test_small_image_is_padded_and_cropped_back() -> None:
     image = np.random.default_rng(3).normal(size=(10, 20, 40)).astype(np.float32)
     net = pointwise_net()
-    out = SlidingWindowInferer((32, 32, 32), overlap=0.5, device="cpu")(image, net)
+    out = SlidingWindowInferer((32, 32, 32), overlap=0.5, **EXACT)(image, net)
     assert out.shape == (3, 10, 20, 40) and out.is_contiguous()
     torch.testing.assert_close(out, whole(net, image), atol=2e-6, rtol=1e-5)
 
@@ -124,7 +130,7 @@ def test_small_image_is_padded_and_cropped_back() -> None:
 def test_flip_tta_averages_all_mirror_combinations() -> None:
     image = np.random.default_rng(4).normal(size=(16, 16, 16)).astype(np.float32)
     net = CallCounter(local_net(seed=5))
-    out = SlidingWindowInferer((16, 16, 16), mirror_axes=(0, 1, 2), device="cpu")(image, net)
+    out = SlidingWindowInferer((16, 16, 16), mirror_axes=(0, 1, 2), **EXACT)(image, net)
     assert net.calls == 8
     x = torch.from_numpy(image)[None, None]
     with torch.no_grad():
@@ -141,14 +147,14 @@ def test_flip_tta_with_a_symmetric_net_changes_nothing(volume: np.ndarray) -> No
         flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
         conv.weight.copy_(sum(k.flip(d) if d else k for d in flips) / 8)  # mirror-symmetric on every axis
     net = nn.Sequential(conv, nn.Tanh())
-    plain = SlidingWindowInferer((32, 32, 32), overlap=0.5, device="cpu")(volume, net)
-    tta = SlidingWindowInferer((32, 32, 32), overlap=0.5, mirror_axes=(0, 2), device="cpu")(volume, net)
+    plain = SlidingWindowInferer((32, 32, 32), overlap=0.5, **EXACT)(volume, net)
+    tta = SlidingWindowInferer((32, 32, 32), overlap=0.5, mirror_axes=(0, 2), **EXACT)(volume, net)
     torch.testing.assert_close(tta, plain, atol=1e-5, rtol=1e-5)
 
 
 def test_progress_is_monotonic_and_counts_tta_passes(volume: np.ndarray) -> None:
     events = []
-    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=3, mirror_axes=(1,), device="cpu")
+    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=3, mirror_axes=(1,), **EXACT)
     inferer(volume, local_net(), progress=events.append)
     assert inferer.last_num_windows == 8
     done = [e.done for e in events]
@@ -167,7 +173,7 @@ def test_cancel_from_progress_callback_stops_within_one_batch(
         if event.done >= 2:
             token.cancel()
 
-    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=batch_size, device="cpu")
+    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=batch_size, **EXACT)
     with pytest.raises(Cancelled):
         inferer(volume, net, progress=on_progress, cancel=token)
     assert net.calls == expected_calls
@@ -175,7 +181,7 @@ def test_cancel_from_progress_callback_stops_within_one_batch(
 
 def test_memory_guard_switches_to_batch1_then_refuses(volume: np.ndarray) -> None:
     net = local_net()
-    kwargs = dict(overlap=0.5, batch_size=4, device="cpu", activation_factor=64)
+    kwargs = dict(overlap=0.5, batch_size=4, **EXACT, activation_factor=64)
     est = estimate_memory(
         (1, 48, 48, 48),
         2,
@@ -235,9 +241,7 @@ def test_tuple_output_keep_channels_and_4d_input() -> None:
             main = head(x)
             return main, main[:, :, ::2, ::2, ::2]
 
-    out = SlidingWindowInferer((16, 16, 16), keep_channels=[3, 1], device="cpu")(
-        torch.from_numpy(image), DeepSupervision()
-    )
+    out = SlidingWindowInferer((16, 16, 16), keep_channels=[3, 1], **EXACT)(torch.from_numpy(image), DeepSupervision())
     ref = head(torch.from_numpy(image)[None])[0].detach()
     assert out.shape == (2, 20, 24, 28)
     torch.testing.assert_close(out, ref[[3, 1]], atol=2e-6, rtol=1e-5)
@@ -245,13 +249,13 @@ def test_tuple_output_keep_channels_and_4d_input() -> None:
 
 def test_result_is_an_ordinary_tensor_and_training_flag_is_restored(volume: np.ndarray) -> None:
     net = local_net().train()
-    out = SlidingWindowInferer((32, 32, 32), device="cpu")(volume, net)
+    out = SlidingWindowInferer((32, 32, 32), **EXACT)(volume, net)
     assert net.training and not out.is_inference() and not out.requires_grad
     out.add_(1.0)  # downstream code may work in place
 
 
 def test_bad_inputs_raise_input_error(volume: np.ndarray) -> None:
-    inferer = SlidingWindowInferer((16, 16, 16), device="cpu")
+    inferer = SlidingWindowInferer((16, 16, 16), **EXACT)
     with pytest.raises(InputError, match="image"):
         inferer(np.zeros((16, 16), np.float32), nn.Identity())
     bad = np.zeros((16, 16, 16), np.float32)
@@ -294,7 +298,7 @@ def test_constant_blending_matches_monai_on_the_same_grid() -> None:
     monai_inferers = pytest.importorskip("monai.inferers")
     image = torch.from_numpy(np.random.default_rng(7).normal(size=(1, 40, 40, 40)).astype(np.float32))
     net = local_net(seed=8)
-    ours = SlidingWindowInferer((24, 24, 24), overlap=0.25, blending="constant", device="cpu")(image, net)
+    ours = SlidingWindowInferer((24, 24, 24), overlap=0.25, blending="constant", **EXACT)(image, net)
     with torch.no_grad():  # MONAI's int(24 * 0.75) = 18 step gives windows at 0 and 16, as ours does
         theirs = monai_inferers.sliding_window_inference(
             image[None], (24, 24, 24), 1, net, overlap=0.25, mode="constant"
@@ -302,14 +306,86 @@ def test_constant_blending_matches_monai_on_the_same_grid() -> None:
     torch.testing.assert_close(ours, theirs[0], atol=1e-6, rtol=1e-5)
 
 
-def test_opt_in_bfloat16_autocast_returns_float32_close_to_float32_run(volume: np.ndarray) -> None:
+def test_precision_option_is_honoured_and_bfloat16_stays_close_to_float32(volume: np.ndarray) -> None:
     net = local_net()
-    full = SlidingWindowInferer((32, 32, 32), device="cpu")
+    full = SlidingWindowInferer((32, 32, 32), device="cpu", precision="float32")
     plain = full(volume, net)
-    amp = SlidingWindowInferer((32, 32, 32), device="cpu", amp=True, amp_dtype=torch.bfloat16)
-    low = amp(volume, net)
-    assert low.dtype == torch.float32
+    assert full.last_precision == torch.float32
+    torch.testing.assert_close(plain, full(volume, net))  # float32 is deterministic run to run
+    low_inferer = SlidingWindowInferer((32, 32, 32), device="cpu", precision=" BFloat16 ")
+    low = low_inferer(volume, net)
+    assert low_inferer.last_precision == torch.bfloat16 and low.dtype == torch.float32
     # activations are planned at 2 bytes instead of 4
-    assert amp.last_plan.estimate.bytes_per_patch < full.last_plan.estimate.bytes_per_patch
+    assert low_inferer.last_plan.estimate.bytes_per_patch < full.last_plan.estimate.bytes_per_patch
     err = (low - plain).abs()
     assert 0 < float(err.max()) < 0.05  # bfloat16 keeps ~3 significant digits
+    with pytest.raises(InputError, match="precision"):
+        SlidingWindowInferer((32, 32, 32), device="cpu", precision="int8")
+
+
+def test_bfloat16_unet_probabilities_stay_close_to_float32() -> None:
+    airway_unet = pytest.importorskip("clinseg.nets.airway_unet")
+    torch.manual_seed(0)
+    net = airway_unet.AirwayUNet(width=0.25)  # conv, instance norm, pooling, upsampling, concatenation
+    image = np.random.default_rng(0).random((40, 48, 48)).astype(np.float32)
+    runs = {
+        p: SlidingWindowInferer((32, 32, 32), device="cpu", precision=p)(image, net) for p in ("float32", "bfloat16")
+    }
+    diff = (torch.sigmoid(runs["bfloat16"]) - torch.sigmoid(runs["float32"])).abs()
+    assert float(diff.max()) < 0.1 and float(diff.mean()) < 0.01  # measured 0.061 / 0.0055 (random weights)
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_uses_bfloat16_only_on_cpus_with_native_support(
+    monkeypatch: pytest.MonkeyPatch, native: bool, expected: torch.dtype
+) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    assert select_precision("auto", torch.device("cpu")) == expected
+    assert SlidingWindowInferer((8, 8, 8), device="cpu").compute_dtype == expected
+    assert select_precision("float32", torch.device("cpu")) == torch.float32
+    assert select_precision("auto", torch.device("mps")) == torch.float32
+    assert select_precision("auto", torch.device("cuda", 0)) == torch.float16
+
+
+class NoLowPrecisionKernel(nn.Module):
+    """Stands for a network with an operation that has no bfloat16 kernel: it fails under autocast."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("\"special_op\" not implemented for 'BFloat16'")
+        return self.inner(x)
+
+
+def test_auto_precision_falls_back_to_float32_but_an_explicit_choice_does_not(
+    monkeypatch: pytest.MonkeyPatch, volume: np.ndarray
+) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    net = NoLowPrecisionKernel(local_net())
+    events = []
+    auto = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=4, device="cpu")
+    assert auto.compute_dtype == torch.bfloat16
+    out = auto(volume, net, progress=events.append)
+    assert auto.last_precision == torch.float32 and net.calls == 1 + 2  # one failed pass, then 2 batches of 4
+    torch.testing.assert_close(out, SlidingWindowInferer((32, 32, 32), device="cpu", precision="float32")(volume, net))
+    assert [e.done for e in events] == [4, 8]  # the failed pass reported no progress
+    with pytest.raises(RuntimeError, match="BFloat16"):
+        SlidingWindowInferer((32, 32, 32), device="cpu", precision="bfloat16")(volume, net)
+
+
+def test_cancel_during_the_last_batch_still_raises(volume: np.ndarray) -> None:
+    token = CancelToken()
+    net = CallCounter(local_net())
+
+    def on_progress(event) -> None:
+        if event.done == event.total:
+            token.cancel()
+
+    inferer = SlidingWindowInferer((32, 32, 32), overlap=0.5, batch_size=3, device="cpu")
+    with pytest.raises(Cancelled):
+        inferer(volume, net, progress=on_progress, cancel=token)
+    assert net.calls == 3  # every batch ran; the result is still withheld

@@ -1,16 +1,20 @@
 """Weight-free airway segmentation: wavefront region growing with local leak control.
 
 The lumen is grown from the trachea seed as a breadth-first wavefront through voxels
-darker than a threshold. Every few layers the newest voxels are cut into connected
-pieces (one per branch front); a piece whose cross-section grows far beyond that of
-its own recent ancestors is a front that broke through a wall into parenchyma (a
-leak): that piece alone is removed and stops there, while every other front goes on.
-The threshold is raised pass after pass (partial-volume small bronchi are -900 to
--600 HU); what a pass adds near its own leaks (the leak's neck) is rolled back, and
-the sequence stops at the first pass that leaks a lot, so emphysematous parenchyma
-(about -950 HU) limits the threshold locally and globally. Finally the airway wall is
-added as a shell whose thickness follows the local lumen radius (ATM'22 labels and
-our phantoms count lumen + wall), only into voxels denser than the lumen.
+darker than a threshold. Every few layers (a 2 mm slab) the newest voxels are cut into
+connected pieces, one per branch front; a piece whose cross-section grows far beyond
+that of its own recent ancestors is a front that broke through a wall into parenchyma
+(a leak): that piece alone is removed and stops, while every other front goes on.
+
+The threshold rises pass after pass, from just above the trachea's own air and noise
+up to -570 HU (partial-volume small bronchi lie between -900 and -600 HU). What a pass
+adds next to its leaks (their necks) is rolled back, and around each leak later passes
+keep the last threshold that did not leak there, so emphysematous parenchyma (about
+-950 HU) or a missing wall limits the threshold locally while elsewhere growth goes
+on. A pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs) or rejects
+more than it keeps ends the sequence and is discarded. Finally the wall is added: a
+shell whose thickness follows the local lumen radius (ATM'22 labels and our phantoms
+count lumen + wall), only into voxels denser than parenchyma.
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ MAX_FRACTION_OF_LUNGS = 0.12  # a lumen larger than this share of the lungs is a
 THRESHOLDS_HU = (-960, -930, -900, -870, -840, -810, -780, -750, -720, -690, -660, -630, -600, -570)
 STOP_REJECTED_FRACTION = 1.0  # a pass whose leaks reach this share of its kept voxels ends the sequence
 ROLLBACK_MM = 2.0  # voxels a pass adds this close to one of its leaks are dropped with it
-FREEZE_MM = 5.0  # around a leak, later passes keep the last threshold that did not leak there
+FREEZE_CELL_MM = 2.5  # around a leak (its cells of this size and their neighbours), later passes keep the
+# last threshold that did not leak there
 WALL_OFFSET_VOXELS = 0.75  # outer surface beyond the thresholded lumen: partial-volume part (voxels)...
 WALL_RATIO = 0.3  # ...plus this share of the local lumen radius (wall ~0.34 r, lumen undersegmented)
 WALL_MIN_HU = -750.0  # the shell only takes voxels denser than this (wall, not parenchyma)
-RADIUS_BINS_MM = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, np.inf)
+MAX_WALL_MM = 3.5
 
 
 @dataclass
@@ -60,6 +65,43 @@ class _Pass:
     leaks: int
     fronts: int
     notes: dict = field(default_factory=dict)
+
+
+class _Field:
+    """Which voxels a pass may grow into: smoothed HU below that pass's threshold, inside the search region.
+
+    Holds the HU of the padded crop (int16, outside the region set to a value no threshold
+    admits) and a coarse map of the most permissive step each place may use, lowered
+    around leaks (``freeze``). Queried sparsely, only at the voxels a front touches.
+    """
+
+    def __init__(self, hu: np.ndarray, region: np.ndarray, steps: tuple[float, ...], spacing_zyx) -> None:
+        padded = np.full(tuple(n + 2 for n in hu.shape), np.iinfo(np.int16).max, dtype=np.int16)
+        padded[1:-1, 1:-1, 1:-1] = np.where(region, np.clip(np.rint(hu), -2000, 3000), padded.max()).astype(np.int16)
+        self.shape = padded.shape
+        self.hu = padded.ravel()
+        self.steps = np.asarray(steps, dtype=np.int16)
+        self.cell = np.array([max(1, int(round(FREEZE_CELL_MM / s))) for s in spacing_zyx])
+        self.cap = np.full(tuple(-(-n // c) for n, c in zip(self.shape, self.cell)), len(steps) - 1, dtype=np.int8)
+        self.frozen = False
+
+    def name(self, step: int) -> str:
+        return f"hu<{int(self.steps[step])}"
+
+    def admits(self, flat: np.ndarray, step: int) -> np.ndarray:
+        if not self.frozen:
+            return self.hu[flat] < self.steps[step]
+        cells = tuple(c // s for c, s in zip(np.unravel_index(flat, self.shape), self.cell))
+        return self.hu[flat] < self.steps[np.minimum(self.cap[cells], step)]
+
+    def freeze(self, flat: np.ndarray, step: int) -> None:
+        """Allow at most ``step`` in the cells holding ``flat`` and their 26 neighbours."""
+        cells = np.unique(np.stack(np.unravel_index(flat, self.shape), axis=1) // self.cell, axis=0)
+        for offset in np.stack(np.meshgrid(*[(-1, 0, 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3):
+            near = np.clip(cells + offset, 0, np.array(self.cap.shape) - 1)
+            view = tuple(near.T)
+            self.cap[view] = np.minimum(self.cap[view], max(step, 0))
+        self.frozen = True
 
 
 class _Grower:
@@ -99,11 +141,10 @@ class _Grower:
         graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(voxels.size, voxels.size))
         return connected_components(graph, directed=False)
 
-    def grow(self, candidates: np.ndarray, start: np.ndarray, name: str, limit: int, cancel) -> _Pass:
-        """Grow through ``candidates`` (bool, padded crop shape) from ``start`` (flat indices)."""
-        cand = candidates.ravel().copy()
-        visited = np.zeros(cand.size, dtype=bool)
-        start = start[cand[start]]
+    def grow(self, field: _Field, step: int, start: np.ndarray, limit: int, cancel) -> _Pass:
+        """Grow through the voxels ``field`` admits at ``step``, from ``start`` (flat indices)."""
+        visited = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        start = start[field.admits(start, step)]
         visited[start] = True
         # Per front piece: the cross-sections (mm^2) of its last few ancestors, itself last.
         history: list[tuple[float, ...]] = [(start.size * self.voxel_mm3 / self.layer_mm,)]
@@ -117,7 +158,9 @@ class _Grower:
             for _ in range(self.layers_per_slab):
                 nb = (front[:, None] + self.offsets[None, :]).ravel()
                 src = np.repeat(front_src, self.offsets.size)
-                ok = cand[nb] & ~visited[nb]
+                fresh = ~visited[nb]
+                nb, src = nb[fresh], src[fresh]
+                ok = field.admits(nb, step)
                 nb, first = np.unique(nb[ok], return_index=True)
                 if nb.size == 0:
                     break
@@ -145,17 +188,17 @@ class _Grower:
             bad = leak[labels]
             if bad.any():
                 leaks += int(leak.sum())
-                rejected.append(voxels[bad])  # they stay visited: no other front may take them
+                rejected.append(voxels[bad])  # they stay visited: no other front may enter them
             good = voxels[~bad]
             kept.append(good)
             kept_count += good.size
             at_front = np.isin(voxels, last, assume_unique=True) & ~bad
             front, front_src = voxels[at_front], first_id + labels[at_front]
             if kept_count > limit:
-                return _Pass(name, np.zeros(0, np.int64), np.concatenate(rejected + [good]), leaks + 1, fronts,
-                             {"flooded": True})
+                return _Pass(field.name(step), np.zeros(0, np.int64), np.concatenate(rejected + [good]), leaks + 1,
+                             fronts, {"flooded": True})
         rejected_voxels = np.concatenate(rejected) if rejected else np.zeros(0, np.int64)
-        return _Pass(name, np.concatenate(kept), rejected_voxels, leaks, fronts)
+        return _Pass(field.name(step), np.concatenate(kept), rejected_voxels, leaks, fronts)
 
 
 def _majority_parent(labels: np.ndarray, srcs: np.ndarray, n: int) -> np.ndarray:
@@ -207,24 +250,21 @@ def _threshold_steps(hu: np.ndarray, start: np.ndarray) -> tuple[float, ...]:
     return (round(first),) + tuple(t for t in THRESHOLDS_HU if t > first + 10)
 
 
-def _lumen_passes(hu, region, start, steps, grower: _Grower, limit: int, cancel, tracker):
+def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int, cancel, tracker):
     """Grow at ever more permissive thresholds, each place only as permissive as it stayed leak-free.
 
     Voxels a pass adds close to one of its rejected (leaked) fronts are the necks of those
     leaks and are rolled back; around the leak the threshold is frozen at the last one that
     did not leak there, so later passes go through that place strictly and on beyond it.
     """
-    thresholds = np.asarray(steps, dtype=np.float32)
     padded = np.zeros(grower.shape, dtype=bool)
-    inner = (slice(1, -1),) * 3
-    padded[inner] = start
+    padded[1:-1, 1:-1, 1:-1] = start
     start_flat = np.flatnonzero(padded)
-    union = np.zeros(padded.size, dtype=bool)
-    cap = np.full(hu.shape, len(thresholds) - 1, dtype=np.int8)  # most permissive step allowed per voxel
+    del padded
+    union = np.zeros(int(np.prod(grower.shape)), dtype=bool)
     passes: list[_Pass] = []
-    for n in range(len(thresholds)):
-        padded[inner] = (hu < thresholds[np.minimum(cap, n)]) & region
-        p = grower.grow(padded, start_flat, f"hu<{steps[n]:.0f}", limit, cancel)
+    for n in range(len(field.steps)):
+        p = grower.grow(field, n, start_flat, limit, cancel)
         passes.append(p)
         tracker.step(message=p.name)
         if p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size:
@@ -238,48 +278,34 @@ def _lumen_passes(hu, region, start, steps, grower: _Grower, limit: int, cancel,
                 near = grower.near(added, p.rejected_voxels, ROLLBACK_MM)
                 p.notes["rolled_back"] = int(near.sum())
                 added = added[~near]
-            _freeze(cap, grower, p.rejected_voxels, n - 1)
+            field.freeze(p.rejected_voxels, n - 1)
         union[added] = True
         p.notes["added"] = int(added.size)
-    return union.reshape(grower.shape)[inner], passes
-
-
-def _freeze(cap: np.ndarray, grower: _Grower, rejected: np.ndarray, step: int) -> None:
-    """Limit the threshold step to ``step`` within ``FREEZE_MM`` of the rejected voxels."""
-    points = np.stack(np.unravel_index(rejected, grower.shape), axis=1) - 1  # padded -> crop index
-    margin = np.ceil(FREEZE_MM / grower.spacing).astype(int) + 1
-    lo = np.maximum(points.min(0) - margin, 0)
-    hi = np.minimum(points.max(0) + margin + 1, cap.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    seeds = np.ones(tuple(hi - lo), dtype=bool)
-    seeds[tuple((points - lo).T)] = False
-    dist = edt.edt(seeds, anisotropy=tuple(grower.spacing), black_border=False, parallel=1)
-    view = cap[box]
-    view[(dist <= FREEZE_MM) & (view > step)] = max(step, 0)
+    return union.reshape(grower.shape)[1:-1, 1:-1, 1:-1], passes
 
 
 def _add_wall(lumen: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
     """Lumen plus a wall shell as thick as the model says for the local lumen radius.
 
-    The local radius of a lumen voxel is the deepest lumen depth around it; lumen voxels
-    are binned by radius and each bin grows its own shell (one distance transform per
-    bin), into voxels denser than ``WALL_MIN_HU`` only.
+    A lumen voxel's local radius is the deepest lumen depth around it; a voxel outside
+    the lumen joins the shell when it lies within the wall thickness of its nearest lumen
+    surface voxel and is denser than ``WALL_MIN_HU`` (wall, not parenchyma).
     """
-    sampling = tuple(float(s) for s in spacing_zyx)
-    voxel = float(np.mean(sampling))
-    depth = edt.edt(lumen, anisotropy=sampling, black_border=True, parallel=1)
+    sampling = np.asarray(spacing_zyx, dtype=float)
+    depth = edt.edt(lumen, anisotropy=tuple(sampling), black_border=True, parallel=1)
+    surface = np.argwhere(lumen & (depth <= sampling.max() + 1e-3))
     reach = tuple(max(3, int(round(5.0 / s)) | 1) for s in sampling)
-    radius = ndimage.maximum_filter(depth, size=reach)
-    shell = np.zeros_like(lumen)
-    dense = hu > WALL_MIN_HU
-    for lo, hi in zip(RADIUS_BINS_MM[:-1], RADIUS_BINS_MM[1:]):
-        members = lumen & (radius > lo) & (radius <= hi)
-        if not members.any():
-            continue
-        r = 0.5 * (lo + min(hi, 8.0))
-        thickness = WALL_OFFSET_VOXELS * voxel + WALL_RATIO * r
-        shell |= edt.edt(~members, anisotropy=sampling, black_border=False, parallel=1) <= thickness
-    return lumen | (shell & dense)
+    radius = ndimage.maximum_filter(depth, size=reach)[tuple(surface.T)]
+    thickness = np.minimum(WALL_OFFSET_VOXELS * sampling.mean() + WALL_RATIO * radius, MAX_WALL_MM)
+    outside = edt.edt(~lumen, anisotropy=tuple(sampling), black_border=False, parallel=1)
+    candidates = np.argwhere((outside <= thickness.max()) & (hu > WALL_MIN_HU) & ~lumen)
+    airway = lumen.copy()
+    if candidates.size and surface.size:
+        dist, nearest = cKDTree(surface * sampling).query(candidates * sampling, distance_upper_bound=MAX_WALL_MM + 1)
+        hit = np.isfinite(dist)
+        hit[hit] = dist[hit] <= thickness[nearest[hit]] + 1e-6
+        airway[tuple(candidates[hit].T)] = True
+    return airway
 
 
 def segment_airway_classical(
@@ -290,7 +316,7 @@ def segment_airway_classical(
     cancel: CancelToken | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Binary airway mask (lumen + wall) on the input grid and a report of every growth pass."""
-    tracker = ProgressTracker("classical", len(THRESHOLDS_HU) + 2, progress)
+    tracker = ProgressTracker("classical", len(THRESHOLDS_HU) + 3, progress)
     subject = ct.name or "CT"
     box, lo = _crop_box(masks, seed, ct.shape)
     local_seed = tuple(int(s - a) for s, a in zip(seed, lo))
@@ -305,20 +331,26 @@ def segment_airway_classical(
     if hu[local_seed] > -800:
         raise InputError(subject, f"trachea seed is not air ({hu[local_seed]:.0f} HU)")
     lungs = masks.lungs[box] > 0
-    region = masks.air_inside[box] | ndimage.binary_dilation(lungs, iterations=2)
-    tracker.step(message="filters")
-
-    grower = _Grower(tuple(n + 2 for n in hu.shape), spacing_zyx)
-    limit = int(MAX_FRACTION_OF_LUNGS * lungs.sum())
+    limit = int(MAX_FRACTION_OF_LUNGS * np.count_nonzero(lungs))
+    # The coarse masks are blocky: one voxel of slack so partial-volume airway edges stay inside.
+    region = ndimage.maximum_filter((masks.air_inside[box] | lungs).view(np.uint8), size=3).view(bool)
+    del lungs
     start = _start_region(hu, local_seed, near_seed)
     steps = _threshold_steps(hu, start)
-    lumen, passes = _lumen_passes(hu, region, start, steps, grower, limit, cancel, tracker)
+    field = _Field(hu, region, steps, spacing_zyx)
+    del region
+    tracker.step(message="filters")
+
+    grower = _Grower(field.shape, spacing_zyx)
+    lumen, passes = _lumen_passes(field, start, grower, limit, cancel, tracker)
+    del field
     if not lumen.any():
         raise InputError(subject, "airway region growing found no lumen at the trachea seed")
-    lumen |= ndimage.binary_closing(lumen, iterations=1)
     inner = _bounding(lumen, pad=int(np.ceil(4.0 / min(spacing_zyx))))
+    part = lumen[inner]
+    part |= ndimage.binary_closing(part, iterations=1)
     airway = np.zeros_like(lumen)
-    airway[inner] = _add_wall(lumen[inner], hu[inner], spacing_zyx)
+    airway[inner] = _add_wall(part, hu[inner], spacing_zyx)
     tracker.step(message="wall")
 
     out = np.zeros(ct.shape, dtype=bool)
