@@ -3,9 +3,10 @@ patch loop, with the same network (the ~4.1 M-parameter airway U-Net) on the sam
 
 Each method runs in a child process of this script, so its peak memory is measured from a clean baseline:
 peak RSS (sampled every 2 ms; torch's CPU allocations are invisible to tracemalloc) minus the RSS once the
-network and the volume exist (a warm-up patch included). Throughput is voxels / wall time of the inference
-call after that warm-up; CPU s (user + system) is less sensitive to other load than wall time. The fastest of
-``--repeats`` interleaved rounds is shown: on a shared machine, compare only differences well above the noise.
+network and the volume exist and a small warm-up patch has run in the method's precision. Throughput is
+voxels / wall time of the inference call; CPU s (user + system) is less sensitive to other load than wall time.
+The fastest of ``--repeats`` interleaved rounds is shown: on a shared machine, compare only differences well
+above the noise.
 
 Our engine runs at its default ``auto`` precision (bfloat16 autocast on a CPU with native bfloat16, else
 float32); MONAI and the naive loop run as their callers usually do, in float32. Two optional methods attribute
@@ -98,16 +99,23 @@ def child(args: argparse.Namespace) -> None:
     # Imports happen before the baseline: module code is not the method's working memory.
     from monai.inferers import sliding_window_inference
 
-    from clinseg.engine import SlidingWindowInferer
+    from clinseg.engine import SlidingWindowInferer, select_precision
 
+    if args.child.startswith("clinseg"):
+        precision = "float32" if args.child == "clinseg-fp32" else args.precision
+        warm_dtype = select_precision(precision, torch.device("cpu"))
+    else:
+        warm_dtype = torch.bfloat16 if args.child == "monai-bf16" else torch.float32
+    # Warm-up in the method's own precision on a small patch, before the baseline: oneDNN and autocast set
+    # themselves up once, and a full-size warm-up would leave its (float32) activations in the peak.
+    warm = torch.autocast("cpu", dtype=warm_dtype) if warm_dtype != torch.float32 else contextlib.nullcontext()
+    with torch.no_grad(), warm:
+        network(image[None, :, :32, :32, :32])
     process = psutil.Process()
     rss0 = process.memory_info().rss
     with PeakRSS() as peak:
-        with torch.no_grad():  # warm-up: oneDNN picks its kernels on the first pass
-            network(image[None, :, : args.patch, : args.patch, : args.patch])
         start, cpu0 = time.perf_counter(), sum(process.cpu_times()[:2])
         if args.child.startswith("clinseg"):
-            precision = "float32" if args.child == "clinseg-fp32" else args.precision
             inferer = SlidingWindowInferer(
                 patch, overlap=args.overlap, batch_size=args.batch, device="cpu", precision=precision
             )

@@ -250,7 +250,7 @@ def _threshold_steps(hu: np.ndarray, start: np.ndarray) -> tuple[float, ...]:
     return (round(first),) + tuple(t for t in THRESHOLDS_HU if t > first + 10)
 
 
-def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int, cancel, tracker):
+def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int, cancel, tracker, subject: str):
     """Grow at ever more permissive thresholds, each place only as permissive as it stayed leak-free.
 
     Voxels a pass adds close to one of its rejected (leaked) fronts are the necks of those
@@ -270,7 +270,7 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
         if p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size:
             p.notes["used"] = False
             if n == 0:
-                raise InputError("CT", "airway growing leaks into the lungs even at the strictest threshold")
+                raise InputError(subject, "airway growing leaks into the lungs even at the strictest threshold")
             break
         added = p.kept[~union[p.kept]]
         if p.rejected_voxels.size:
@@ -342,7 +342,7 @@ def segment_airway_classical(
     tracker.step(message="filters")
 
     grower = _Grower(field.shape, spacing_zyx)
-    lumen, passes = _lumen_passes(field, start, grower, limit, cancel, tracker)
+    lumen, passes = _lumen_passes(field, start, grower, limit, cancel, tracker, subject)
     del field
     if not lumen.any():
         raise InputError(subject, "airway region growing found no lumen at the trachea seed")
