@@ -389,3 +389,12 @@ def test_cancel_during_the_last_batch_still_raises(volume: np.ndarray) -> None:
     with pytest.raises(Cancelled):
         inferer(volume, net, progress=on_progress, cancel=token)
     assert net.calls == 3  # every batch ran; the result is still withheld
+
+
+@pytest.mark.parametrize("size", [100, 128, 160, 200, 256, 300, 517])
+def test_stride_placement_puts_windows_where_monai_does(size):
+    monai_utils = pytest.importorskip("monai.data.utils")
+    interval = int(128 * (1 - 0.25))
+    slices = monai_utils.dense_patch_slices((max(size, 128),) * 1, (128,), (interval,))
+    assert window_starts(max(size, 128), 128, 0.25, "stride") == sorted({s[0].start for s in slices})
+    assert window_starts(size, 128, 0.25, "even")[-1] == max(size - 128, 0)

@@ -38,10 +38,22 @@ class _LowPrecisionFailed(Exception):
     """The first reduced-precision forward pass raised: an ``auto`` run starts again in float32."""
 
 
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Evenly spread start positions of windows of ``patch`` covering ``size`` with at least ``overlap``."""
+PLACEMENTS = ("even", "stride")
+
+
+def window_starts(size: int, patch: int, overlap: float, placement: str = "even") -> list[int]:
+    """Start positions of windows of ``patch`` covering ``size`` with at least ``overlap``.
+
+    ``even`` spreads the fewest windows evenly; ``stride`` steps by ``int(patch * (1 - overlap))`` and
+    clamps the last window to the end, which is where MONAI's ``sliding_window_inference`` puts them (a model
+    whose published recipe used MONAI then sees exactly the windows it was validated with).
+    """
     if size <= patch:
         return [0]
+    if placement == "stride":
+        interval = max(1, int(patch * (1.0 - overlap)))
+        n = next(d for d in range(size) if d * interval + patch >= size) + 1
+        return [min(d * interval, size - patch) for d in range(n)]
     step = max(1.0, patch * (1.0 - overlap))
     n = math.ceil((size - patch) / step) + 1
     span = size - patch
@@ -87,6 +99,7 @@ class SlidingWindowInferer:
         patch_size: Sequence[int],
         *,
         overlap: float = 0.5,
+        placement: str = "even",
         batch_size: int = 2,
         blending: str = "gaussian",
         sigma_scale: float = 0.125,
@@ -107,6 +120,8 @@ class SlidingWindowInferer:
             raise InputError("overlap", f"must be in [0, 1), got {overlap}")
         if int(batch_size) < 1:
             raise InputError("batch_size", f"must be >= 1, got {batch_size}")
+        if placement not in PLACEMENTS:
+            raise InputError("placement", f"must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         axes = tuple(int(a) for a in mirror_axes)
         if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
             raise InputError("mirror_axes", f"must be distinct spatial axes among 0, 1, 2, got {tuple(mirror_axes)}")
@@ -114,6 +129,7 @@ class SlidingWindowInferer:
             raise InputError("keep_channels", f"must be non-negative channel indices, got {keep_channels}")
         self.patch_size = patch
         self.overlap = float(overlap)
+        self.placement = placement
         self.batch_size = int(batch_size)
         self.profiles = axis_profiles(patch, blending, sigma_scale)  # validates blending and sigma
         self.blending = blending
@@ -242,7 +258,7 @@ class SlidingWindowInferer:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
     ) -> torch.Tensor:
-        starts = [window_starts(s, p, self.overlap) for s, p in zip(padded, self.patch_size)]
+        starts = [window_starts(s, p, self.overlap, self.placement) for s, p in zip(padded, self.patch_size)]
         windows = list(itertools.product(*starts))
         passes = _mirror_passes(self.mirror_axes)
         self.last_num_windows = len(windows)

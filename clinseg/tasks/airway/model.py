@@ -34,14 +34,19 @@ def segment_airway_model(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> np.ndarray:
-    """Binary airway mask on the CT grid from model ``model_id`` (whole volume when ``masks`` is None)."""
+    """Binary airway mask on the CT grid from model ``model_id``.
+
+    The card's ``inputs.crop`` says where the network runs: ``lungs`` (the lung box, as the thesis crops) or
+    ``none`` (the whole volume, as recipes validated on whole scans expect); no masks also means whole volume.
+    """
     registry = get_registry()
     card = registry.card(model_id)
     inputs, inference = card.inputs, card.inference
     torch_device = select_device(device)
     network = registry.load_network(model_id, torch_device)
 
-    box = lung_box(ct, masks) if masks is not None else tuple(slice(0, n) for n in ct.shape)
+    crop_to_lungs = masks is not None and inputs.get("crop", "lungs") == "lungs"
+    box = lung_box(ct, masks) if crop_to_lungs else tuple(slice(0, n) for n in ct.shape)
     low, high = inputs["intensity"]["clip"]
     image = window(ct.array[box], low, high)
     channel = int(inference.get("foreground_channel", 0))
@@ -52,6 +57,8 @@ def segment_airway_model(
     inferer = SlidingWindowInferer(
         tuple(inputs["patch_size"]),
         overlap=float(inputs.get("overlap", 0.25)),
+        placement=inference.get("placement", "even"),
+        precision=inference.get("precision", "auto"),
         batch_size=int(inference.get("batch_size", 2)),
         sigma_scale=float(inference.get("gaussian_sigma_scale", 0.125)),
         mirror_axes=tuple(inference.get("mirror_axes", ())),
