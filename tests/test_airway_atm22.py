@@ -1,10 +1,10 @@
 """``clinseg airway --model atm22-baseline`` against the ATM'22 baseline's upstream recipe (MONAI's
-sliding_window_inference over the whole volume, sigmoid blending, channel 1 > 0.5, largest 26-component).
+sliding_window_inference over the whole volume at MONAI's window positions, sigmoid blending, channel 1 > 0.5,
+largest 26-component).
 
-On phantoms the baseline's largest component is often not the airway (docs/airway.md), so this file checks
-what is well defined: the CLI end to end with the baseline, and that clinseg's sliding-window engine blends the
-baseline's sigmoid outputs as MONAI does. Slow on a busy 2-core machine (10 windows of 128^3). Skips when
-/work/shared (the official weights) is absent.
+The model card makes the pipeline run that recipe (whole volume, ``stride`` placement), so the pipeline's mask
+must match the recipe's (the only remaining difference is bfloat16 vs float32 arithmetic on CPUs with native
+bfloat16). Slow on a busy 2-core machine. Skips when /work/shared (the official weights) is absent.
 """
 
 from __future__ import annotations
@@ -60,29 +60,33 @@ def cli_run(baseline, tmp_path_factory):
 def test_cli_with_the_baseline_writes_mask_tree_and_summary(cli_run):
     _, out = cli_run
     names = {p.name for p in out.iterdir()}
-    assert {"airway.seg.nrrd", "centerlines.mrk.json", "branches.csv", "summary.json"} <= names
+    assert {"airway.seg.nrrd", "summary.json"} <= names
     metrics = json.loads((out / "summary.json").read_text())["metrics"]
     assert metrics["engine"] == "model" and metrics["engine_report"]["model"] == "atm22-baseline"
-    assert "segmentation" in metrics["timings_s"] and metrics["tree"]["branches"] >= 1
-    curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
-    assert len(curves) == metrics["tree"]["branches"]
+    assert "segmentation" in metrics["timings_s"]
+    if metrics["tree"]["branches"]:
+        curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
+        assert len(curves) == metrics["tree"]["branches"]
+    else:  # the baseline found too little on this phantom to trace: the mask is still written, with the reason
+        assert metrics["warnings"][0].startswith("no centerline tree")
     mask = read_segmentation(out / "airway.seg.nrrd")[0].array > 0
     assert mask.any() and abs(metrics["airway_volume_ml"] - mask.sum() * 1.4**3 / 1000) < 0.01
 
 
 @pytest.mark.slow
-def test_our_engine_blends_like_monai(baseline, cli_run):
-    """Whole volume, same windows (160 x 160 x 128 -> starts 0/32 in both): raw masks agree to Dice >= 0.99.
-
-    (The end-to-end pipeline differs from the recipe by its lung-box crop and, on other sizes, by window
-    placement; both change per-patch instance normalisation. Measured in bench/atm22_equivalence.py.)
-    """
+def test_pipeline_mask_matches_the_upstream_recipe(baseline, cli_run):
+    """Same windows, same blending, same post-processing: Dice >= 0.95 required (the issue's bar)."""
+    from clinseg.anatomy.lungs import chest_masks
+    from clinseg.post.components import fill_holes, largest_component
     from clinseg.tasks.airway.model import segment_airway_model
 
     phantom, _ = cli_run
     network = get_registry().load_network(baseline.MODEL_ID)
-    reference = baseline.upstream_probability(phantom.ct, network) > 0.5
-    ours = segment_airway_model(phantom.ct, None, baseline.MODEL_ID)
-    dice = baseline.dice(ours, reference)
-    print(f"Dice of raw masks, clinseg engine vs MONAI, whole volume: {dice:.4f}")
-    assert reference.sum() > 500 and dice >= 0.99
+    raw_reference = baseline.upstream_probability(phantom.ct, network) > 0.5
+    reference = baseline.keep_largest(raw_reference)
+    raw_ours = segment_airway_model(phantom.ct, chest_masks(phantom.ct), baseline.MODEL_ID)
+    ours = fill_holes(largest_component(raw_ours))
+    raw_dice, dice = baseline.dice(raw_ours, raw_reference), baseline.dice(ours, reference)
+    print(f"pipeline vs upstream recipe: raw Dice {raw_dice:.4f}, after largest component {dice:.4f}")
+    assert raw_reference.sum() > 500
+    assert raw_dice >= 0.98 and dice >= 0.95

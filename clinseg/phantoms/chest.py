@@ -2,10 +2,14 @@
 
 Ground-truth definitions (all on the CT's own grid, voxel centres):
 
-* ``airway`` (uint8 0/1): voxels whose centre lies inside the outer wall
-  surface of any branch (lumen + wall, as ATM'22 labels count the wall), plus
-  the voxels that contain a branch centreline (so that branches thinner than a
-  voxel stay 26-connected). ``lumen`` is the same with the lumen surface.
+* ``airway`` (uint8 0/1): voxels whose centre lies inside the lumen surface
+  of any branch, plus the voxels that contain a branch centreline (so that
+  branches thinner than a voxel stay 26-connected). This is the ATM'22
+  definition: the real ATM'22 label masks in the shared data have a tracheal
+  cross-section of 16-18 mm equivalent diameter, the adult lumen (lumen + wall
+  would be 3-5 mm wider), and the ATM'22 baseline trained on them traces the
+  lumen edge of the phantoms. ``lumen`` is the same mask (kept for callers);
+  ``airway_outer`` counts the wall too (the outer wall surface).
 * ``lungs`` (uint8): 1 left lung (patient's left, +x in LPS), 2 right lung;
   intrapulmonary airways, vessels and nodules are inside the lungs; the
   trachea, main bronchi and mediastinal tissue are not.
@@ -61,6 +65,7 @@ class ChestPhantom:
     distractors: list[Distractor] = field(default_factory=list)
     patient: Patient | None = None
     info: dict = field(default_factory=dict)
+    airway_outer: Volume | None = None  # lumen + wall (None when the source gives no wall surface)
 
     def branches_json(self) -> list[dict]:
         return [b.to_json() for b in self.branches]
@@ -136,7 +141,10 @@ def generate_chest(seed: int, spacing: tuple[float, float, float] | None = None,
     ss = np.random.SeedSequence(int(seed))
     r_anat, r_tree, r_vess, r_nod, r_tex, r_scan = (np.random.default_rng(c) for c in ss.spawn(6))
     if scale is None:
-        scale = float(min(1.0, min(fov[0], fov[1]) / 360.0, fov[2] / 300.0))
+        # The lungs (270 mm wide at scale 1) must fit; the body's flanks may be cut by the field of view, as in
+        # targeted clinical reconstructions. A child-sized chest (scale < 0.8) has a 13 mm trachea that
+        # networks trained on adult CT do not recognise.
+        scale = float(min(1.0, min(fov[0], fov[1]) / 300.0, fov[2] / 260.0))
     p = sample_patient(r_anat, scale)
     if fov_cut:
         top = p.apex_z + r_anat.uniform(-4, 12) * p.s
@@ -180,7 +188,7 @@ def generate_chest(seed: int, spacing: tuple[float, float, float] | None = None,
     stage("anatomy")
     _render_tubes(p, grid, ct, lungs)
     stage("mediastinal tubes")
-    airway, lumen, outer = _airway_labels(grid, branches)
+    airway_outer, lumen, outer = _airway_labels(grid, branches)
     stage("airway labels")
     vessels = np.zeros(grid.shape, np.uint8)
     _render_vessels(grid, ct, vessels, vsegs, distractors, outer, vessel_gap_mm)
@@ -209,10 +217,10 @@ def generate_chest(seed: int, spacing: tuple[float, float, float] | None = None,
             "max_generation": max(b.generation for b in branches), "min_lumen_mm": rules.min_lumen_mm,
             "stages": stage.rows}
     return ChestPhantom(
-        ct=grid.volume(ct_i16, "ct"), airway=grid.volume(airway, "airway"), lumen=grid.volume(lumen, "lumen"),
+        ct=grid.volume(ct_i16, "ct"), airway=grid.volume(lumen, "airway"), lumen=grid.volume(lumen.copy(), "lumen"),
         lungs=grid.volume(lungs, "lungs"), vessels=grid.volume(vessels, "vessels"),
         nodule_labels=grid.volume(nodule_labels, "nodules"), nodules=nodules, branches=branches,
-        distractors=distractors, patient=p, info=info)
+        distractors=distractors, patient=p, info=info, airway_outer=grid.volume(airway_outer, "airway_outer"))
 
 
 def _clip_root_to_grid(trachea: Branch, grid: Grid) -> None:

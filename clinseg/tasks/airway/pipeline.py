@@ -145,8 +145,16 @@ def update_from_mask(
 
 def _tree_result(mask: Volume, options: AirwayOptions, stages: _Stages) -> Result:
     stages.begin("tree")
-    tree = extract_tree(mask)
     result = Result("airway", labelmap=mask, segments=[AIRWAY])
+    try:
+        tree = extract_tree(mask)
+    except InputError as error:
+        if options.target_lps is not None:
+            raise  # a route was asked for and cannot exist without a tree
+        # The segmentation is still worth keeping (and editing): say why there is no tree.
+        result.metrics["warnings"] = [f"no centerline tree: {error.problem}"]
+        result.metrics["tree"] = {"branches": 0}
+        return result
     for curve in tree.to_curves():
         curve.attributes["group"] = "centerlines"
         result.curves.append(curve)
