@@ -12,9 +12,10 @@ adds next to its leaks (their necks) is rolled back, and around each leak later 
 keep the last threshold that did not leak there, so emphysematous parenchyma (about
 -950 HU) or a missing wall limits the threshold locally while elsewhere growth goes
 on. A pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs) or rejects
-more than it keeps ends the sequence and is discarded. Finally the wall is added: a
-shell whose thickness follows the local lumen radius (ATM'22 labels and our phantoms
-count lumen + wall), only into voxels denser than parenchyma.
+more than it keeps ends the sequence and is discarded. ATM'22 labels (and our phantoms)
+are the lumen: real top-team tracheas measure 16-18 mm across, the adult lumen. On request
+(``include_wall``) a wall shell whose thickness follows the local lumen radius is added, only
+into voxels denser than parenchyma, for wall-thickness work.
 """
 
 from __future__ import annotations
@@ -314,8 +315,9 @@ def segment_airway_classical(
     seed: np.ndarray,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    include_wall: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Binary airway mask (lumen + wall) on the input grid and a report of every growth pass."""
+    """Binary airway lumen (plus the wall with ``include_wall``) on the input grid and a report of every pass."""
     tracker = ProgressTracker("classical", len(THRESHOLDS_HU) + 3, progress)
     subject = ct.name or "CT"
     box, lo = _crop_box(masks, seed, ct.shape)
@@ -350,8 +352,8 @@ def segment_airway_classical(
     part = lumen[inner]
     part |= ndimage.binary_closing(part, iterations=1)
     airway = np.zeros_like(lumen)
-    airway[inner] = _add_wall(part, hu[inner], spacing_zyx)
-    tracker.step(message="wall")
+    airway[inner] = _add_wall(part, hu[inner], spacing_zyx) if include_wall else part
+    tracker.step(message="wall" if include_wall else "lumen")
 
     out = np.zeros(ct.shape, dtype=bool)
     out[box] = airway
