@@ -1,10 +1,10 @@
 """Anatomy-driven phantom: the synthetic chest CT built around a real airway mask.
 
-The mask (e.g. an ATM'22 label, lumen + wall) stays the exact ground truth on
+The mask (e.g. an ATM'22 label, i.e. the lumen) stays the exact ground truth on
 its own grid. The synthetic patient is scaled so that its lungs hold the tree (and
 stretched along z when the tree is long), and shifted so that its carina and
 mediastinum sit on the mask's carina; the
-mask's inner part is rendered as air and a thin outer shell as airway wall.
+mask is rendered as air and a thin shell just outside it as airway wall.
 Vessels, nodules and the scanner model are those of :func:`generate_chest`.
 ``branches`` is empty (the mask has no model centrelines).
 """
@@ -127,7 +127,7 @@ def generate_chest_from_airway(airway_mask: Volume, seed: int, noise_hu: float |
 
     _render_mask_airway(shifted, ct, lungs, sd, float(p.carina[2]), wall_mm, p.s)
     lumen = np.zeros(grid.shape, np.uint8)
-    sd.global_view(lumen)[...] = sd.sd <= -wall_mm
+    sd.global_view(lumen)[...] = sd.sd <= 0
     body = _body_mask(ct)
     if noise_hu is None:
         noise_hu = float(r_scan.uniform(15, 45))
@@ -183,8 +183,9 @@ def _render_mask_airway(grid: Grid, ct, lungs, sd: SdfCanvas, carina_z: float, w
     view = sd.global_view(ct)
     _, _, z = grid.coords(sd.box, full=False)
     central = np.broadcast_to(z > carina_z - 20 * s, sd.sd.shape)
-    sheath = np.where(central, sd.sd - 3.0 * s, 99.0).astype(np.float32)
+    # The mask is the lumen (ATM'22 labels are): the wall is drawn outside it, the sheath outside the wall.
+    sheath = np.where(central, sd.sd - wall_mm - 3.0 * s, 99.0).astype(np.float32)
     blend(view, 25.0, ramp(sheath, edge))
     sd.global_view(lungs)[sheath <= 0] = 0
-    blend(view, WALL_HU, ramp(sd.sd, edge))
-    blend(view, HU["air"], ramp(sd.sd + wall_mm, edge))
+    blend(view, WALL_HU, ramp(sd.sd - wall_mm, edge))
+    blend(view, HU["air"], ramp(sd.sd, edge))
