@@ -1,8 +1,11 @@
-"""Test helpers shared by the airway network and training tests (not a test module itself)."""
+"""Test helpers shared by the airway network, training and bench-backed tests (not a test module itself)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,3 +18,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def load_bench(name: str) -> ModuleType:
+    """The script ``bench/<name>.py`` imported as a module, so a test can reuse its measurement code."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

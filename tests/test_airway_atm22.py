@@ -9,25 +9,15 @@ bfloat16). Slow on a busy 2-core machine. Skips when /work/shared (the official 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers_airway import load_bench
 
 from clinseg.cli import main
 from clinseg.io import read_segmentation, write_volume
 from clinseg.phantoms import generate_chest
 from clinseg.registry import get_registry
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "atm22_equivalence.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("atm22_equivalence", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def baseline(shared, tmp_path_factory):
         pytest.skip("ATM'22 baseline weight.pth is absent")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLINSEG_HOME", str(tmp_path_factory.mktemp("home")))
-        bench = _bench_module()
+        bench = load_bench("atm22_equivalence")
         assert bench.ensure_baseline(weights)
         yield bench
 

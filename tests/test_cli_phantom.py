@@ -16,13 +16,18 @@ HEADNECK = ["--seed", "1", "--spacing", "2,2,3", "--preset", "small"]
 BRAIN = ["--seed", "2", "--preset", "small", "--spacing", "4,4,4"]
 
 
+def _result_event(stdout: str) -> dict:
+    """The one result event among the JSON lines a command printed."""
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    [result] = [e for e in events if e["event"] == "result"]
+    return result
+
+
 def _run(capsys, *argv: str) -> dict:
     """Run the command with JSON lines on stdout; return its result event."""
     capsys.readouterr()
     assert main([*argv, "--progress", "jsonl"]) == 0
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-    [result] = [e for e in events if e["event"] == "result"]
-    return result
+    return _result_event(capsys.readouterr().out)
 
 
 def _same_volume(a: Volume, b: Volume) -> None:
@@ -30,6 +35,14 @@ def _same_volume(a: Volume, b: Volume) -> None:
     assert np.allclose(a.spacing, b.spacing, atol=1e-9) and np.allclose(a.origin, b.origin, atol=1e-6)
     assert np.allclose(a.direction, b.direction, atol=1e-9)
     assert np.array_equal(a.array, b.array)
+
+
+def _same_files(folder: Path, volumes: dict[str, Volume]) -> None:
+    """Each ``<folder>/<name>.nii.gz`` holds exactly the volume given under that name."""
+    from clinseg.io import read_volume
+
+    for name, volume in volumes.items():
+        _same_volume(read_volume(folder / f"{name}.nii.gz"), volume)
 
 
 def _png_ok(path: str | Path) -> None:
@@ -57,8 +70,7 @@ def _quiet(*argv: str) -> dict:
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         assert main([*argv, "--progress", "jsonl"]) == 0
-    events = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
-    return next(e for e in events if e["event"] == "result")
+    return _result_event(buffer.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +87,10 @@ def headneck_rt(tmp_path_factory) -> Path:
 
 
 def test_chest_plain_with_gallery(chest_plain, chest):
-    from clinseg.io import read_volume
-
     out, result = chest_plain
     assert result["layout"] == "plain" and result["info"]["n_nodules"] == len(chest.nodules)
-    _same_volume(read_volume(out / "ct.nii.gz"), chest.ct)
-    for name, vol in (("airway", chest.airway), ("lungs", chest.lungs), ("vessels", chest.vessels),
-                      ("nodules", chest.nodule_labels)):
-        _same_volume(read_volume(out / f"{name}.nii.gz"), vol)
+    _same_files(out, {"ct": chest.ct, "airway": chest.airway, "lungs": chest.lungs, "vessels": chest.vessels,
+                      "nodules": chest.nodule_labels})
     assert len(json.loads((out / "branches.json").read_text())["branches"]) == len(chest.branches)
     for name in ("slices", "airway_3d", "vessels_3d", "nodule"):
         _png_ok(out / "gallery" / f"phantom_3_{name}.png")
@@ -145,15 +153,14 @@ def headneck():
 
 
 def test_headneck_plain(tmp_path, capsys, headneck):
-    from clinseg.io import read_segmentation, read_volume
+    from clinseg.io import read_segmentation
 
     out = tmp_path / "hn"
     result = _run(capsys, "phantom", "headneck", *HEADNECK, "--out", str(out), "--gallery")
-    _same_volume(read_volume(out / "ct.nii.gz"), headneck.ct)
+    _same_files(out, {"ct": headneck.ct, "ctv": headneck.ctv})
     labelmap, segments = read_segmentation(out / "organs.seg.nrrd")
     _same_volume(labelmap, headneck.labels)
     assert [(s.name, s.label) for s in segments] == [(s.name, s.label) for s in headneck.organs]
-    _same_volume(read_volume(out / "ctv.nii.gz"), headneck.ctv)
     assert result["info"]["gtv_ml"] == pytest.approx(headneck.gtv.array.sum() * 12 / 1000, abs=1e-3)
     _png_ok(result["files"]["gallery_slices"])
     # A non-empty plain folder is refused, then replaced with --overwrite.
@@ -232,15 +239,12 @@ def brain():
 
 
 def test_brain_plain(tmp_path, capsys, brain):
-    from clinseg.io import read_volume
     from clinseg.phantoms.brain import CONTRASTS
 
     out = tmp_path / "brain"
     result = _run(capsys, "phantom", "brain", *BRAIN, "--out", str(out), "--gallery")
-    for name in CONTRASTS:
-        _same_volume(read_volume(out / f"{name}.nii.gz"), brain.images[name])
-    _same_volume(read_volume(out / "labels.nii.gz"), brain.labels)
-    _same_volume(read_volume(out / "lesion.nii.gz"), brain.lesion)
+    _same_files(out, {**{name: brain.images[name] for name in CONTRASTS}, "labels": brain.labels,
+                      "lesion": brain.lesion})
     assert result["info"]["lesion_volume_ml"] == pytest.approx(brain.lesion_volume_ml, abs=1e-3)
     _png_ok(result["files"]["gallery_slices"])
 

@@ -8,29 +8,18 @@ minus a margin.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers_airway import load_bench
 
 from clinseg.phantoms import generate_chest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "phantom_realism.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("phantom_realism", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_baseline_trained_on_real_ct_segments_the_phantom_airway(shared):
     weights = shared / "models" / "atm22_baseline" / "weight.pth"
     if not weights.is_file():
         pytest.skip("ATM'22 baseline weights absent from the shared folder")
-    bench = _bench()
+    bench = load_bench("phantom_realism")
     ph = generate_chest(1000, preset="demo")
     r = bench.measure(ph, bench.load_baseline(weights))
     assert r["box"][0].stop - r["box"][0].start == 128

@@ -40,7 +40,8 @@ class GalleryCase:
     point_lps: np.ndarray | None = None
 
 
-def _triple(text: str) -> tuple[float, float, float]:
+def parse_triple(text: str) -> tuple[float, float, float]:
+    """``argparse`` type for an ``x,y,z`` option (a point, a spacing, a grid size); shared by the CLI commands."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -65,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("input", help="a phantom or dataset folder, a DICOM series folder, or an image file")
     p.add_argument("--labels", nargs="+", default=[], metavar="FILE", help="label files to outline on an image file")
     p.add_argument("--out", required=True, help="output folder for the PNG files")
-    p.add_argument("--point", type=_triple, default=None, help="LPS point (mm) the slices pass through")
+    p.add_argument("--point", type=parse_triple, default=None, help="LPS point (mm) the slices pass through")
     p.add_argument("--window", type=_pair, default=None,
                    help="display window low,high, e.g. --window=-160,240 (default: by image)")
     p.add_argument("--tree", nargs="*", default=None, metavar="NAME",

@@ -26,13 +26,14 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume, label_of
+from .gallery import parse_triple
 from .reporting import Reporter, add_common_arguments
 
 CHEST_LAYOUTS = ("plain", "atm22", "luna16")
@@ -44,35 +45,36 @@ BRAIN_CONTRASTS = {"atlas": ("T1",), "isles2015": ("T1", "T2", "FLAIR", "DWI"), 
 SOFT_TISSUE_WINDOW = (-160.0, 240.0)
 
 
-def _triple(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got '{text}'") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got '{text}'")
-    return values
+def _kind_parser(kinds, name: str, summary: str, presets: list[str], preset: str | None,
+                 preset_help: str) -> argparse.ArgumentParser:
+    """One phantom kind's sub-command with the options every kind has first: ``--seed`` and ``--preset``."""
+    p = kinds.add_parser(name, help=summary)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=presets, default=preset, help=preset_help)
+    return p
 
 
-def _add_output_arguments(p: argparse.ArgumentParser, layouts: tuple[str, ...]) -> None:
+def _add_output_arguments(p: argparse.ArgumentParser, layouts: tuple[str, ...],
+                          func: Callable[[argparse.Namespace], int]) -> None:
+    """The output options every kind ends with, and the function that runs the kind."""
     p.add_argument("--out", required=True, help="output folder (a dataset folder to add this case to)")
     p.add_argument("--layout", choices=layouts, default="plain")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty plain folder, or this case's files in a dataset folder")
     p.add_argument("--gallery", action="store_true", help="also write PNG views under <out>/gallery/")
     add_common_arguments(p)
+    p.set_defaults(func=func)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("phantom", help="generate synthetic phantoms with exact ground truth")
     kinds = p.add_subparsers(dest="kind", required=True)
 
-    c = kinds.add_parser("chest", help="chest CT with airway tree, lungs, vessels and nodules")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--preset", choices=["small", "demo", "full"], default=None,
-                   help="grid preset: small 160x160x128 @1.4 mm, demo 256x256x224 @1 mm, full 512x512x300 @0.7x0.7x1")
-    c.add_argument("--spacing", type=_triple, default=None, help="i,j,k spacing in mm (e.g. 0.7,0.7,1.0)")
-    c.add_argument("--shape", type=_triple, default=None, help="i,j,k size in voxels")
+    c = _kind_parser(kinds, "chest", "chest CT with airway tree, lungs, vessels and nodules",
+                     ["small", "demo", "full"], None,
+                     "grid preset: small 160x160x128 @1.4 mm, demo 256x256x224 @1 mm, full 512x512x300 @0.7x0.7x1")
+    c.add_argument("--spacing", type=parse_triple, default=None, help="i,j,k spacing in mm (e.g. 0.7,0.7,1.0)")
+    c.add_argument("--shape", type=parse_triple, default=None, help="i,j,k size in voxels")
     c.add_argument("--noise-hu", type=float, default=None, help="noise sigma in soft tissue (default: 15-45 by seed)")
     c.add_argument("--kernel", choices=["soft", "standard", "sharp", "lung"], default=None)
     c.add_argument("--nodules", type=int, default=None, help="number of nodules (default: 1-4 by seed)")
@@ -83,14 +85,11 @@ def register(subparsers) -> None:
     c.add_argument("--case-id", default=None,
                    help="case id (atm22, default phantom_<seed>) or series UID (luna16, default derived from the seed)")
     c.add_argument("--subset", type=int, default=0, help="LUNA16 subset folder number")
-    _add_output_arguments(c, CHEST_LAYOUTS)
-    c.set_defaults(func=run_chest)
+    _add_output_arguments(c, CHEST_LAYOUTS, run_chest)
 
-    h = kinds.add_parser("headneck", help="head & neck CT with organs at risk, GTV and CTV")
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--preset", choices=["small", "full"], default="small",
-                   help="small: orbits to hyoid; full: vertex to C7")
-    h.add_argument("--spacing", type=_triple, default=(1.0, 1.0, 2.5), help="i,j,k spacing in mm (0.5-3)")
+    h = _kind_parser(kinds, "headneck", "head & neck CT with organs at risk, GTV and CTV", ["small", "full"], "small",
+                     "small: orbits to hyoid; full: vertex to C7")
+    h.add_argument("--spacing", type=parse_triple, default=(1.0, 1.0, 2.5), help="i,j,k spacing in mm (0.5-3)")
     h.add_argument("--tumour", action=argparse.BooleanOptionalAction, default=None,
                    help="add a primary tumour (GTV) and its CTV (default: yes; no for --from-masks)")
     h.add_argument("--tumour-site", choices=["oropharynx", "mandible"], default="oropharynx")
@@ -102,22 +101,18 @@ def register(subparsers) -> None:
     h.add_argument("--crop-margin-mm", type=float, default=None,
                    help="with --from-masks: crop to the organs plus this margin (default: the masks' full grid)")
     h.add_argument("--case-id", default=None, help="case folder name in pddca/rtstruct (default: phantom_<seed>)")
-    _add_output_arguments(h, HEADNECK_LAYOUTS)
-    h.set_defaults(func=run_headneck)
+    _add_output_arguments(h, HEADNECK_LAYOUTS, run_headneck)
 
-    b = kinds.add_parser("brain", help="multi-contrast brain MRI with a stroke lesion")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--preset", choices=["small", "full"], default="full",
-                   help="full: whole head; small: an axial slab through the basal ganglia")
-    b.add_argument("--spacing", type=_triple, default=(1.0, 1.0, 1.0), help="i,j,k spacing in mm (0.5-8)")
+    b = _kind_parser(kinds, "brain", "multi-contrast brain MRI with a stroke lesion", ["small", "full"], "full",
+                     "full: whole head; small: an axial slab through the basal ganglia")
+    b.add_argument("--spacing", type=parse_triple, default=(1.0, 1.0, 1.0), help="i,j,k spacing in mm (0.5-8)")
     b.add_argument("--lesion", choices=["mca", "lacunar", "emboli", "none"], default="mca")
     b.add_argument("--stage", choices=["acute", "chronic"], default="acute")
     b.add_argument("--contrasts", default=None,
                    help="comma-separated subset of T1,T2,FLAIR,DWI,ADC (default: all in plain, else the layout's)")
     b.add_argument("--case", type=int, default=None,
                    help="case number in dataset layouts (ISLES case N, ATLAS sub-r001sNNN; default seed + 1)")
-    _add_output_arguments(b, BRAIN_LAYOUTS)
-    b.set_defaults(func=run_brain)
+    _add_output_arguments(b, BRAIN_LAYOUTS, run_brain)
 
 
 # --- output folder ------------------------------------------------------------------------------------------------

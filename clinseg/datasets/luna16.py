@@ -63,26 +63,25 @@ def _float(subject: str, row: dict[str, str], key: str, line: int) -> float:
     return value
 
 
-def read_annotations(path: str | Path) -> list[LunaNodule]:
-    """Read ``annotations.csv`` (seriesuid, coordX, coordY, coordZ, diameter_mm)."""
+def _points(path: str | Path, columns: tuple[str, ...]) -> list[tuple[str, tuple[float, float, float], float]]:
+    """``(seriesuid, centre, value of the last column)`` of each row of a LUNA16 CSV file (line numbers in errors)."""
     path = Path(path)
     subject = label_of(path)
     out = []
-    for n, row in enumerate(_rows(path, ANNOTATION_COLUMNS), start=2):
+    for n, row in enumerate(_rows(path, columns), start=2):
         centre = tuple(_float(subject, row, c, n) for c in ("coordX", "coordY", "coordZ"))
-        out.append(LunaNodule(row["seriesuid"].strip(), centre, _float(subject, row, "diameter_mm", n)))
+        out.append((row["seriesuid"].strip(), centre, _float(subject, row, columns[-1], n)))
     return out
+
+
+def read_annotations(path: str | Path) -> list[LunaNodule]:
+    """Read ``annotations.csv`` (seriesuid, coordX, coordY, coordZ, diameter_mm)."""
+    return [LunaNodule(uid, centre, diameter) for uid, centre, diameter in _points(path, ANNOTATION_COLUMNS)]
 
 
 def read_candidates(path: str | Path) -> list[LunaCandidate]:
     """Read ``candidates.csv`` (seriesuid, coordX, coordY, coordZ, class)."""
-    path = Path(path)
-    subject = label_of(path)
-    out = []
-    for n, row in enumerate(_rows(path, CANDIDATE_COLUMNS), start=2):
-        centre = tuple(_float(subject, row, c, n) for c in ("coordX", "coordY", "coordZ"))
-        out.append(LunaCandidate(row["seriesuid"].strip(), centre, int(_float(subject, row, "class", n))))
-    return out
+    return [LunaCandidate(uid, centre, int(label)) for uid, centre, label in _points(path, CANDIDATE_COLUMNS)]
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[tuple]) -> Path:

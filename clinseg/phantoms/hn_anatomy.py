@@ -338,6 +338,15 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(slice(f[0], f[-1] + 1) for f in found)
 
 
+def _padded_bbox(mask: np.ndarray, spacing, mm: float) -> tuple[slice, ...] | None:
+    """The mask's bounding box grown by ``mm`` (plus one voxel) on every side, clipped to the array."""
+    box = _bbox(mask)
+    if box is None:
+        return None
+    pad = np.ceil(mm / np.asarray(spacing, float)[::-1]).astype(int) + 1
+    return tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, mask.shape))
+
+
 def near(mask: np.ndarray, spacing, mm: float, inside: bool = False) -> np.ndarray:
     """Voxels within ``mm`` of ``mask`` (outside it; ``inside=True``: within ``mm`` of its surface, inside it).
 
@@ -346,12 +355,10 @@ def near(mask: np.ndarray, spacing, mm: float, inside: bool = False) -> np.ndarr
     import edt
 
     out = np.zeros(mask.shape, bool)
-    box = _bbox(mask)
+    box = _padded_bbox(mask, spacing, mm)
     if box is None:
         return out
     sp = np.asarray(spacing, float)[::-1]
-    pad = np.ceil(mm / sp).astype(int) + 1
-    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, mask.shape))
     sub = mask[box]
     if inside:
         out[box] = sub & (edt.edt(sub, anisotropy=tuple(sp), black_border=True) <= mm)
@@ -365,12 +372,10 @@ def outside_distance(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
     import edt
 
     out = np.full(mask.shape, np.inf, np.float32)
-    box = _bbox(mask)
+    box = _padded_bbox(mask, spacing, mm)
     if box is None:
         return out
     sp = np.asarray(spacing, float)[::-1]
-    pad = np.ceil(mm / sp).astype(int) + 1
-    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, mask.shape))
     out[box] = edt.edt(~mask[box], anisotropy=tuple(sp), black_border=False)
     return out
 
