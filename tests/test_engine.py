@@ -398,3 +398,20 @@ def test_stride_placement_puts_windows_where_monai_does(size):
     slices = monai_utils.dense_patch_slices((max(size, 128),) * 1, (128,), (interval,))
     assert window_starts(max(size, 128), 128, 0.25, "stride") == sorted({s[0].start for s in slices})
     assert window_starts(size, 128, 0.25, "even")[-1] == max(size - 128, 0)
+
+
+def test_stride_placement_reproduces_monai_gaussian_blending_exactly():
+    inferers = pytest.importorskip("monai.inferers")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 3, padding=1))
+    net.eval()
+    image = torch.rand(1, 1, 40, 50, 61)
+    with torch.no_grad():
+        reference = inferers.sliding_window_inference(
+            image, (32, 32, 32), 1, net, overlap=0.25, mode="gaussian", sigma_scale=0.125)[0]
+    ours = SlidingWindowInferer((32, 32, 32), overlap=0.25, placement="stride", batch_size=3, precision="float32",
+                                device="cpu")(image[0], net)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    even = SlidingWindowInferer((32, 32, 32), overlap=0.25, batch_size=3, precision="float32", device="cpu")
+    even = even(image[0], net)
+    assert not torch.allclose(even, reference, atol=1e-5)  # the default placement is a different (valid) blend

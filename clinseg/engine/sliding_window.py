@@ -29,7 +29,7 @@ from .memory import (
     guess_out_channels,
     plan_memory,
 )
-from .weighting import axis_profiles
+from .weighting import axis_profiles, monai_importance
 
 _FINITE_CHECK_SLAB = 32  # z-slices per isfinite() chunk, so the check never allocates a full-size mask
 
@@ -132,6 +132,7 @@ class SlidingWindowInferer:
         self.placement = placement
         self.batch_size = int(batch_size)
         self.profiles = axis_profiles(patch, blending, sigma_scale)  # validates blending and sigma
+        self.sigma_scale = float(sigma_scale)
         self.blending = blending
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.precision = (precision or "auto").strip().lower()
@@ -265,10 +266,16 @@ class SlidingWindowInferer:
         tracker = ProgressTracker("inference", len(windows) * len(passes), progress)
 
         compute = plan.compute_device
-        gz, gy, gx = self.profiles
+        # MONAI-compatible placement also takes MONAI's non-separable weight, normalised by a weight-sum volume.
+        exact_monai = self.placement == "stride"
+        if exact_monai:
+            patch_weight = monai_importance(self.patch_size, self.blending, self.sigma_scale)
+        else:
+            gz, gy, gx = self.profiles
+            patch_weight = (gz[:, None, None] * gy[None, :, None] * gx[None, None, :]).to(torch.float32)
         # Averaging the TTA passes is folded into the patch weight.
-        weight = (gz[:, None, None] * gy[None, :, None] * gx[None, None, :]) / len(passes)
-        weight = weight.to(torch.float32).to(compute)[None, None]
+        weight = (patch_weight / len(passes)).to(compute)[None, None]
+        weight_sum = torch.zeros(padded, dtype=torch.float32, device=plan.stitch_device) if exact_monai else None
         pz, py, px = self.patch_size
         x = x.to(plan.stitch_device)
         acc: torch.Tensor | None = None
@@ -316,10 +323,15 @@ class SlidingWindowInferer:
             with torch.inference_mode():
                 for j, (z, y, w) in enumerate(batch):
                     acc[:, z : z + pz, y : y + py, w : w + px] += pred[j]
+                    if weight_sum is not None:
+                        weight_sum[z : z + pz, y : y + py, w : w + px] += patch_weight.to(weight_sum.device)
             i += len(batch)
         if cancel is not None:  # a cancel arriving during the last batch must not return a result
             cancel.check("inference")
         assert acc is not None
+        if weight_sum is not None:
+            acc.div_(weight_sum[None])
+            return acc
 
         rz, ry, rx = (r.to(torch.float32).to(acc.device) for r in self._weight_reciprocals(starts, padded))
         acc.mul_((ry[:, None] * rx[None, :])[None, None])

@@ -59,3 +59,23 @@ def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125) -
     weight = gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
     weight = weight / weight.max()
     return weight.to(torch.float32)
+
+
+def monai_importance(patch_size: Sequence[int], blending: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
+    """The 3-D patch weight exactly as MONAI's ``compute_importance_map`` builds it (float32).
+
+    Unlike ``axis_profiles`` the floor (at least 1e-3) applies to the 3-D product, so the weight is not
+    separable: the stitcher then keeps an explicit weight-sum volume. Used with ``placement="stride"``, so a
+    recipe validated with MONAI is reproduced voxel for voxel, not only closely.
+    """
+    patch = _check_patch(patch_size)
+    if blending not in BLENDING_MODES:
+        raise InputError("blending", f"must be one of {BLENDING_MODES}, got {blending!r}")
+    if blending == "constant":
+        return torch.ones(patch, dtype=torch.float32)
+    weight = torch.ones((), dtype=torch.float32)
+    for axis, p in enumerate(patch):
+        x = torch.arange(-(p - 1) / 2.0, (p - 1) / 2.0 + 1, dtype=torch.float32)
+        g = torch.exp(x**2 / (-2 * (p * sigma_scale) ** 2))
+        weight = weight.unsqueeze(-1) * g if axis else g
+    return torch.clamp(weight, min=max(float(weight.min()), 1e-3))
