@@ -104,10 +104,10 @@ def pipeline_vs_upstream(ct: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def compare(ct: Volume, gt: np.ndarray | None = None, diagnose: bool = True) -> dict:
     """Pipeline vs upstream recipe; with ``diagnose`` the per-cause figures of the module docstring too."""
-    from clinseg.anatomy.lungs import chest_masks
+    from clinseg.anatomy.lungs import chest_masks, lung_box
     from clinseg.metrics.airway import airway_metrics
     from clinseg.post.components import largest_component
-    from clinseg.tasks.airway.model import lung_box, segment_airway_model
+    from clinseg.tasks.airway.model import segment_airway_model
 
     ours, reference, reference_raw, seconds = pipeline_vs_upstream(ct)
     masks = chest_masks(ct)

@@ -199,7 +199,8 @@ def test_lung_crop_box_on_phantom_chest():
         ct[((z - 20) / 14) ** 2 + ((y - 32) / 14) ** 2 + ((x - cx) / 9) ** 2 < 1] = -850.0
     box = lung_crop_box(Volume(ct, (3.0, 3.0, 3.0)))  # two 200 ml lungs
     lungs = np.argwhere(ct == -850.0)
-    expected = [(int(lo) - 2, int(hi) + 1 + 2) for lo, hi in zip(lungs.min(0), lungs.max(0))]  # 5 mm = 2 voxels
+    # The inference pipeline's 10 mm margin = 4 voxels of 3 mm.
+    expected = [(int(lo) - 4, int(hi) + 1 + 4) for lo, hi in zip(lungs.min(0), lungs.max(0))]
     assert [(s.start, s.stop) for s in box] == expected
     assert expected[2][0] > 2 and expected[2][1] < 62  # narrower than the body, so the crop is real
     no_lungs = lung_crop_box(Volume(np.full((8, 16, 16), 40.0, dtype=np.float32)))

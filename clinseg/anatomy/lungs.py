@@ -16,6 +16,7 @@ from ..geometry import LEFT, SUPERIOR, array_axis, voxel_volume_mm3
 from ..volume import Volume
 
 AIR_HU = -400.0
+LUNG_BOX_MARGIN_MM = 10.0  # crop margin around lungs + airways, shared by training and inference
 MIN_LUNG_ML = 150.0  # both lungs together; smaller means no lungs in the field of view
 
 
@@ -119,3 +120,12 @@ def _split_left_right(lungs_any: np.ndarray, labels: np.ndarray, keep: list, vol
 
 def lung_volume_ml(masks: ChestMasks, ct: Volume) -> float:
     return float(np.count_nonzero(masks.lungs)) * voxel_volume_mm3(ct) / 1000.0
+
+
+def lung_box(ct: Volume, masks: ChestMasks, margin_mm: float = LUNG_BOX_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """Array-order bounding box of lungs + airways grown by ``margin_mm`` (the thesis's lung crop)."""
+    from ..preprocess import bounding_box
+
+    margin = [int(np.ceil(margin_mm / s)) for s in ct.spacing[::-1]]
+    box = bounding_box(masks.lungs > 0, margin)
+    return box if box is not None else tuple(slice(0, n) for n in ct.shape)

@@ -29,7 +29,6 @@ from .losses import airway_loss
 from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
 
 HU_WINDOW = (-1000.0, 400.0)
-LUNG_MARGIN_MM = 5.0
 VARIANTS = ("baseline", "ad", "ad_frl")
 CACHE_VERSION = "v1"
 # The thesis's held-out cases; test cases are never trained on, validation cases validate when present.
@@ -82,18 +81,15 @@ def list_cases(dataset_dir: str | Path) -> list[CaseFiles]:
     return sorted(cases, key=lambda c: c.id)
 
 
-def lung_crop_box(ct: Volume, margin_mm: float = LUNG_MARGIN_MM) -> tuple[slice, slice, slice]:
-    """Array-order bounding box of both lungs plus ``margin_mm``; the whole volume when no lungs are found."""
-    from ..anatomy.lungs import chest_masks
+def lung_crop_box(ct: Volume) -> tuple[slice, slice, slice]:
+    """The inference pipeline's lung box (same margin, so training sees the crops inference will);
+    the whole volume when no lungs are found."""
+    from ..anatomy.lungs import chest_masks, lung_box
 
     try:
-        lungs = chest_masks(ct).lungs > 0
+        return lung_box(ct, chest_masks(ct))
     except InputError:
         return tuple(slice(0, n) for n in ct.shape)  # type: ignore[return-value]
-    sk, sj, si = ct.spacing[2], ct.spacing[1], ct.spacing[0]
-    margin = [int(np.ceil(margin_mm / s)) for s in (sk, sj, si)]
-    box = bounding_box(lungs, margin)
-    return box if box is not None else tuple(slice(0, n) for n in ct.shape)  # type: ignore[return-value]
 
 
 def _union(a: Sequence[slice], b: Sequence[slice] | None) -> tuple[slice, slice, slice]:

@@ -5,25 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...anatomy.lungs import ChestMasks
+from ...anatomy.lungs import ChestMasks, lung_box
 from ...engine import SlidingWindowInferer, select_device
 from ...preprocess import window
 from ...progress import CancelToken, ProgressCallback
 from ...registry import get_registry
 from ...volume import Volume
-
-CROP_MARGIN_MM = 10.0
-
-
-def lung_box(ct: Volume, masks: ChestMasks, margin_mm: float = CROP_MARGIN_MM) -> tuple[slice, slice, slice]:
-    """Bounding box of lungs + airways with a margin (array order), as the thesis crops."""
-    nz = np.nonzero(masks.lungs)
-    spacing = ct.spacing[::-1]
-    box = []
-    for axis, coords in enumerate(nz):
-        m = int(np.ceil(margin_mm / spacing[axis]))
-        box.append(slice(max(0, int(coords.min()) - m), min(ct.shape[axis], int(coords.max()) + 1 + m)))
-    return tuple(box)
 
 
 def segment_airway_model(
