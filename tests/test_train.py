@@ -12,9 +12,10 @@ import pytest
 import torch
 from helpers_airway import one_torch_thread  # noqa: F401  (autouse: one torch thread per test)
 
+from clinseg.engine import cpu_has_native_bf16
 from clinseg.errors import InputError
 from clinseg.io import write_volume
-from clinseg.nets.airway_unet import AirwayUNet
+from clinseg.nets.airway_unet import AirwayOutput, AirwayUNet
 from clinseg.train.airway import AirwayTrainConfig, list_cases, lung_crop_box, run_training, split_cases
 from clinseg.train.augment import (
     AugmentConfig,
@@ -24,7 +25,7 @@ from clinseg.train.augment import (
     rotation_scale_matrix,
     spatial_augment,
 )
-from clinseg.train.loop import learning_rate
+from clinseg.train.loop import as_float32, autocast, autocast_precision, learning_rate
 from clinseg.train.losses import airway_loss, attention_distillation_loss, attention_map, soft_dice_loss
 from clinseg.train.sampler import epoch_patches, grid_starts, read_patch, scaled_train_stride, window_starts
 from clinseg.volume import Volume
@@ -185,6 +186,42 @@ def test_step_schedule_matches_thesis():
     assert lrs[20] == pytest.approx(3e-5) and lrs[39] == pytest.approx(3e-5)
     assert lrs[40] == pytest.approx(3e-6) and lrs[59] == pytest.approx(3e-6)
     assert learning_rate(0, 2, 3e-3) == 3e-3
+    short = [learning_rate(e, 50, 3e-3, (0.6, 0.85)) for e in range(50)]  # the shipped recipe's schedule
+    assert short[29] == 3e-3 and short[30] == pytest.approx(3e-4) and short[41] == pytest.approx(3e-4)
+    assert short[42] == pytest.approx(3e-5) and short[49] == pytest.approx(3e-5)
+
+
+def test_mixed_precision_choice_and_float32_loss_inputs():
+    assert autocast_precision(torch.device("cpu"), amp=False) is None
+    assert autocast_precision(torch.device("cuda"), amp=True) == torch.float16
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert autocast_precision(torch.device("cpu"), amp=True) == expected
+    output = AirwayOutput(torch.ones(1, dtype=torch.bfloat16), (torch.zeros(2, dtype=torch.bfloat16),))
+    converted = as_float32(output)
+    assert isinstance(converted, AirwayOutput)
+    assert converted.logits.dtype == converted.decoder_features[0].dtype == torch.float32
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16")
+def test_bfloat16_steps_learn_the_toy_problem_like_float32():
+    """Training steps under CPU bfloat16 autocast (the shipped recipe's precision) still learn."""
+    torch.manual_seed(0)
+    model = AirwayUNet(width=0.25)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    images = torch.stack([_blobs((16, 16, 32), seed=s) for s in range(4)])
+    labels = (images > images.flatten(1).median(1).values.reshape(-1, 1, 1, 1, 1)).float()
+    before = float(airway_loss(model(images), labels).detach())
+    for step in range(30):
+        pick = [step % 4, (step + 1) % 4]
+        with autocast(torch.device("cpu"), torch.bfloat16):
+            logits = model(images[pick])
+        assert logits.dtype == torch.bfloat16
+        loss = airway_loss(as_float32(logits), labels[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert float(airway_loss(model(images), labels).detach()) < 0.5 * before
 
 
 # ---------------------------------------------------------------- lung crop and dataset
@@ -299,10 +336,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    """Bit-exact in float32 (oneDNN's bfloat16 kernels are not deterministic run to run, resumed or not)."""
     data = _tiny_dataset(tmp_path / "data")
     config = dict(variant="ad", width=0.25, patch=(32, 32, 32), batch=2, iters_per_epoch=2, seed=3, val_count=1)
     cpu = torch.device("cpu")
-    run_training(data, tmp_path / "a", AirwayTrainConfig(**config), 2, cpu, log=lambda line: None)
+    run_training(data, tmp_path / "a", AirwayTrainConfig(**config), 2, cpu, amp=False, log=lambda line: None)
 
     class Interrupt(Exception):
         pass
@@ -312,9 +350,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, log=stop_after_first_epoch)
+        run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, amp=False, log=stop_after_first_epoch)
     assert not (tmp_path / "b" / "model.safetensors").exists()
-    run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, resume=True, log=lambda line: None)
+    run_training(data, tmp_path / "b", AirwayTrainConfig(**config), 2, cpu, resume=True, amp=False,
+                 log=lambda line: None)  # fmt: skip
     a, b = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

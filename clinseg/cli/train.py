@@ -18,6 +18,16 @@ def _triple(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+    if not all(0 < v < 1 for v in values) or list(values) != sorted(values):
+        raise argparse.ArgumentTypeError(f"milestones must be increasing fractions in (0, 1), got {text!r}")
+    return values
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a segmentation network on a labelled dataset")
     tasks = p.add_subparsers(dest="task", required=True)
@@ -37,7 +47,13 @@ def register(subparsers) -> None:
     a.add_argument("--epochs", type=int, default=60)
     a.add_argument("--iters-per-epoch", type=int, help="default: every grid cuboid once per epoch")
     a.add_argument("--batch", type=int, default=2)
-    a.add_argument("--lr", type=float, default=3e-3, help="initial learning rate, /10 at 11/21/41 of 60 epochs")
+    a.add_argument("--lr", type=float, default=3e-3, help="initial learning rate, /10 at each milestone")
+    a.add_argument(
+        "--milestones",
+        type=_fractions,
+        default=None,
+        help="fractions of --epochs where the learning rate drops /10 (default: the thesis's 11/21/41 of 60)",
+    )
     a.add_argument("--fg-fraction", type=float, default=1 / 3, help="share of cuboids forced onto airway voxels")
     a.add_argument("--no-augment", action="store_true")
     a.add_argument("--val-cases", type=int, help="held-out cases (default: the thesis's, else 10 %%)")
@@ -47,6 +63,12 @@ def register(subparsers) -> None:
     a.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a.add_argument("--threads", type=int, help="CPU threads for torch")
     a.add_argument("--max-minutes", type=float, help="stop (checkpointed) once this much time has passed")
+    a.add_argument(
+        "--precision",
+        choices=["auto", "float32"],
+        default="auto",
+        help="auto: mixed precision (float16 on CUDA, bfloat16 on CPUs with native bfloat16); float32: none",
+    )
     add_common_arguments(a)
     a.set_defaults(func=run_airway)
 
@@ -82,7 +104,17 @@ def run_airway(args: argparse.Namespace) -> int:
     )
     reporter = Reporter.from_args(args)
     summary = run_training(
-        args.data, args.out, config, args.epochs, device, args.resume, args.max_minutes, args.lr, log=reporter.log
+        args.data,
+        args.out,
+        config,
+        args.epochs,
+        device,
+        args.resume,
+        args.max_minutes,
+        args.lr,
+        amp=args.precision == "auto",
+        **({"milestones": args.milestones} if args.milestones else {}),
+        log=reporter.log,
     )
     last = summary.rows[-1] if summary.rows else {}
     reporter.result(

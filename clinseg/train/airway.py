@@ -24,7 +24,7 @@ from ..nets.airway_unet import THESIS_PATCH, AirwayOutput, AirwayUNet
 from ..preprocess import bounding_box, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
-from .loop import LoopConfig, TrainSummary, train
+from .loop import THESIS_MILESTONES, LoopConfig, TrainSummary, train
 from .losses import airway_loss
 from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
 
@@ -253,9 +253,10 @@ class AirwayTask:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-        """Airway probability of a prepared image: half-overlapping tiles, probabilities averaged."""
+        """Airway probability of a prepared image: tiles overlapping by a quarter (the inference default),
+        probabilities averaged."""
         patch = self.config.patch
-        stride = tuple(max(1, p // 2) for p in patch)
+        stride = tuple(max(1, p - p // 4) for p in patch)
         total = np.zeros(image.shape, dtype=np.float32)
         hits = np.zeros(image.shape, dtype=np.float32)
         for start in grid_starts(image.shape, patch, stride):
@@ -299,6 +300,8 @@ def run_training(
     resume: bool = False,
     max_minutes: float | None = None,
     lr: float = 3e-3,
+    amp: bool = True,
+    milestones: tuple[float, ...] = THESIS_MILESTONES,
     log: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Prepare the cases, build the network and run ``clinseg.train.loop.train``; returns its summary.
@@ -310,7 +313,7 @@ def run_training(
     train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
     out = Path(out_dir)
     settings_path = out / "run.json"
-    settings = {**config.describe(), "lr": lr}
+    settings = {**config.describe(), "lr": lr, "milestones": list(milestones)}
     if resume:
         if not settings_path.is_file():
             raise InputError(str(out), "nothing to resume: run.json is missing")
@@ -330,6 +333,6 @@ def run_training(
     task = AirwayTask(config, train_cases, val_cases)
     torch.manual_seed(config.seed)  # network initialisation
     model = build_model(config)
-    loop = LoopConfig(out, epochs, lr=lr, seed=config.seed, device=device, resume=resume, max_minutes=max_minutes,
-                      log=log)  # fmt: skip
+    loop = LoopConfig(out, epochs, lr=lr, milestones=tuple(milestones), seed=config.seed, device=device, amp=amp,
+                      resume=resume, max_minutes=max_minutes, log=log)  # fmt: skip
     return train(model, task, loop)
