@@ -13,14 +13,17 @@ SPACINGS=(0.6,0.6,0.6 0.65,0.65,1.0 0.7,0.7,0.7 0.7,0.7,1.0 0.75,0.75,1.25 0.8,0
           0.9,0.9,0.9 1.0,1.0,1.0 0.6,0.6,1.0 0.65,0.65,0.65 0.7,0.7,1.25 0.75,0.75,0.75 0.8,0.8,1.25 0.85,0.85,0.85
           0.9,0.9,1.25 1.0,1.0,1.25 0.72,0.72,0.8 0.95,0.95,1.0)
 mkdir -p "$DATA"
-for n in $(seq 1 20); do
-  id=$(printf "phantom_%03d" "$n")
-  [ -f "$DATA/labelsTr/$id.nii.gz" ] && continue
-  "$CLINSEG" phantom chest --seed "$n" --spacing "${SPACINGS[$((n - 1))]}" --layout atm22 --case-id "$id" \
-    --out "$DATA" --progress none > /dev/null &
-  [ $((n % 2)) -eq 0 ] && wait
+phantom() {  # phantom N: generate training case N unless it exists
+  local id
+  id=$(printf "phantom_%03d" "$1")
+  [ -f "$DATA/labelsTr/$id.nii.gz" ] && return 0
+  "$CLINSEG" phantom chest --seed "$1" --spacing "${SPACINGS[$(($1 - 1))]}" --layout atm22 --case-id "$id" \
+    --out "$DATA" --progress none > /dev/null
+}
+for n in $(seq 1 2 20); do  # two at a time; a pair of the finest grids may not fit in memory together,
+  phantom "$n" & phantom $((n + 1)) & wait  # so anything missing is retried alone below
 done
-wait
+for n in $(seq 1 20); do phantom "$n"; done
 made=$(ls "$DATA"/labelsTr/phantom_*.nii.gz 2> /dev/null | wc -l)
 [ "$made" -eq 20 ] || { echo "only $made of 20 training phantoms were generated" >&2; exit 1; }
 "$CLINSEG" train airway --data "$DATA" --out "$WORK/run" --variant ad --width 0.5 --patch 64,96,96 --batch 2 \
