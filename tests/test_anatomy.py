@@ -42,6 +42,23 @@ def test_lungs_left_and_right_in_lps(flipped):
     assert 0.85 < lung_volume_ml(masks, ct) / (np.count_nonzero(truth) * np.prod(ct.spacing) / 1000.0) < 1.2
 
 
+def test_lung_cut_by_the_field_of_view_is_still_a_lung(flipped):
+    """A reconstruction circle smaller than the chest cuts the chest wall: the lung then opens onto the image
+    edge (seed 1001's demo phantom lost its right lung, and with it whole airway subtrees, this way)."""
+    ct, truth = flipped.ct, flipped.lungs.array
+    columns = np.argwhere(truth == 2)[:, 2]
+    outward = columns.mean() > truth.shape[2] / 2  # the right lung's outer side is at the high columns
+    cut = int(np.percentile(columns, 70 if outward else 30))
+    keep = slice(0, cut) if outward else slice(cut, None)  # drop the outer third of the right lung
+    cropped = Volume(ct.array[:, :, keep].copy(), ct.spacing, ct.index_to_physical((keep.start or 0, 0, 0)),
+                     ct.direction, name="fov-cut")
+    assert (cropped.array[:, :, -1 if outward else 0] < -700).any()  # the lung really reaches the edge
+    masks = chest_masks(cropped, "fov-cut")
+    cut_truth = truth[:, :, keep]
+    assert _dice(masks.lungs == 2, cut_truth == 2) > 0.9
+    assert _dice(masks.lungs == 1, cut_truth == 1) > 0.9
+
+
 def test_trachea_seed_inside_the_true_trachea(flipped):
     ct = flipped.ct
     seed = find_trachea(ct, chest_masks(ct), "flipped")

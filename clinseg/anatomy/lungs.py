@@ -47,13 +47,25 @@ def _upsample(mask: np.ndarray, stride: tuple[int, int, int], shape: tuple[int, 
     return out[: shape[0], : shape[1], : shape[2]]
 
 
+def _close_edges(plane: np.ndarray) -> np.ndarray:
+    """``plane`` with each image edge set between the first and last body pixel on it: where the
+    reconstruction field of view cuts through the chest wall, the lung opens onto the image edge and
+    would otherwise count as air outside the body."""
+    closed = plane.copy()
+    for edge in (closed[0], closed[-1], closed[:, 0], closed[:, -1]):  # views into ``closed``
+        hits = np.flatnonzero(edge)
+        if hits.size > 1:
+            edge[hits[0] : hits[-1] + 1] = True
+    return closed
+
+
 def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
     """Fill holes in every 2-D slice across ``axis`` (closes the body around the lungs
-    even where the scan cuts through them at the top or bottom)."""
+    even where the scan cuts through them at the top or bottom, or at the sides)."""
     moved = np.moveaxis(mask, axis, 0)
     filled = np.empty_like(moved)
     for n in range(moved.shape[0]):
-        filled[n] = fill_voids.fill(moved[n], in_place=False)
+        filled[n] = fill_voids.fill(_close_edges(moved[n]), in_place=False) | moved[n]
     return np.moveaxis(filled, 0, axis)
 
 
