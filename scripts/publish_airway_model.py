@@ -4,7 +4,8 @@ Copies the run's ``model.safetensors`` next to a generated ``card.json`` in ``cl
 the card records the thesis's settings and our deviations, the run's exact settings and command, its curves
 (``log.csv``), the parameter count and, when given, the held-out figures of ``bench/airway_heldout.py --json``.
 
-Usage: ``.venv/bin/python scripts/publish_airway_model.py RUN_DIR [--heldout heldout.json] [--minutes M]``
+Usage: ``.venv/bin/python scripts/publish_airway_model.py RUN_DIR [--heldout heldout.json] [--minutes M]``;
+``--id ID --dest DIR`` writes another model folder instead (e.g. ``$CLINSEG_HOME/models/ID`` for the ablation runs).
 """
 
 from __future__ import annotations
@@ -88,12 +89,12 @@ def read_curves(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
-def heldout_figures(path: Path | None) -> dict:
+def heldout_figures(path: Path | None, model_id: str) -> dict:
     if path is None:
         return {}
     data = json.loads(path.read_text())
-    rows = [r for r in data["rows"] if r["engine"] == MODEL_ID and "error" not in r]
-    means = data["means"].get(MODEL_ID, {})
+    rows = [r for r in data["rows"] if r["engine"] == model_id and "error" not in r]
+    means = data["means"].get(model_id, {})
     return {
         "heldout_phantoms": {
             "protocol": "bench/airway_heldout.py: seeds 1000-1005 (never trained on) at 0.5-1.5 mm with vessels and "
@@ -105,7 +106,9 @@ def heldout_figures(path: Path | None) -> dict:
     }
 
 
-def build_card(run_dir: Path, weights: Path, heldout: Path | None, minutes: float | None) -> dict:
+def build_card(
+    run_dir: Path, weights: Path, heldout: Path | None, minutes: float | None, model_id: str = MODEL_ID
+) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
@@ -116,7 +119,7 @@ def build_card(run_dir: Path, weights: Path, heldout: Path | None, minutes: floa
     steps = int(sum(r["iterations"] for r in curves))
     wall = minutes if minutes is not None else round(sum(r["seconds"] for r in curves) / 60, 1)
     return {
-        "id": MODEL_ID,
+        "id": model_id,
         "version": "1.0.0",
         "task": "airway",
         "licence": "Apache-2.0",
@@ -170,7 +173,7 @@ def build_card(run_dir: Path, weights: Path, heldout: Path | None, minutes: floa
                 "format": "safetensors",
             }
         ],
-        "figures": heldout_figures(heldout),
+        "figures": heldout_figures(heldout, model_id),
         "document": {
             "source": THESIS,
             "settings": {
@@ -199,16 +202,18 @@ def main() -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--heldout", type=Path, help="JSON written by bench/airway_heldout.py --json")
     parser.add_argument("--minutes", type=float, help="wall time of the whole recipe (default: sum of epochs)")
+    parser.add_argument("--id", default=MODEL_ID, help="model id of the card")
+    parser.add_argument("--dest", type=Path, default=TARGET, help="model folder to write")
     args = parser.parse_args()
     weights = args.run_dir / "model.safetensors"
-    card = build_card(args.run_dir, weights, args.heldout, args.minutes)
+    card = build_card(args.run_dir, weights, args.heldout, args.minutes, args.id)
     problems = validate_card(card)
     if problems:
         raise SystemExit("card invalid: " + "; ".join(problems))
-    TARGET.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, TARGET / "model.safetensors")
-    (TARGET / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"{MODEL_ID}: {card['parameter_count']:,} parameters, {card['training']['steps']} steps -> {TARGET}")
+    args.dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, args.dest / "model.safetensors")
+    (args.dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"{args.id}: {card['parameter_count']:,} parameters, {card['training']['steps']} steps -> {args.dest}")
     return 0
 
 
