@@ -15,7 +15,7 @@ from clinseg.metrics.airway import airway_metrics
 from clinseg.phantoms import generate_chest
 from clinseg.progress import CancelToken
 from clinseg.tasks.airway import AirwayOptions, run_airway
-from clinseg.tasks.airway.classical import segment_airway_classical
+from clinseg.tasks.airway.classical import _drop_wall_less, _Field, _Grower, segment_airway_classical
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,32 @@ def test_a_front_that_opens_into_a_cavity_is_stopped_there():
     assert result.leaks >= 1
     assert kept[tube & (k < 38)].mean() > 0.95
     assert kept[ball].mean() < 0.1
+
+
+def test_pieces_without_a_wall_are_dropped_and_walled_ones_kept():
+    """A later pass's additions: a large piece bounded only by barely denser parenchyma (percolation) goes, a
+    large piece inside a dense wall and a small wall-less tip stay."""
+    shape = (40, 40, 60)
+    hu = np.full(shape, -700.0)  # parenchyma just above the pass threshold (-720)
+    union = np.zeros(shape, dtype=bool)
+    union[18:22, 18:22, 0:10] = True  # lumen so far
+    walled = np.zeros(shape, dtype=bool)
+    walled[18:22, 18:22, 10:30] = True  # 320 mm^3 bronchus...
+    hu[ndimage.binary_dilation(walled, iterations=2) & ~walled] = -100.0  # ...in a dense wall
+    porous = np.zeros(shape, dtype=bool)
+    porous[5:15, 5:15, 35:55] = True  # 2000 mm^3 of air among air
+    tip = np.zeros(shape, dtype=bool)
+    tip[30:33, 30:33, 40:43] = True  # 27 mm^3: too small to judge
+    hu[walled | porous | tip | union] = -900.0
+    field = _Field(hu, np.ones(shape, dtype=bool), (-900.0, -720.0), (1.0, 1.0, 1.0))
+    grower = _Grower(field.shape, (1.0, 1.0, 1.0))
+
+    def flat(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(np.pad(mask, 1))
+
+    added = np.sort(np.concatenate([flat(walled), flat(porous), flat(tip)]))
+    union_flat = np.zeros(int(np.prod(grower.shape)), dtype=bool)
+    union_flat[flat(union)] = True
+    kept, dropped = _drop_wall_less(added, union_flat, field, grower, -720.0)
+    assert dropped == porous.sum()
+    assert set(kept) == set(flat(walled)) | set(flat(tip))

@@ -54,6 +54,9 @@ WALL_OFFSET_VOXELS = 0.75  # outer surface beyond the thresholded lumen: partial
 WALL_RATIO = 0.3  # ...plus this share of the local lumen radius (wall ~0.34 r, lumen undersegmented)
 WALL_MIN_HU = -750.0  # the shell only takes voxels denser than this (wall, not parenchyma)
 MAX_WALL_MM = 3.5
+WALL_CONTRAST_HU = 120.0  # a large piece a later pass adds needs this much more than the pass's threshold, at
+# the median, just outside it: a wall; a front percolating through parenchyma is bounded by barely denser voxels
+WALL_CHECK_MM3 = 100.0  # smaller pieces (partial-volume rims, short branch tips) are not judged
 
 
 @dataclass
@@ -280,9 +283,50 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
                 p.notes["rolled_back"] = int(near.sum())
                 added = added[~near]
             field.freeze(p.rejected_voxels, n - 1)
+        if n and added.size:
+            added, dropped = _drop_wall_less(added, union, field, grower, float(field.steps[n]))
+            if dropped:
+                p.notes["no_wall"] = dropped
         union[added] = True
         p.notes["added"] = int(added.size)
     return union.reshape(grower.shape)[1:-1, 1:-1, 1:-1], passes
+
+
+def _drop_wall_less(
+    added: np.ndarray, union: np.ndarray, field: _Field, grower: _Grower, threshold: float
+) -> tuple[np.ndarray, int]:
+    """``added`` without its pieces that have no airway wall around them, and how many voxels went.
+
+    A bronchus is air inside a dense wall; a front that percolates through parenchyma (each step too
+    small to look like a leak) is air among air. So each connected piece a later pass adds is kept
+    only when the voxels just outside it (not lumen already) are, at the median, at least
+    ``WALL_CONTRAST_HU`` denser than the pass's ``threshold``. Small pieces are always kept."""
+    shape, voxel_mm3 = grower.shape, grower.voxel_mm3
+    coords = np.stack(np.unravel_index(added, shape), axis=1)
+    lo = np.maximum(coords.min(axis=0) - 1, 0)
+    hi = np.minimum(coords.max(axis=0) + 2, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    piece = np.zeros(tuple(hi - lo), dtype=bool)
+    piece[tuple((coords - lo).T)] = True
+    labels, n = cc3d.connected_components(piece, connectivity=26, return_N=True)
+    if n == 0:
+        return added, 0
+    lumen = union.reshape(shape)[box]
+    hu = field.hu.reshape(shape)[box]
+    grown = ndimage.grey_dilation(labels, size=3)  # each shell voxel takes a neighbouring piece's label
+    shell = (grown > 0) & (labels == 0) & ~lumen  # outside the search region = tissue: counts as dense
+    medians = np.full(n + 1, np.inf)
+    if shell.any():
+        order = np.argsort(grown[shell], kind="stable")
+        ids, values = grown[shell][order], hu[shell][order].astype(np.float32)
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        for start, stop in zip(starts, np.r_[starts[1:], ids.size]):
+            medians[ids[start]] = np.median(values[start:stop])
+    volume_mm3 = np.bincount(labels.ravel(), minlength=n + 1) * voxel_mm3
+    bad = (medians < threshold + WALL_CONTRAST_HU) & (volume_mm3 >= WALL_CHECK_MM3)
+    bad[0] = False
+    drop = bad[labels[tuple((coords - lo).T)]]
+    return added[~drop], int(drop.sum())
 
 
 def _add_wall(lumen: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
