@@ -73,9 +73,11 @@ CLASSICAL_SUMMARY = ("Classical engine: trachea seed and adaptive region growing
 
 
 def _auto_summary(default: EngineChoice | None) -> str:
-    if default is not None and default.installed:
+    if default is None:
+        return "Auto: the classical engine (no airway model has beaten it on our held-out comparison yet)."
+    if default.installed:
         return f"Auto: uses {default.model_id} (installed), else the classical engine."
-    return "Auto: uses the default airway model when it is installed; none is, so the classical engine runs."
+    return f"Auto: uses {default.model_id} when it is installed; it is not, so the classical engine runs."
 
 
 def engine_choices(registry: Registry | None = None) -> list[EngineChoice]:

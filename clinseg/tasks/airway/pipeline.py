@@ -26,7 +26,9 @@ from ...volume import Volume
 from .classical import segment_airway_classical
 from .model import segment_airway_model
 
-DEFAULT_MODEL = "airway-unet-phantom"
+# The model ``auto`` runs when it is installed; None: the classical engine. A model becomes the default only
+# when it beats the classical engine on the held-out comparison (docs/airway.md); none does yet.
+DEFAULT_MODEL: str | None = None
 MIN_EXTENT_MM = (80.0, 80.0, 40.0)
 
 
@@ -71,13 +73,15 @@ def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
     registry = get_registry()
     model_id = options.model_id or DEFAULT_MODEL
     if options.engine == "model" or options.model_id:
+        if model_id is None:
+            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
         registry.card(model_id)  # unknown id: clear error
         if not registry.is_installed(model_id):
             raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
         return "model", model_id
     if options.engine != "auto":
         raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
-    return ("model", model_id) if registry.is_installed(model_id) else ("classical", None)
+    return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
 
 
 def run_airway(
