@@ -91,21 +91,23 @@ def test_orientation_and_modality_helpers():
 
 def test_models_list_show_and_unknown(clinseg_home, capsys):
     assert main(["models", "list", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    shipped, row = json.loads(capsys.readouterr().out)  # sorted by id
     assert (row["id"], row["task"], row["installed"], row["parameter_count"]) == (ATM_ID, "airway", False, 1022106)
+    assert (shipped["id"], shipped["installed"]) == ("airway-unet-phantom", True)  # weights ship in the package
     assert main(["models", "list"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["ID", "TASK", "VERSION"]
-    assert table[1].split()[:4] == [ATM_ID, "airway", "1.0.0", "no"]
+    assert table[2].split()[:4] == [ATM_ID, "airway", "1.0.0", "no"]
     assert main(["models", "show", ATM_ID, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["card"]["licence"] == "MIT" and shown["installed_dir"] is None
     assert main(["models", "show", ATM_ID]) == 0
     assert "89187006" in capsys.readouterr().out
     assert main(["models", "show", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == "clinseg: error: models: unknown model 'nope'; known: atm22-baseline"
-    assert main(["models", "verify"]) == 0
-    assert "no models installed" in capsys.readouterr().err
+    known = "known: airway-unet-phantom, atm22-baseline"
+    assert capsys.readouterr().err.strip() == f"clinseg: error: models: unknown model 'nope'; {known}"
+    assert main(["models", "verify"]) == 0  # only the shipped model is installed, and it is sound
+    assert "model: airway-unet-phantom\nok: true" in capsys.readouterr().out
 
 
 def _weight(shared) -> Path:
@@ -120,8 +122,9 @@ def test_models_import_verify_and_tamper(clinseg_home, shared, capsys):
     out = capsys.readouterr().out
     assert "model: atm22-baseline" in out and "converted_from_sha256" in out
     assert main(["models", "verify", "--progress", "jsonl"]) == 0
-    (event,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert event == {"event": "result", "model": ATM_ID, "ok": True, "problems": []}
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"event": "result", "model": ATM_ID, "ok": True, "problems": []} in events
+    assert all(e["ok"] for e in events) and len(events) == 2  # and the shipped airway-unet-phantom
     weights = clinseg_home / "models" / ATM_ID / "weight.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     assert main(["models", "verify", ATM_ID, "--progress", "jsonl"]) == 1

@@ -174,6 +174,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+def finite_gradients(model: nn.Module) -> bool:
+    """Whether every gradient of ``model`` is finite (a bfloat16 step can overflow where the loss did not)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+
 def as_float32(output: Any) -> Any:
     """``output`` (a tensor, or a tuple / named tuple of them, nested) with every tensor in float32."""
     if isinstance(output, torch.Tensor):
@@ -221,6 +227,10 @@ def train(model: nn.Module, task: TrainTask, config: LoopConfig) -> TrainSummary
                 optimizer.zero_grad(set_to_none=True)
                 continue
             scaler.scale(loss).backward()
+            if not use_amp and not finite_gradients(model):
+                skipped += 1  # without a gradient scaler (float32, CPU bfloat16) nothing else would catch it
+                optimizer.zero_grad(set_to_none=True)
+                continue
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
