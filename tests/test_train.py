@@ -211,14 +211,19 @@ def test_mixed_precision_choice_and_float32_loss_inputs():
     assert converted.logits.dtype == converted.decoder_features[0].dtype == torch.float32
 
 
+def _toy_problem() -> tuple[AirwayUNet, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """A small U-Net, its optimiser, and four blob images labelled above their median (learnable)."""
+    torch.manual_seed(0)
+    model = AirwayUNet(width=0.25)
+    images = torch.stack([_blobs((16, 16, 32), seed=s) for s in range(4)])
+    labels = (images > images.flatten(1).median(1).values.reshape(-1, 1, 1, 1, 1)).float()
+    return model, torch.optim.Adam(model.parameters(), lr=3e-3), images, labels
+
+
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16")
 def test_bfloat16_steps_learn_the_toy_problem_like_float32():
     """Training steps under CPU bfloat16 autocast (the shipped recipe's precision) still learn."""
-    torch.manual_seed(0)
-    model = AirwayUNet(width=0.25)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    images = torch.stack([_blobs((16, 16, 32), seed=s) for s in range(4)])
-    labels = (images > images.flatten(1).median(1).values.reshape(-1, 1, 1, 1, 1)).float()
+    model, optimizer, images, labels = _toy_problem()
     before = float(airway_loss(model(images), labels).detach())
     for step in range(30):
         pick = [step % 4, (step + 1) % 4]
@@ -397,11 +402,7 @@ def test_bad_arguments_are_input_errors(tmp_path):
 
 
 def test_loss_decreases_on_a_learnable_toy_problem():
-    torch.manual_seed(0)
-    model = AirwayUNet(width=0.25)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    images = torch.stack([_blobs((16, 16, 32), seed=s) for s in range(4)])
-    labels = (images > images.flatten(1).median(1).values.reshape(-1, 1, 1, 1, 1)).float()
+    model, optimizer, images, labels = _toy_problem()
 
     def held_out_loss() -> float:
         with torch.no_grad():
