@@ -161,3 +161,19 @@ def pad_to(volume: Volume, shape: Sequence[int], value: float = 0.0, center: boo
     k0, j0, i0 = before
     origin = volume.index_to_physical(np.array([-i0, -j0, -k0], dtype=float))
     return Volume(array, volume.spacing, tuple(origin), volume.direction.copy(), volume.name)
+
+
+CT_PADDING_BELOW_HU = -1500.0  # scanners mark voxels outside the reconstruction circle with -2000, -2048, -3024 ...
+CT_AIR_HU = -1024.0
+
+
+def fill_ct_padding(volume: Volume) -> Volume:
+    """``volume`` with voxels outside the reconstruction field of view (padding values far below air) set to air.
+
+    Real CT series store the corners outside the scanner's reconstruction circle as -2000 / -2048 / -3024;
+    left as they are they would dominate intensity statistics and count as a separate tissue."""
+    array = volume.array
+    padding = array < CT_PADDING_BELOW_HU
+    if not padding.any():
+        return volume
+    return volume.with_array(np.where(padding, np.asarray(CT_AIR_HU, dtype=array.dtype), array))

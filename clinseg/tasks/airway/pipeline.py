@@ -19,6 +19,7 @@ from ...errors import InputError
 from ...post.components import component_report, fill_holes, largest_component
 from ...post.route import plan_route
 from ...post.tree import extract_tree
+from ...preprocess import fill_ct_padding
 from ...progress import CancelToken, Progress, ProgressCallback
 from ...result import Result
 from ...terminology import AIRWAY
@@ -97,6 +98,7 @@ def run_airway(
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM)
     require_ct(ct, subject)
+    ct = fill_ct_padding(ct)
     engine, model_id = _resolve_engine(options)
 
     stages.begin("lungs")
