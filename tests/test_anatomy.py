@@ -59,6 +59,26 @@ def test_lung_cut_by_the_field_of_view_is_still_a_lung(flipped):
     assert _dice(masks.lungs == 1, cut_truth == 1) > 0.9
 
 
+@pytest.mark.parametrize("padding", [-2048, -3024])
+def test_lungs_cut_by_the_reconstruction_circle_stay_lungs(flipped, padding):
+    """Real scanners store the corners outside the reconstruction circle as padding (-2048, -3024 ...); when
+    the circle is smaller than the chest it cuts through both lungs, which then open onto the padding."""
+    ct, truth = flipped.ct, flipped.lungs.array
+    _, nj, ni = ct.shape
+    j, i = np.mgrid[:nj, :ni]
+    lung_columns = np.argwhere(truth > 0)[:, 2]
+    centre_i, centre_j = (ni - 1) / 2, (nj - 1) / 2
+    radius = 0.8 * max(centre_i - lung_columns.min(), lung_columns.max() - centre_i)  # inside both lungs' sides
+    outside = np.hypot(i - centre_i, j - centre_j) > radius
+    array = ct.array.copy()
+    array[:, outside] = padding
+    assert (truth[:, outside] > 0).sum() > 0.05 * (truth > 0).sum()  # the circle really cuts the lungs
+    masks = chest_masks(ct.with_array(array, name="circle-cut"), "circle-cut")
+    for label in (1, 2):
+        assert _dice(masks.lungs == label, (truth == label) & ~outside) > 0.9
+    assert not masks.lungs[:, outside].any() and not masks.body[:, outside].any()
+
+
 def test_trachea_seed_inside_the_true_trachea(flipped):
     ct = flipped.ct
     seed = find_trachea(ct, chest_masks(ct), "flipped")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clinseg.errors import InputError
-from clinseg.post.components import component_report, fill_holes, largest_component
+from clinseg.post.components import component_near, component_report, fill_holes, largest_component
 from clinseg.post.skeleton import SkeletonGraph, skeletonize
 from clinseg.post.tree import LOBAR, TRACHEA, extract_tree
 from clinseg.volume import Volume
@@ -81,6 +81,18 @@ def test_largest_component_fill_holes_and_report():
     # centroid of k 20..22, j 20..21, i 25 -> LPS (10 + 25*0.5, 20 + 20.5*0.5, 30 + 21*2)
     assert report[1].centroid_lps == pytest.approx((22.5, 30.25, 72.0))
     assert component_report(np.zeros((4, 4, 4))) == []
+
+
+def test_component_near_a_point_beats_a_larger_one_elsewhere():
+    mask = np.zeros((30, 30, 30), bool)
+    mask[2:12, 2:12, 2:12] = True  # 1000 voxels, far from the point
+    mask[20:24, 20:24, 20:24] = True  # 64 voxels, at the point
+    mask[26:28, 18:20, 18:20] = True  # 8 voxels, also within reach of the point
+    kept = component_near(mask, np.array([25, 22, 22]), (3, 3, 3))
+    assert kept.sum() == 64 and kept[21, 21, 21]
+    far = component_near(mask, np.array([0, 29, 0]), (1, 1, 1))  # nothing within reach: the largest
+    assert far.sum() == 1000
+    assert not component_near(np.zeros((4, 4, 4), bool), np.array([1, 1, 1]), (1, 1, 1)).any()
 
 
 def test_skeleton_graph_of_a_plus_sign():

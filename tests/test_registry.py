@@ -87,6 +87,31 @@ def test_builtin_atm_card(clinseg_home):
     assert (segment.label, segment.name, segment.type) == (1, "Airway", ("SCT", "89187006", "Airway structure"))
 
 
+@pytest.mark.parametrize(
+    ("rule", "spacing", "expected"),
+    [
+        ("native", (1.5, 1.5, 3.0), None),
+        ([1.0, 1.0, 1.0], (0.7, 0.7, 1.0), (1.0, 1.0, 1.0)),
+        ([1.0, 1.0, 1.0], (1.0, 1.0, 1.0), None),
+        ({"max_mm": 0.8}, (0.7, 0.7, 1.5), (0.7, 0.7, 0.8)),
+        ({"max_mm": 0.8}, (0.5, 0.5, 0.8), None),
+        ({"min_mm": 0.6, "max_mm": 1.0}, (0.4, 0.4, 2.5), (0.6, 0.6, 1.0)),
+    ],
+)
+def test_working_spacing_follows_the_card(rule, spacing, expected):
+    data = get_registry().card(ATM_ID).to_dict()
+    data["inputs"]["spacing"] = rule
+    assert validate_card(data) == []
+    assert ModelCard.from_dict(data).working_spacing(spacing) == expected
+
+
+@pytest.mark.parametrize("rule", [{}, {"max_mm": 0}, {"max_mm": 1.0, "mode": "nearest"}, [1.0, 1.0]])
+def test_bad_spacing_rules_are_refused(rule):
+    data = get_registry().card(ATM_ID).to_dict()
+    data["inputs"]["spacing"] = rule
+    assert any("inputs.spacing" in problem for problem in validate_card(data))
+
+
 def test_card_validation_names_each_problem():
     data = get_registry().card(ATM_ID).to_dict()
     assert validate_card(data) == []

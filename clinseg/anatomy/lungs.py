@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import cc3d
 import fill_voids
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 from ..geometry import LEFT, SUPERIOR, array_axis, voxel_volume_mm3
+from ..preprocess import CT_PADDING_BELOW_HU
 from ..volume import Volume
 
 AIR_HU = -400.0
@@ -59,6 +61,24 @@ def _close_edges(plane: np.ndarray) -> np.ndarray:
     return closed
 
 
+def _extend_beyond_fov(body: np.ndarray, outside_fov: np.ndarray, axis: int) -> np.ndarray:
+    """``body`` continued into the scanner's padding (outside the reconstruction circle) by the nearest pixel
+    inside the circle, slice by slice: where the circle cuts through the chest wall the body then reaches the
+    image edge, which ``_close_edges`` closes, instead of the lung opening onto the padding as if onto air."""
+    body = np.moveaxis(body, axis, 0).copy()
+    outside = np.moveaxis(outside_fov, axis, 0)
+    previous, nearest = None, None
+    for n in range(outside.shape[0]):
+        plane = outside[n]
+        if not plane.any() or plane.all():
+            continue
+        if previous is None or not np.array_equal(plane, previous):  # the circle rarely changes between slices
+            nearest = ndimage.distance_transform_edt(plane, return_distances=False, return_indices=True)
+            previous = plane
+        body[n] = body[n][nearest[0], nearest[1]]
+    return np.moveaxis(body, 0, axis)
+
+
 def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
     """Fill holes in every 2-D slice across ``axis`` (closes the body around the lungs
     even where the scan cuts through them at the top or bottom, or at the sides)."""
@@ -70,7 +90,8 @@ def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def chest_masks(ct: Volume, subject: str = "CT") -> ChestMasks:
-    """Body, inside-air and left/right lung masks of a chest CT (HU)."""
+    """Body, inside-air and left/right lung masks of a chest CT (HU; scanner padding below -1500 HU marks
+    voxels outside the reconstruction circle, so pass the CT before ``fill_ct_padding``)."""
     stride = _coarse_stride(ct)
     coarse = ct.array[:: stride[0], :: stride[1], :: stride[2]]
     coarse_volume = Volume(coarse, tuple(s * st for s, st in zip(ct.spacing, stride[::-1])), ct.origin, ct.direction)
@@ -83,7 +104,10 @@ def chest_masks(ct: Volume, subject: str = "CT") -> ChestMasks:
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     body = labels == int(np.argmax(counts))
-    body = _fill_slices(body, sup_axis)
+    outside_fov = coarse < CT_PADDING_BELOW_HU
+    if outside_fov.any():
+        body = _extend_beyond_fov(body, outside_fov, sup_axis)
+    body = _fill_slices(body, sup_axis) & ~outside_fov
 
     air_inside = body & ~tissue
     labels, n = cc3d.connected_components(air_inside, connectivity=26, return_N=True)

@@ -54,6 +54,30 @@ def largest_in_crop(crop: np.ndarray, connectivity: int = 26) -> np.ndarray:
     return cc3d.largest_k(crop.astype(np.uint8, copy=False), k=1, connectivity=connectivity) > 0
 
 
+def component_near(
+    mask: Volume | np.ndarray, point_kji: np.ndarray, radius_vox: tuple[int, int, int], connectivity: int = 26
+) -> np.ndarray:
+    """Boolean array keeping the largest component that reaches into the box of ``radius_vox`` around
+    ``point_kji`` (e.g. the trachea seed); the largest component overall when none does."""
+    raw = _raw(mask)
+    out = np.zeros(raw.shape[:3], dtype=bool)
+    box, crop = _crop(raw)
+    if box is None or not crop.any():
+        return out
+    labels = cc3d.connected_components(crop.astype(np.uint8, copy=False), connectivity=connectivity)
+    near = tuple(
+        slice(max(int(p) - r - b.start, 0), max(int(p) + r + 1 - b.start, 0))
+        for p, r, b in zip(point_kji, radius_vox, box)
+    )
+    candidates = np.unique(labels[near])
+    candidates = candidates[candidates > 0]
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    keep = candidates[np.argmax(counts[candidates])] if candidates.size else int(np.argmax(counts))
+    out[box] = labels == keep
+    return out
+
+
 def fill_holes(mask: Volume | np.ndarray) -> np.ndarray:
     """Boolean array with every enclosed background cavity filled (3-D, fill_voids)."""
     raw = _raw(mask)

@@ -1,7 +1,7 @@
 """Model cards: one JSON document per model, checked against ``schema.json``.
 
 The validator covers the small JSON-Schema subset the schema uses (type, enum,
-required, properties, additionalProperties, items, min/max, pattern, anyOf,
+required, properties, additionalProperties, items, min/max, minProperties, pattern, anyOf,
 local ``$ref``), so no extra dependency is needed.
 """
 
@@ -91,6 +91,8 @@ def _check(value: Any, schema: dict, root: dict, path: str, problems: list[str])
             for i, item in enumerate(value):
                 _check(item, schema["items"], root, f"{path}[{i}]", problems)
     if isinstance(value, dict):
+        if len(value) < schema.get("minProperties", 0):
+            problems.append(f"{where}: needs at least {schema['minProperties']} fields, has {len(value)}")
         for key in schema.get("required", []):
             if key not in value:
                 problems.append(f"{where}: missing {key!r}")
@@ -203,6 +205,21 @@ class ModelCard:
     @property
     def inputs(self) -> dict:
         return copy.deepcopy(self.data["inputs"])
+
+    def working_spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float] | None:
+        """The spacing (i, j, k mm) the network should see for an input of ``spacing``; None: run at native spacing.
+
+        ``inputs.spacing`` is "native", a fixed spacing, or {"min_mm", "max_mm"}: native within that range, axes
+        outside it resampled to the nearest bound (a network fails on spacings it never saw in training)."""
+        rule = self.data["inputs"]["spacing"]
+        if rule == "native":
+            return None
+        if isinstance(rule, list):
+            target = tuple(float(v) for v in rule)
+        else:
+            low, high = float(rule.get("min_mm", 0.0)), float(rule.get("max_mm", float("inf")))
+            target = tuple(min(max(float(s), low), high) for s in spacing)
+        return None if all(abs(t - s) <= 1e-3 * s for t, s in zip(target, spacing)) else target
 
     @property
     def inference(self) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from ...anatomy.lungs import ChestMasks, lung_box
 from ...engine import SlidingWindowInferer, select_device
-from ...preprocess import window
+from ...preprocess import CT_AIR_HU, crop, resample, resample_to, window
 from ...progress import CancelToken, ProgressCallback
 from ...registry import get_registry
 from ...volume import Volume
@@ -34,8 +34,11 @@ def segment_airway_model(
 
     crop_to_lungs = masks is not None and inputs.get("crop", "lungs") == "lungs"
     box = lung_box(ct, masks) if crop_to_lungs else tuple(slice(0, n) for n in ct.shape)
+    region = crop(ct, box)
+    spacing = card.working_spacing(region.spacing)
+    seen = region if spacing is None else resample(region, spacing, order=1, default_value=CT_AIR_HU)
     low, high = inputs["intensity"]["clip"]
-    image = window(ct.array[box], low, high)
+    image = window(seen.array, low, high)
     channel = int(inference.get("foreground_channel", 0))
     blend_probability = inference.get("blend", "logits") == "probability"
     if blend_probability:
@@ -53,7 +56,9 @@ def segment_airway_model(
         device=torch_device,
     )
     blended = inferer(image, network, progress=progress, cancel=cancel)[0]
-    probability = blended if blend_probability else torch.sigmoid(blended)
+    probability = (blended if blend_probability else torch.sigmoid(blended)).numpy()
+    if spacing is not None:
+        probability = resample_to(seen.with_array(probability), region, order=1).array
     mask = np.zeros(ct.shape, dtype=bool)
-    mask[box] = (probability > float(inference.get("threshold", 0.5))).numpy()
+    mask[box] = probability > float(inference.get("threshold", 0.5))
     return mask

@@ -16,7 +16,7 @@ from ...anatomy.lungs import chest_masks
 from ...anatomy.trachea import find_trachea
 from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
-from ...post.components import component_report, fill_holes, largest_component
+from ...post.components import component_near, component_report, fill_holes, largest_component
 from ...post.route import plan_route
 from ...post.tree import extract_tree
 from ...preprocess import fill_ct_padding
@@ -31,6 +31,7 @@ from .model import segment_airway_model
 # when it beats the classical engine on the held-out comparison (docs/airway.md); none does yet.
 DEFAULT_MODEL: str | None = None
 MIN_EXTENT_MM = (80.0, 80.0, 40.0)
+TRACHEA_NEAR_MM = 10.0  # the kept component must reach this close to the trachea seed
 
 
 @dataclass
@@ -85,6 +86,19 @@ def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
     return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
 
 
+def _airway_component(mask: np.ndarray, seed: np.ndarray, spacing: tuple, model_id: str | None) -> np.ndarray:
+    """The component through the trachea seed: a network's false positives (a dark band along the chest wall,
+    the oesophagus) can outgrow a fragmented airway. A card whose postprocessing names ``largest_component``
+    (an upstream recipe reproduced exactly, e.g. the ATM'22 baseline) gets the largest component instead."""
+    from ...registry import get_registry
+
+    ops = [op.get("op") for op in get_registry().card(model_id).postprocessing] if model_id else []
+    if "largest_component" in ops:
+        return largest_component(mask)
+    radius = tuple(max(1, round(TRACHEA_NEAR_MM / s)) for s in spacing[::-1])
+    return component_near(mask, seed, radius)
+
+
 def run_airway(
     ct: Volume,
     options: AirwayOptions | None = None,
@@ -98,11 +112,11 @@ def run_airway(
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM)
     require_ct(ct, subject)
-    ct = fill_ct_padding(ct)
     engine, model_id = _resolve_engine(options)
 
     stages.begin("lungs")
-    masks = chest_masks(ct, subject)
+    masks = chest_masks(ct, subject)  # sees the scanner's padding, to tell the field of view's edge
+    ct = fill_ct_padding(ct)
     seed = find_trachea(ct, masks, subject)
 
     stages.begin("segmentation")
@@ -115,7 +129,7 @@ def run_airway(
 
     stages.begin("postprocess")
     islands = component_report(probability_mask, ct.spacing)
-    mask = fill_holes(largest_component(probability_mask))
+    mask = fill_holes(_airway_component(probability_mask, seed, ct.spacing, model_id))
     if not mask.any():
         raise InputError(subject, "no airway found")
 
