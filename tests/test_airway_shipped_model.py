@@ -51,16 +51,26 @@ def test_weights_load_strictly_and_give_one_logit_channel(registry):
 
 
 def test_not_the_default_until_it_beats_the_classical_engine():
-    assert DEFAULT_MODEL is None  # held-out means: classical DSC/TD/BD 0.93/0.78/0.66, this model far lower
+    assert DEFAULT_MODEL is None  # held-out means: classical DSC/TD/BD 0.93/0.78/0.66, this model 0.87/0.49/0.36
 
 
-def test_segments_a_held_out_phantom_into_a_named_tree(clinseg_home):
-    # 224 x 224 x 179 at 1 mm (inside the training spacings), not a training seed; measured DSC 0.865,
-    # TD 0.55, BD 0.38, precision 0.91: the central tree is right, peripheral branches are missed.
-    phantom = generate_chest(seed=1011, preset="small", spacing=(1.0, 1.0, 1.0))
+@pytest.mark.parametrize(
+    ("spacing_mm", "dice", "td"),
+    [
+        # not a training seed; measured DSC / TD / BD / precision 0.875 / 0.564 / 0.405 / 0.970: the central
+        # tree is right, peripheral branches are missed
+        (1.0, 0.8, 0.45),
+        # 1.5 mm was never seen in training; at native spacing the network failed outright on such scans (DSC 0
+        # on held-out phantom 1005); the card's 0.8 mm working spacing gives 0.813 / 0.380 / 0.236 / 0.982
+        (1.5, 0.75, 0.3),
+    ],
+)
+def test_segments_a_held_out_phantom_into_a_named_tree(clinseg_home, spacing_mm, dice, td):
+    phantom = generate_chest(seed=1011, preset="small", spacing=(spacing_mm,) * 3)
     result = run_airway(phantom.ct, AirwayOptions(engine="model", model_id=MODEL_ID))
+    assert result.labelmap.same_grid(phantom.ct)  # resampled for the network, answered on the CT's grid
     metrics = airway_metrics(result.labelmap, phantom.airway)
-    assert metrics["dice"] > 0.8 and metrics["td"] > 0.45 and metrics["precision"] > 0.85
+    assert metrics["dice"] > dice and metrics["td"] > td and metrics["precision"] > 0.9
     tree = result.metrics["tree"]
     assert {"Trachea", "RightMainBronchus", "LeftMainBronchus"} <= set(tree["named"])
     assert len(set(tree["named"]) & set(LOBAR_NAMES)) >= 4
