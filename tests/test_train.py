@@ -16,7 +16,14 @@ from clinseg.engine import cpu_has_native_bf16
 from clinseg.errors import InputError
 from clinseg.io import write_volume
 from clinseg.nets.airway_unet import AirwayOutput, AirwayUNet
-from clinseg.train.airway import AirwayTrainConfig, list_cases, lung_crop_box, run_training, split_cases
+from clinseg.train.airway import (
+    AirwayTrainConfig,
+    list_cases,
+    lung_crop_box,
+    prepare_case,
+    run_training,
+    split_cases,
+)
 from clinseg.train.augment import (
     AugmentConfig,
     affine_pair,
@@ -399,6 +406,38 @@ def test_bad_arguments_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="nothing to resume"):
         run_training(data, tmp_path / "new", AirwayTrainConfig(), 1, cpu, resume=True, log=lambda line: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_cases_are_resampled_to_the_training_spacing(tmp_path):
+    data = _tiny_dataset(tmp_path / "data", n=1)  # 40 x 40 x 32 voxels at 0.8 x 0.8 x 1.0 mm, tube of ~16 px^2
+    (case,) = list_cases(data)
+    native = prepare_case(case, tmp_path / "cache")
+    coarse = prepare_case(case, tmp_path / "cache", (1.6, 1.6, 2.0))
+    assert native.image.shape == (32, 40, 40) and coarse.image.shape == (16, 20, 20)
+    assert native.label.dtype == coarse.label.dtype == np.uint8 and set(np.unique(coarse.label)) == {0, 1}
+    # the tube keeps its volume in mm^3 (within partial-volume rounding at 4x coarser voxels)
+    native_mm3 = native.label.sum() * 0.8 * 0.8 * 1.0
+    assert coarse.label.sum() * 1.6 * 1.6 * 2.0 == pytest.approx(native_mm3, rel=0.25)
+    # air (-950 HU) inside, tissue outside; the tube's rim is partial volume at 1.6 mm
+    assert float(np.median(coarse.image[coarse.label > 0])) < 0.1 < float(np.median(coarse.image[coarse.label == 0]))
+    # each spacing has its own cache entry, so a run at another spacing never reads these crops
+    assert prepare_case(case, tmp_path / "cache").image.shape == (32, 40, 40)
+
+
+def test_spacing_is_recorded_and_checked(tmp_path, capsys):
+    data = _tiny_dataset(tmp_path / "data", n=2)
+    out = tmp_path / "run"
+    assert _cli(_args(data, out, 1, "--spacing", "1.6", "--val-cases", "1")) == 0
+    assert json.loads((out / "run.json").read_text())["spacing"] == [1.6, 1.6, 1.6]
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert "resampled to [1.6, 1.6, 1.6] mm" in f.metadata()["preprocessing"]
+    with pytest.raises(InputError, match="different settings \\(spacing\\)"):
+        _cli(_args(data, out, 2, "--spacing", "0.8", "--val-cases", "1", "--resume"))
+    with pytest.raises(InputError, match="--spacing"):
+        run_training(data, tmp_path / "bad", AirwayTrainConfig(spacing=(0.0, 1.0, 1.0)), 1, torch.device("cpu"),
+                     log=lambda line: None)
 
 
 def test_loss_decreases_on_a_learnable_toy_problem():

@@ -18,6 +18,19 @@ def _triple(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _spacing(text: str) -> tuple[float, float, float]:
+    """``0.8`` (isotropic) or ``0.8,0.8,1.0`` (i, j, k mm)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a spacing in mm (S or I,J,K)")
+    return values  # type: ignore[return-value]
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -59,6 +72,8 @@ def register(subparsers) -> None:
     a.add_argument("--val-cases", type=int, help="held-out cases (default: the thesis's, else 10 %%)")
     a.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--spacing", type=_spacing, help="resample every case to this spacing in mm (S or I,J,K); "
+                   "default: native spacing, as the thesis")
     a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -101,6 +116,7 @@ def run_airway(args: argparse.Namespace) -> int:
         val_count=args.val_cases,
         val_every=args.val_every,
         seed=args.seed,
+        spacing=args.spacing,
     )
     reporter = Reporter.from_args(args)
     summary = run_training(

@@ -3,6 +3,8 @@
 Preprocessing as in the thesis: HU clipped to [-1000, 400] and scaled to [0, 1] (no resampling), then a crop
 to the lung bounding box (threshold lung mask from ``clinseg.anatomy.lungs``, 5 mm margin), grown to hold
 every labelled airway voxel so that the trachea above the lung apices is not cut from the training data.
+``spacing`` (our option, not the thesis's) resamples each crop to one working spacing first, the spacing a
+model card then asks inference to use.
 Prepared cases are cached under ``<run>/cache`` as ``.npy`` (image float16, label uint8) and memory-mapped,
 so a 66-case training set does not have to fit in RAM.
 """
@@ -106,11 +108,19 @@ class PreparedCase:
     foreground: np.ndarray  # (M, 3) int32 airway voxel indices (subsample)
 
 
-def prepare_case(case: CaseFiles, cache_dir: Path) -> PreparedCase:
-    """Read, window and lung-crop one case, caching the result (re-used by later runs on the same folder)."""
-    from ..io import read_volume
+def _spacing_tag(spacing: tuple[float, float, float] | None) -> str:
+    return "native" if spacing is None else "x".join(f"{s:g}" for s in spacing)
 
-    stem = cache_dir / CACHE_VERSION / case.id
+
+def prepare_case(
+    case: CaseFiles, cache_dir: Path, spacing: tuple[float, float, float] | None = None
+) -> PreparedCase:
+    """Read, lung-crop, (optionally) resample to ``spacing`` (i, j, k mm) and window one case, caching the result
+    (re-used by later runs on the same folder with the same spacing)."""
+    from ..io import read_volume
+    from ..preprocess import CT_AIR_HU, crop, fill_ct_padding, resample
+
+    stem = cache_dir / CACHE_VERSION / _spacing_tag(spacing) / case.id
     paths = {k: stem.with_name(f"{case.id}.{k}.npy") for k in ("image", "label", "foreground")}
     if not all(p.is_file() for p in paths.values()):
         ct = read_volume(case.image_path)
@@ -119,9 +129,13 @@ def prepare_case(case: CaseFiles, cache_dir: Path) -> PreparedCase:
             raise InputError(case.label_path.name, f"label shape {label.shape} differs from the CT's {ct.shape}")
         mask = (np.asarray(label.array) > 0.5).astype(np.uint8)
         box = _union(lung_crop_box(ct), bounding_box(mask, 2))
+        image, label = crop(fill_ct_padding(ct), box), crop(ct.with_array(mask), box)
+        if spacing is not None:
+            image = resample(image, spacing, order=1, default_value=CT_AIR_HU)
+            label = resample(label.with_array(label.array.astype(np.float32)), spacing, order=1)
         arrays = {
-            "image": window(ct.array[box], *HU_WINDOW).astype(np.float16),
-            "label": np.ascontiguousarray(mask[box]),
+            "image": window(image.array, *HU_WINDOW).astype(np.float16),
+            "label": np.ascontiguousarray(label.array > 0.5).astype(np.uint8),
         }
         arrays["foreground"] = foreground_points(arrays["label"])
         for key in ("image", "label", "foreground"):  # foreground last: its presence marks a complete entry
@@ -165,6 +179,7 @@ class AirwayTrainConfig:
     val_count: int | None = None
     val_every: int = 1
     seed: int = 0
+    spacing: tuple[float, float, float] | None = None  # None: native spacing (the thesis)
     ad_detach: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -179,6 +194,8 @@ class AirwayTrainConfig:
             raise InputError("--batch", "batch size and iterations per epoch must be positive")
         if not self.width > 0:
             raise InputError("--width", f"must be positive, got {self.width}")
+        if self.spacing is not None and (len(self.spacing) != 3 or not all(0.2 <= s <= 5.0 for s in self.spacing)):
+            raise InputError("--spacing", f"needs three spacings between 0.2 and 5 mm, got {self.spacing}")
 
     def network_kwargs(self) -> dict:
         return {
@@ -195,6 +212,10 @@ class AirwayTrainConfig:
         data.pop("augment_config")
         data["patch"] = list(self.patch)
         data["stride"] = list(self.stride) if self.stride else None
+        if self.spacing is None:
+            data.pop("spacing")  # runs from before the option compare equal on --resume
+        else:
+            data["spacing"] = list(self.spacing)
         return data
 
 
@@ -286,7 +307,8 @@ class AirwayTask:
             "network_kwargs": json.dumps(self.config.network_kwargs()),
             "variant": self.config.variant,
             "patch": ",".join(str(p) for p in self.config.patch),
-            "preprocessing": f"HU clip {HU_WINDOW} -> [0, 1], lung bounding-box crop, native spacing",
+            "preprocessing": f"HU clip {HU_WINDOW} -> [0, 1], lung bounding-box crop, "
+            + ("native spacing" if self.config.spacing is None else f"resampled to {list(self.config.spacing)} mm"),
             "output": "1 logit channel; airway = sigmoid > 0.5",
         }
 
@@ -328,8 +350,8 @@ def run_training(
         with atomic_write(settings_path) as tmp:
             tmp.write_text(json.dumps(settings, indent=2))
     log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {out / 'cache'})")
-    train_cases = [prepare_case(c, out / "cache") for c in train_files]
-    val_cases = [prepare_case(c, out / "cache") for c in val_files]
+    train_cases = [prepare_case(c, out / "cache", config.spacing) for c in train_files]
+    val_cases = [prepare_case(c, out / "cache", config.spacing) for c in val_files]
     task = AirwayTask(config, train_cases, val_cases)
     torch.manual_seed(config.seed)  # network initialisation
     model = build_model(config)
