@@ -4,11 +4,15 @@
 #    in the ATM'22 layout, two at a time; 2. trains the thesis's 3-D U-Net + attention distillation at width 0.5
 #    for 2,500 steps (bfloat16 mixed precision on CPUs that have it; about 80 min on 2 cores).
 # Usage: scripts/train_airway_default.sh [WORKDIR] (default runs/airway-default). Resumable: rerun to continue.
+# Candidates for the next shipped model: VARIANT=ad_frl SPACING=0.8 DATA=runs/airway-default/data
+# scripts/train_airway_default.sh runs/airway-candidate (same phantoms and budget; defaults reproduce the shipped one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/airway-default}
 CLINSEG=${CLINSEG:-.venv/bin/clinseg}
-DATA="$WORK/data"
+DATA=${DATA:-$WORK/data}
+VARIANT=${VARIANT:-ad}
+SPACING=${SPACING:-}
 SPACINGS=(0.6,0.6,0.6 0.65,0.65,1.0 0.7,0.7,0.7 0.7,0.7,1.0 0.75,0.75,1.25 0.8,0.8,0.8 0.8,0.8,1.0 0.85,0.85,1.25
           0.9,0.9,0.9 1.0,1.0,1.0 0.6,0.6,1.0 0.65,0.65,0.65 0.7,0.7,1.25 0.75,0.75,0.75 0.8,0.8,1.25 0.85,0.85,0.85
           0.9,0.9,1.25 1.0,1.0,1.25 0.72,0.72,0.8 0.95,0.95,1.0)
@@ -26,7 +30,7 @@ done
 for n in $(seq 1 20); do phantom "$n"; done
 made=$(ls "$DATA"/labelsTr/phantom_*.nii.gz 2> /dev/null | wc -l)
 [ "$made" -eq 20 ] || { echo "only $made of 20 training phantoms were generated" >&2; exit 1; }
-"$CLINSEG" train airway --data "$DATA" --out "$WORK/run" --variant ad --width 0.5 --patch 64,96,96 --batch 2 \
-  --epochs 50 --iters-per-epoch 50 --milestones 0.6,0.85 --val-cases 2 --val-every 10 --seed 0 --threads 2 \
-  --max-minutes "${MAX_MINUTES:-110}" \
+"$CLINSEG" train airway --data "$DATA" --out "$WORK/run" --variant "$VARIANT" --width 0.5 --patch 64,96,96 \
+  --batch 2 --epochs 50 --iters-per-epoch 50 --milestones 0.6,0.85 --val-cases 2 --val-every 10 --seed 0 \
+  --threads 2 --max-minutes "${MAX_MINUTES:-110}" ${SPACING:+--spacing "$SPACING"} \
   --progress none $( [ -f "$WORK/run/checkpoints/last.pt" ] && echo --resume )
