@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers_airway import one_torch_thread  # noqa: F401  (autouse: one torch thread per test)
 
+from clinseg.errors import InputError
 from clinseg.metrics.airway import airway_metrics
 from clinseg.nets.airway_unet import AirwayUNet, count_parameters
 from clinseg.phantoms import LOBAR_NAMES, generate_chest
@@ -74,3 +75,20 @@ def test_segments_a_held_out_phantom_into_a_named_tree(clinseg_home, spacing_mm,
     tree = result.metrics["tree"]
     assert {"Trachea", "RightMainBronchus", "LeftMainBronchus"} <= set(tree["named"])
     assert len(set(tree["named"]) & set(LOBAR_NAMES)) >= 4
+
+
+def test_a_network_runs_even_when_no_trachea_seed_is_found(clinseg_home, monkeypatch):
+    """The trachea seed is the classical engine's start; a network does not need it (its largest component is
+    kept instead), so a scan where the seed search fails still gets the network's airway."""
+    import clinseg.tasks.airway.pipeline as pipeline
+
+    def no_trachea(ct, masks, subject="CT"):
+        raise InputError(subject, "no trachea found in the top slices")
+
+    monkeypatch.setattr(pipeline, "find_trachea", no_trachea)
+    phantom = generate_chest(seed=1011, preset="small")
+    with pytest.raises(InputError, match="no trachea"):
+        run_airway(phantom.ct, AirwayOptions(engine="classical"))
+    result = run_airway(phantom.ct, AirwayOptions(engine="model", model_id=MODEL_ID))
+    assert result.metrics["trachea_seed_ijk"] is None
+    assert airway_metrics(result.labelmap, phantom.airway)["dice"] > 0.7

@@ -86,14 +86,17 @@ def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
     return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
 
 
-def _airway_component(mask: np.ndarray, seed: np.ndarray, spacing: tuple, model_id: str | None) -> np.ndarray:
+def _airway_component(
+    mask: np.ndarray, seed: np.ndarray | None, spacing: tuple, model_id: str | None
+) -> np.ndarray:
     """The component through the trachea seed: a network's false positives (a dark band along the chest wall,
     the oesophagus) can outgrow a fragmented airway. A card whose postprocessing names ``largest_component``
-    (an upstream recipe reproduced exactly, e.g. the ATM'22 baseline) gets the largest component instead."""
+    (an upstream recipe reproduced exactly, e.g. the ATM'22 baseline) gets the largest component instead, as
+    does a network's output when no trachea seed was found."""
     from ...registry import get_registry
 
     ops = [op.get("op") for op in get_registry().card(model_id).postprocessing] if model_id else []
-    if "largest_component" in ops:
+    if "largest_component" in ops or seed is None:
         return largest_component(mask)
     radius = tuple(max(1, round(TRACHEA_NEAR_MM / s)) for s in spacing[::-1])
     return component_near(mask, seed, radius)
@@ -117,7 +120,12 @@ def run_airway(
     stages.begin("lungs")
     masks = chest_masks(ct, subject)  # sees the scanner's padding, to tell the field of view's edge
     ct = fill_ct_padding(ct)
-    seed = find_trachea(ct, masks, subject)
+    try:
+        seed = find_trachea(ct, masks, subject)
+    except InputError:
+        if engine != "model":
+            raise  # the classical engine grows from the seed
+        seed = None  # a network needs no seed; its largest component stands in for the trachea's
 
     stages.begin("segmentation")
     if engine == "model":
@@ -138,7 +146,7 @@ def run_airway(
         engine=engine,
         engine_report=report,
         islands_removed=len(islands) - 1 if islands else 0,
-        trachea_seed_ijk=[int(v) for v in seed[::-1]],
+        trachea_seed_ijk=None if seed is None else [int(v) for v in seed[::-1]],
         airway_volume_ml=float(mask.sum() * np.prod(ct.spacing) / 1000.0),
     )
     result.metrics["timings_s"] = stages.end()
