@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .preprocess import CT_AIR_HU, CT_PADDING_BELOW_HU
+from .preprocess import padding_as_air
 from .volume import Volume
 
 MIN_VOXELS_PER_AXIS = 16
@@ -25,7 +25,7 @@ def require_3d_extent(volume: Volume, subject: str, min_extent_mm: tuple[float, 
 def require_ct(volume: Volume, subject: str) -> None:
     """A CT in Hounsfield units has air near -1000 and soft tissue near 0; MRI does not."""
     sample = volume.array[:: max(1, volume.shape[0] // 32), ::4, ::4]
-    sample = np.where(sample < CT_PADDING_BELOW_HU, CT_AIR_HU, sample)  # outside the reconstruction circle
+    sample = padding_as_air(sample)  # outside the reconstruction circle
     lo, median, hi = np.percentile(sample, [1, 50, 99])
     if lo > -700 or lo < -1500 or hi < -200 or hi > 5000:
         raise InputError(

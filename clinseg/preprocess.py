@@ -167,13 +167,17 @@ CT_PADDING_BELOW_HU = -1500.0  # scanners mark voxels outside the reconstruction
 CT_AIR_HU = -1024.0
 
 
+def padding_as_air(array: np.ndarray) -> np.ndarray:
+    """``array`` (CT in HU) with scanner padding (below ``CT_PADDING_BELOW_HU``) set to air; the same array
+    when there is none."""
+    padding = array < CT_PADDING_BELOW_HU
+    return np.where(padding, np.asarray(CT_AIR_HU, dtype=array.dtype), array) if padding.any() else array
+
+
 def fill_ct_padding(volume: Volume) -> Volume:
     """``volume`` with voxels outside the reconstruction field of view (padding values far below air) set to air.
 
     Real CT series store the corners outside the scanner's reconstruction circle as -2000 / -2048 / -3024;
     left as they are they would dominate intensity statistics and count as a separate tissue."""
-    array = volume.array
-    padding = array < CT_PADDING_BELOW_HU
-    if not padding.any():
-        return volume
-    return volume.with_array(np.where(padding, np.asarray(CT_AIR_HU, dtype=array.dtype), array))
+    filled = padding_as_air(volume.array)
+    return volume if filled is volume.array else volume.with_array(filled)

@@ -26,7 +26,7 @@ def _with_padding(ct: Volume, value: int) -> Volume:
 
 
 @pytest.mark.parametrize("value", [-2048, -3024])
-def test_padding_becomes_air_and_passes_the_ct_check(value):
+def test_padding_becomes_air(value):
     ct = Volume(np.zeros((20, 64, 64), np.int16), spacing=(1.0, 1.0, 1.0))
     padded = _with_padding(ct, value)
     filled = fill_ct_padding(padded)
