@@ -33,7 +33,13 @@ from clinseg.train.augment import (
     spatial_augment,
 )
 from clinseg.train.loop import as_float32, autocast, autocast_precision, finite_gradients, learning_rate
-from clinseg.train.losses import airway_loss, attention_distillation_loss, attention_map, soft_dice_loss
+from clinseg.train.losses import (
+    airway_loss,
+    attention_distillation_loss,
+    attention_map,
+    skeleton_recall_loss,
+    soft_dice_loss,
+)
 from clinseg.train.sampler import epoch_patches, grid_starts, read_patch, scaled_train_stride, window_starts
 from clinseg.volume import Volume
 
@@ -97,6 +103,29 @@ def test_airway_loss_adds_ad_to_dice():
     total = airway_loss(logits, target, feats)
     assert float(total - dice) == pytest.approx(float(attention_distillation_loss(feats)), abs=1e-7)
     assert float(airway_loss(logits, target)) == pytest.approx(float(dice))
+
+
+def test_skeleton_recall_counts_every_branch_alike():
+    """A thin branch missed costs Dice little but skeleton recall in proportion to its length."""
+    target = torch.zeros(1, 1, 16, 16, 40)
+    target[..., 2:14, 2:14, :20] = 1  # a thick tube, 20 long
+    target[..., 7:9, 7:9, 20:] = 1  # a thin one, 20 long
+    skeleton = torch.zeros_like(target)
+    skeleton[..., 7:9, 7:9, :] = 1  # its centerline: the same length in each
+    thick_only = target.clone()
+    thick_only[..., 20:] = 0
+    assert float(soft_dice_loss(thick_only, target)) < 0.03  # Dice hardly notices the missing thin tube
+    assert float(skeleton_recall_loss(thick_only, skeleton)) == pytest.approx(0.5, abs=0.01)
+    assert float(skeleton_recall_loss(target, skeleton)) == pytest.approx(0.0, abs=1e-6)
+    assert float(skeleton_recall_loss(torch.ones_like(target), torch.zeros_like(target))) == pytest.approx(0.0)
+    # in the airway loss: off by default and for weight 0, weighted otherwise
+    logits = torch.where(thick_only > 0, 8.0, -8.0)
+    dice = float(airway_loss(logits, target))
+    assert float(airway_loss(logits, target, skeleton=skeleton)) == pytest.approx(dice)
+    with_sr = float(airway_loss(logits, target, skeleton=skeleton, skeleton_weight=2.0))
+    assert with_sr - dice == pytest.approx(2 * float(skeleton_recall_loss(torch.sigmoid(logits), skeleton)), rel=1e-5)
+    with pytest.raises(ValueError):
+        skeleton_recall_loss(target, skeleton[..., :10])
 
 
 # ---------------------------------------------------------------- augmentation
@@ -435,9 +464,38 @@ def test_spacing_is_recorded_and_checked(tmp_path, capsys):
         assert "resampled to [1.6, 1.6, 1.6] mm" in f.metadata()["preprocessing"]
     with pytest.raises(InputError, match="different settings \\(spacing\\)"):
         _cli(_args(data, out, 2, "--spacing", "0.8", "--val-cases", "1", "--resume"))
+    with pytest.raises(InputError, match="different settings \\(spacing\\)"):  # nor dropped
+        _cli(_args(data, out, 2, "--val-cases", "1", "--resume"))
     with pytest.raises(InputError, match="--spacing"):
         run_training(data, tmp_path / "bad", AirwayTrainConfig(spacing=(0.0, 1.0, 1.0)), 1, torch.device("cpu"),
                      log=lambda line: None)
+
+
+def test_tubed_skeleton_is_a_thin_tube_inside_the_label(tmp_path):
+    data = _tiny_dataset(tmp_path / "data", n=1)  # a straight tube of radius 4 px along the 32 slices
+    (case,) = list_cases(data)
+    prepared = prepare_case(case, tmp_path / "cache", skeleton=True)
+    tube, label = np.asarray(prepared.skeleton), np.asarray(prepared.label)
+    assert tube.dtype == np.uint8 and not (tube & (1 - label)).any()  # inside the label
+    per_slice = tube.sum(axis=(1, 2))[4:-4]  # away from the ends, a 3 x 3 cross-section along the whole tube
+    assert per_slice.min() >= 5 and per_slice.max() <= 9 and label.sum(axis=(1, 2))[4:-4].min() >= 45
+    assert prepare_case(case, tmp_path / "cache").skeleton is None  # only built when asked for
+
+
+def test_skeleton_recall_run_records_its_weight_and_resumes_only_with_it(tmp_path):
+    data = _tiny_dataset(tmp_path / "data", n=2)
+    out = tmp_path / "run"
+    shared = tmp_path / "shared-cache"
+    assert _cli(_args(data, out, 1, "--skeleton-recall", "1", "--val-cases", "1", "--cache", str(shared))) == 0
+    assert json.loads((out / "run.json").read_text())["skeleton_recall"] == 1.0
+    assert list(shared.rglob("*.skeleton.npy")) and not (out / "cache").exists()  # --cache: prepared cases there
+    rows = _rows(out)
+    assert rows[0]["iterations"] == "2" and 0 <= float(rows[0]["train_dice"]) <= 1  # Dice on the label channel only
+    with pytest.raises(InputError, match="different settings \\(skeleton_recall\\)"):
+        _cli(_args(data, out, 2, "--val-cases", "1", "--resume"))
+    assert "skeleton_recall" not in AirwayTrainConfig().describe()  # older runs resume unchanged
+    with pytest.raises(InputError, match="--skeleton-recall"):
+        AirwayTrainConfig(skeleton_recall=-1).check()
 
 
 def test_loss_decreases_on_a_learnable_toy_problem():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import InputError
 from .reporting import Reporter, add_common_arguments
@@ -68,12 +69,17 @@ def register(subparsers) -> None:
         help="fractions of --epochs where the learning rate drops /10 (default: the thesis's 11/21/41 of 60)",
     )
     a.add_argument("--fg-fraction", type=float, default=1 / 3, help="share of cuboids forced onto airway voxels")
+    a.add_argument("--skeleton-recall", type=float, default=0.0, metavar="W",
+                   help="add W x skeleton recall (share of the label's centerline covered) to the loss; "
+                   "default 0: the thesis's loss")
     a.add_argument("--no-augment", action="store_true")
     a.add_argument("--val-cases", type=int, help="held-out cases (default: the thesis's, else 10 %%)")
     a.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--spacing", type=_spacing, help="resample every case to this spacing in mm (S or I,J,K); "
                    "default: native spacing, as the thesis")
+    a.add_argument("--cache", type=Path, help="folder of prepared cases, shared by runs on the same data "
+                   "(default: OUT/cache)")
     a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -117,6 +123,7 @@ def run_airway(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         seed=args.seed,
         spacing=args.spacing,
+        skeleton_recall=args.skeleton_recall,
     )
     reporter = Reporter.from_args(args)
     summary = run_training(
@@ -131,6 +138,7 @@ def run_airway(args: argparse.Namespace) -> int:
         amp=args.precision == "auto",
         **({"milestones": args.milestones} if args.milestones else {}),
         log=reporter.log,
+        cache_dir=args.cache,
     )
     last = summary.rows[-1] if summary.rows else {}
     reporter.result(

@@ -6,7 +6,8 @@ every labelled airway voxel so that the trachea above the lung apices is not cut
 ``spacing`` (our option, not the thesis's) resamples each crop to one working spacing first, the spacing a
 model card then asks inference to use.
 Prepared cases are cached under ``<run>/cache`` as ``.npy`` (image float16, label uint8) and memory-mapped,
-so a 66-case training set does not have to fit in RAM.
+so a 66-case training set does not have to fit in RAM. ``skeleton_recall`` (our option) adds the label's tubed
+centerline to the cache and, as a second label channel, to each batch (``losses.skeleton_recall_loss``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from ..errors import InputError
 from ..io.atomic import atomic_write
 from ..nets.airway_unet import THESIS_PATCH, AirwayOutput, AirwayUNet
+from ..post.skeleton import skeletonize
 from ..preprocess import bounding_box, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
@@ -106,6 +108,17 @@ class PreparedCase:
     image: np.ndarray  # float16 [0, 1], memory-mapped
     label: np.ndarray  # uint8 {0, 1}, memory-mapped
     foreground: np.ndarray  # (M, 3) int32 airway voxel indices (subsample)
+    skeleton: np.ndarray | None = None  # uint8 {0, 1} tubed centerline of the label, memory-mapped, if asked
+
+
+def tubed_skeleton(label: np.ndarray) -> np.ndarray:
+    """The label's 3-D centerline grown by one voxel (26-neighbourhood) and kept inside the label: a thin tube
+    along every branch, as thick in a subsegmental bronchus as in the trachea."""
+    from scipy.ndimage import binary_dilation
+
+    centerline = skeletonize(label)
+    tube = binary_dilation(centerline, structure=np.ones((3, 3, 3), dtype=bool)) & (np.asarray(label) > 0)
+    return tube.astype(np.uint8)
 
 
 def _spacing_tag(spacing: tuple[float, float, float] | None) -> str:
@@ -113,10 +126,10 @@ def _spacing_tag(spacing: tuple[float, float, float] | None) -> str:
 
 
 def prepare_case(
-    case: CaseFiles, cache_dir: Path, spacing: tuple[float, float, float] | None = None
+    case: CaseFiles, cache_dir: Path, spacing: tuple[float, float, float] | None = None, skeleton: bool = False
 ) -> PreparedCase:
     """Read, lung-crop, (optionally) resample to ``spacing`` (i, j, k mm) and window one case, caching the result
-    (re-used by later runs on the same folder with the same spacing)."""
+    (re-used by later runs on the same folder with the same spacing); ``skeleton`` adds the tubed centerline."""
     from ..io import read_volume
     from ..preprocess import CT_AIR_HU, crop, fill_ct_padding, resample
 
@@ -141,11 +154,19 @@ def prepare_case(
         for key in ("image", "label", "foreground"):  # foreground last: its presence marks a complete entry
             with atomic_write(paths[key]) as tmp:
                 np.save(tmp, arrays[key])
+    tube = None
+    if skeleton:
+        tube_path = stem.with_name(f"{case.id}.skeleton.npy")
+        if not tube_path.is_file():
+            with atomic_write(tube_path) as tmp:
+                np.save(tmp, tubed_skeleton(np.load(paths["label"])))
+        tube = np.load(tube_path, mmap_mode="r")
     return PreparedCase(
         case.id,
         np.load(paths["image"], mmap_mode="r"),
         np.load(paths["label"], mmap_mode="r"),
         np.load(paths["foreground"]),
+        tube,
     )
 
 
@@ -181,6 +202,7 @@ class AirwayTrainConfig:
     seed: int = 0
     spacing: tuple[float, float, float] | None = None  # None: native spacing (the thesis)
     ad_detach: bool = False
+    skeleton_recall: float = 0.0  # weight of the skeleton recall term (0: off, the thesis's loss)
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def check(self) -> None:
@@ -194,6 +216,8 @@ class AirwayTrainConfig:
             raise InputError("--batch", "batch size and iterations per epoch must be positive")
         if not self.width > 0:
             raise InputError("--width", f"must be positive, got {self.width}")
+        if not 0 <= self.skeleton_recall <= 10:
+            raise InputError("--skeleton-recall", f"weight must be between 0 and 10, got {self.skeleton_recall}")
         if self.spacing is not None and (len(self.spacing) != 3 or not all(0.2 <= s <= 5.0 for s in self.spacing)):
             raise InputError("--spacing", f"needs three spacings between 0.2 and 5 mm, got {self.spacing}")
 
@@ -212,6 +236,8 @@ class AirwayTrainConfig:
         data.pop("augment_config")
         data["patch"] = list(self.patch)
         data["stride"] = list(self.stride) if self.stride else None
+        if not self.skeleton_recall:
+            data.pop("skeleton_recall")  # runs from before the option compare equal on --resume
         if self.spacing is None:
             data.pop("spacing")  # runs from before the option compare equal on --resume
         else:
@@ -259,18 +285,30 @@ class AirwayTask:
         for iteration, first in enumerate(range(0, len(refs) - c.batch + 1, c.batch)):
             chunk = refs[first : first + c.batch]
             images = np.stack([read_patch(self.train_cases[r.case].image, r.start, c.patch) for r in chunk])
-            labels = np.stack([read_patch(self.train_cases[r.case].label, r.start, c.patch) for r in chunk])
+            labels = np.stack([self._label_channels(r.case, r.start) for r in chunk])
             image = torch.from_numpy(images.astype(np.float32))[:, None].to(device)
-            label = torch.from_numpy(labels.astype(np.float32))[:, None].to(device)
+            label = torch.from_numpy(labels.astype(np.float32)).to(device)
             generator = torch.Generator().manual_seed(_seed_of(c.seed, epoch, iteration))
             yield augment_batch(image, label, generator, augment)
 
+    def _label_channels(self, index: int, start: tuple[int, int, int]) -> np.ndarray:
+        """``(C, D, H, W)``: the label patch, then the tubed skeleton's when skeleton recall is on (both go
+        through the same spatial augmentation as extra channels)."""
+        case = self.train_cases[index]
+        arrays = [case.label] + ([case.skeleton] if self.config.skeleton_recall else [])
+        if any(a is None for a in arrays):
+            raise ValueError(f"case {case.id} was prepared without its skeleton")
+        return np.stack([read_patch(a, start, self.config.patch) for a in arrays])
+
     def loss(self, output, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(output, AirwayOutput):
-            return airway_loss(output.logits, label, output.decoder_features, detach_target=self.config.ad_detach), (
-                output.logits
-            )
-        return airway_loss(output, label), output
+            logits, features = output.logits, output.decoder_features
+        else:
+            logits, features = output, None
+        skeleton = label[:, 1:2] if label.shape[1] > 1 else None
+        loss = airway_loss(logits, label[:, :1], features, detach_target=self.config.ad_detach, skeleton=skeleton,
+                           skeleton_weight=self.config.skeleton_recall)  # fmt: skip
+        return loss, logits
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -325,11 +363,13 @@ def run_training(
     amp: bool = True,
     milestones: tuple[float, ...] = THESIS_MILESTONES,
     log: Callable[[str], None] = print,
+    cache_dir: str | Path | None = None,
 ) -> TrainSummary:
     """Prepare the cases, build the network and run ``clinseg.train.loop.train``; returns its summary.
 
     A new run needs an empty or missing ``out_dir``; ``resume`` needs the same settings as the run it
-    continues (``run.json``), except ``epochs``, which may grow.
+    continues (``run.json``), except ``epochs``, which may grow. ``cache_dir`` (default ``out_dir/cache``)
+    may be shared by runs on the same data: entries are keyed by spacing and written atomically.
     """
     config.check()
     train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
@@ -340,7 +380,8 @@ def run_training(
         if not settings_path.is_file():
             raise InputError(str(out), "nothing to resume: run.json is missing")
         previous = json.loads(settings_path.read_text())
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        # Over both key sets: an option left out of run.json at its default must not be switched on or off.
+        changed = sorted(k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k))
         if changed:
             raise InputError(str(out), f"--resume with different settings ({', '.join(changed)}) than the run")
     elif out.exists() and any(out.iterdir()):
@@ -349,9 +390,10 @@ def run_training(
     if not resume:
         with atomic_write(settings_path) as tmp:
             tmp.write_text(json.dumps(settings, indent=2))
-    log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {out / 'cache'})")
-    train_cases = [prepare_case(c, out / "cache", config.spacing) for c in train_files]
-    val_cases = [prepare_case(c, out / "cache", config.spacing) for c in val_files]
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {cache})")
+    train_cases = [prepare_case(c, cache, config.spacing, config.skeleton_recall > 0) for c in train_files]
+    val_cases = [prepare_case(c, cache, config.spacing) for c in val_files]
     task = AirwayTask(config, train_cases, val_cases)
     torch.manual_seed(config.seed)  # network initialisation
     model = build_model(config)

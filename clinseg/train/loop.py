@@ -41,7 +41,8 @@ class TrainTask(Protocol):
     """What the loop needs from a task."""
 
     def batches(self, epoch: int, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """Image and label batches of one epoch, on ``device``."""
+        """Image and label batches of one epoch, on ``device``. Channel 0 of a label batch is the label; a
+        task may add training-only targets as further channels (its ``loss`` reads them)."""
 
     def loss(self, output: Any, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` from the network output."""
@@ -235,7 +236,7 @@ def train(model: nn.Module, task: TrainTask, config: LoopConfig) -> TrainSummary
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             loss_sum += float(loss.detach())
-            a, b = hard_dice_counts(logits, label)
+            a, b = hard_dice_counts(logits, label[:, :1])
             overlap, total, iterations = overlap + a, total + b, iterations + 1
             if time.monotonic() > deadline:
                 stopped = True

@@ -7,6 +7,11 @@ sample and softmax-normalised over all voxels; the pair's loss is their mean squ
 0.1. The thesis does not detach the finer map, so gradients reach both blocks; ``detach_target=True``
 makes it a one-way distillation. Note: after a softmax over ~10^5-10^6 voxels each value is ~1/V, so the
 AD term is tiny next to Dice (a faithful property of the method, not a bug here).
+
+Skeleton recall (our option, not the thesis's; after Kirchhoff et al., ECCV 2024): the share of the label's
+centerline, thickened to a tube, that the prediction covers. Dice over a batch is dominated by the trachea and
+main bronchi, whose voxels outnumber a peripheral branch's a hundredfold; per centerline length every branch
+counts alike, which is what TD and BD measure.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ def soft_dice_loss(probabilities: torch.Tensor, target: torch.Tensor, eps: float
         raise ValueError(f"prediction {tuple(p.shape)} and target {tuple(g.shape)} differ in shape")
     intersection = (p * g).sum()
     return 1.0 - (2.0 * intersection + eps) / (p.sum() + g.sum() + eps)
+
+
+def skeleton_recall_loss(probabilities: torch.Tensor, skeleton: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
+    """``1 - (sum(P S) + eps) / (sum S + eps)`` over the batch, ``S`` the tubed centerline of the label."""
+    p = probabilities.float()
+    s = skeleton.float()
+    if p.shape != s.shape:
+        raise ValueError(f"prediction {tuple(p.shape)} and skeleton {tuple(s.shape)} differ in shape")
+    return 1.0 - ((p * s).sum() + eps) / (s.sum() + eps)
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -68,9 +82,15 @@ def airway_loss(
     decoder_features: Sequence[torch.Tensor] | None = None,
     ad_weight: float = AD_WEIGHT,
     detach_target: bool = False,
+    skeleton: torch.Tensor | None = None,
+    skeleton_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Dice on ``sigmoid(logits)`` plus, when decoder features are given, the weighted AD terms."""
-    loss = soft_dice_loss(torch.sigmoid(logits.float()), target)
+    """Dice on ``sigmoid(logits)`` plus, when decoder features are given, the weighted AD terms, plus, when a
+    tubed skeleton and a positive weight are given, the weighted skeleton recall term."""
+    probabilities = torch.sigmoid(logits.float())
+    loss = soft_dice_loss(probabilities, target)
+    if skeleton is not None and skeleton_weight > 0:
+        loss = loss + skeleton_weight * skeleton_recall_loss(probabilities, skeleton)
     if decoder_features:
         loss = loss + attention_distillation_loss(decoder_features, ad_weight, detach_target)
     return loss
