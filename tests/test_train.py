@@ -128,6 +128,18 @@ def test_skeleton_recall_counts_every_branch_alike():
         skeleton_recall_loss(target, skeleton[..., :10])
 
 
+def test_bce_term_charges_every_false_positive():
+    target = torch.zeros(1, 1, 8, 8, 8)
+    target[..., :2] = 1
+    right = torch.where(target > 0, 6.0, -6.0)
+    everything = torch.full_like(target, 6.0)  # all airway: the collapse skeleton recall alone allows
+    dice_gap = float(airway_loss(everything, target) - airway_loss(right, target))
+    with_bce = float(airway_loss(everything, target, bce_weight=1.0) - airway_loss(right, target, bce_weight=1.0))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert with_bce - dice_gap == pytest.approx(float(bce(everything, target) - bce(right, target)), rel=1e-5)
+    assert with_bce > dice_gap + 4  # 3/4 of the voxels wrong by 6 logits each
+
+
 # ---------------------------------------------------------------- augmentation
 
 
@@ -493,9 +505,12 @@ def test_skeleton_recall_run_records_its_weight_and_resumes_only_with_it(tmp_pat
     assert rows[0]["iterations"] == "2" and 0 <= float(rows[0]["train_dice"]) <= 1  # Dice on the label channel only
     with pytest.raises(InputError, match="different settings \\(skeleton_recall\\)"):
         _cli(_args(data, out, 2, "--val-cases", "1", "--resume"))
-    assert "skeleton_recall" not in AirwayTrainConfig().describe()  # older runs resume unchanged
+    assert not {"skeleton_recall", "bce"} & set(AirwayTrainConfig().describe())  # older runs resume unchanged
+    assert AirwayTrainConfig(bce=0.5).describe()["bce"] == 0.5
     with pytest.raises(InputError, match="--skeleton-recall"):
         AirwayTrainConfig(skeleton_recall=-1).check()
+    with pytest.raises(InputError, match="--bce"):
+        AirwayTrainConfig(bce=11).check()
 
 
 def test_loss_decreases_on_a_learnable_toy_problem():

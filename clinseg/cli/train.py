@@ -72,6 +72,8 @@ def register(subparsers) -> None:
     a.add_argument("--skeleton-recall", type=float, default=0.0, metavar="W",
                    help="add W x skeleton recall (share of the label's centerline covered) to the loss; "
                    "default 0: the thesis's loss")
+    a.add_argument("--bce", type=float, default=0.0, metavar="W",
+                   help="add W x binary cross-entropy to the loss; default 0: the thesis's loss")
     a.add_argument("--no-augment", action="store_true")
     a.add_argument("--val-cases", type=int, help="held-out cases (default: the thesis's, else 10 %%)")
     a.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
@@ -124,6 +126,7 @@ def run_airway(args: argparse.Namespace) -> int:
         seed=args.seed,
         spacing=args.spacing,
         skeleton_recall=args.skeleton_recall,
+        bce=args.bce,
     )
     reporter = Reporter.from_args(args)
     summary = run_training(

@@ -203,6 +203,7 @@ class AirwayTrainConfig:
     spacing: tuple[float, float, float] | None = None  # None: native spacing (the thesis)
     ad_detach: bool = False
     skeleton_recall: float = 0.0  # weight of the skeleton recall term (0: off, the thesis's loss)
+    bce: float = 0.0  # weight of a binary cross-entropy term (0: off, the thesis's loss)
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def check(self) -> None:
@@ -216,8 +217,9 @@ class AirwayTrainConfig:
             raise InputError("--batch", "batch size and iterations per epoch must be positive")
         if not self.width > 0:
             raise InputError("--width", f"must be positive, got {self.width}")
-        if not 0 <= self.skeleton_recall <= 10:
-            raise InputError("--skeleton-recall", f"weight must be between 0 and 10, got {self.skeleton_recall}")
+        for flag, weight in (("--skeleton-recall", self.skeleton_recall), ("--bce", self.bce)):
+            if not 0 <= weight <= 10:
+                raise InputError(flag, f"weight must be between 0 and 10, got {weight}")
         if self.spacing is not None and (len(self.spacing) != 3 or not all(0.2 <= s <= 5.0 for s in self.spacing)):
             raise InputError("--spacing", f"needs three spacings between 0.2 and 5 mm, got {self.spacing}")
 
@@ -236,8 +238,9 @@ class AirwayTrainConfig:
         data.pop("augment_config")
         data["patch"] = list(self.patch)
         data["stride"] = list(self.stride) if self.stride else None
-        if not self.skeleton_recall:
-            data.pop("skeleton_recall")  # runs from before the option compare equal on --resume
+        for option in ("skeleton_recall", "bce"):
+            if not data[option]:
+                data.pop(option)  # runs from before the option compare equal on --resume
         if self.spacing is None:
             data.pop("spacing")  # runs from before the option compare equal on --resume
         else:
@@ -307,7 +310,7 @@ class AirwayTask:
             logits, features = output, None
         skeleton = label[:, 1:2] if label.shape[1] > 1 else None
         loss = airway_loss(logits, label[:, :1], features, detach_target=self.config.ad_detach, skeleton=skeleton,
-                           skeleton_weight=self.config.skeleton_recall)  # fmt: skip
+                           skeleton_weight=self.config.skeleton_recall, bce_weight=self.config.bce)  # fmt: skip
         return loss, logits
 
     @torch.no_grad()

@@ -84,11 +84,15 @@ def airway_loss(
     detach_target: bool = False,
     skeleton: torch.Tensor | None = None,
     skeleton_weight: float = 0.0,
+    bce_weight: float = 0.0,
 ) -> torch.Tensor:
     """Dice on ``sigmoid(logits)`` plus, when decoder features are given, the weighted AD terms, plus, when a
-    tubed skeleton and a positive weight are given, the weighted skeleton recall term."""
+    tubed skeleton and a positive weight are given, the weighted skeleton recall term, plus ``bce_weight`` x
+    binary cross-entropy (a per-voxel term: every false positive costs, which Dice alone hardly charges)."""
     probabilities = torch.sigmoid(logits.float())
     loss = soft_dice_loss(probabilities, target)
+    if bce_weight > 0:
+        loss = loss + bce_weight * F.binary_cross_entropy_with_logits(logits.float(), target.float())
     if skeleton is not None and skeleton_weight > 0:
         loss = loss + skeleton_weight * skeleton_recall_loss(probabilities, skeleton)
     if decoder_features:
