@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from airway_heldout import cached, model_home
+from airway_heldout import cached
 from scipy.ndimage import distance_transform_edt
 
-from clinseg.metrics.airway import DETECTED_FRACTION, reference_for
+from clinseg.metrics.airway import detected_branches, reference_for
 
 EDGES_MM = (0.0, 0.75, 1.0, 1.5, 2.0, 3.0, np.inf)
 
@@ -37,8 +37,7 @@ def branch_table(gt, pred: np.ndarray) -> list[dict]:
     counts = np.bincount(ref.branch, minlength=ref.n_branches)
     branch_radius = np.bincount(ref.branch, radius, minlength=ref.n_branches) / np.maximum(counts, 1)
     hit = pred[tuple(ref.skeleton.T)]
-    hit_per_branch = np.bincount(ref.branch[hit], minlength=ref.n_branches)
-    detected = hit_per_branch >= DETECTED_FRACTION * counts
+    detected = detected_branches(ref, hit)
     rows = []
     for lo, hi in zip(EDGES_MM[:-1], EDGES_MM[1:]):
         in_bin = (branch_radius >= lo) & (branch_radius < hi)
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         name, ct, airway = cached(None, key, args.cache)
         for engine in args.engines.split(","):
             options = AirwayOptions(engine="classical") if engine == "classical" else AirwayOptions(model_id=engine)
-            with model_home(None):
-                result = run_airway(ct, options)
+            result = run_airway(ct, options)
             table = branch_table(airway, result.labelmap.array > 0)
             out.append({"case": name, "engine": engine, "bins": table})
             print(f"{name} / {engine}")

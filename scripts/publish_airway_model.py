@@ -30,16 +30,18 @@ COMMAND = "scripts/train_airway_default.sh"
 # resampled back): measured on the held-out phantoms against native spacing and against 0.7 mm (docs/airway.md,
 # "Working spacing"). A run trained with --spacing uses its training spacing.
 WORKING_SPACING_MM = [0.8, 0.8, 0.8]
-
-
-def working_spacing(run: dict) -> list[float]:
-    return list(run.get("spacing") or WORKING_SPACING_MM)
 VARIANT_NAMES = {"baseline": "", "ad": " with attention distillation",
                  "ad_frl": " with attention distillation and feature re-learning"}
 VARIANT_WHY = {
     "ad": "+AD has the document's best BD and TD on its test set (87.98 / 93.30)",
     "ad_frl": "best of the three in our equal-budget ablation with the shipped inference (docs/airway.md)",
 }
+
+
+def working_spacing(run: dict) -> list[float]:
+    return list(run.get("spacing") or WORKING_SPACING_MM)
+
+
 THESIS = "SJTU 2023 thesis on airway segmentation (../shared/seeds/airway.md, original 000_204378fd8f4f9ad3.txt)"
 
 

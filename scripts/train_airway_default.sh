@@ -3,7 +3,7 @@
 # 1. generates the training phantoms (seeds 1-20, in-plane spacing 0.6-1.0 mm, slices 0.6-1.25 mm)
 #    in the ATM'22 layout, two at a time; 2. trains the thesis's 3-D U-Net + attention distillation at width 0.5
 #    for 2,500 steps (bfloat16 mixed precision on CPUs that have it; about 80 min on 2 cores; CPUs without
-#    native bfloat16 run float32, 2-3x slower: docs/airway.md).
+#    native bfloat16 run float32, measured 1.7x slower per step: docs/airway.md).
 # Usage: scripts/train_airway_default.sh [WORKDIR] (default runs/airway-default). Resumable: rerun to continue.
 # Candidates for the next shipped model: VARIANT=ad_frl SPACING=0.8 DATA=runs/airway-default/data
 # scripts/train_airway_default.sh runs/airway-candidate (same phantoms and budget; defaults reproduce the shipped one).

@@ -97,6 +97,12 @@ def parse_branches(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return label
 
 
+def detected_branches(ref: AirwayReference, hit: np.ndarray) -> np.ndarray:
+    """Per reference branch, whether ``hit`` (bool per skeleton voxel) covers at least 80 % of its skeleton."""
+    total = np.bincount(ref.branch, minlength=ref.n_branches)
+    return np.bincount(ref.branch[hit], minlength=ref.n_branches) >= DETECTED_FRACTION * total
+
+
 def _digest(gt: np.ndarray) -> tuple[str, tuple[slice, ...] | None]:
     box = bounding_box(gt)
     h = hashlib.blake2b(repr((gt.shape, box)).encode(), digest_size=16)
@@ -151,9 +157,7 @@ def airway_metrics(
     offset = np.array([s.start for s in box])
     local = ref.skeleton - offset
     hit = lcc[tuple(local.T)] if len(local) else np.zeros(0, dtype=bool)
-    total_per_branch = np.bincount(ref.branch, minlength=ref.n_branches)
-    hit_per_branch = np.bincount(ref.branch[hit], minlength=ref.n_branches)
-    detected = int(np.count_nonzero(hit_per_branch >= DETECTED_FRACTION * total_per_branch))
+    detected = int(np.count_nonzero(detected_branches(ref, hit)))
     result["td"] = float(hit.mean()) if hit.size else 1.0
     result["bd"] = detected / ref.n_branches if ref.n_branches else 1.0
     result.update(
