@@ -530,3 +530,40 @@ def test_loss_decreases_on_a_learnable_toy_problem():
     after = held_out_loss()
     assert before > 0.3
     assert after < 0.5 * before
+
+
+def test_init_starts_from_given_weights_records_them_and_refuses_a_misfit(tmp_path):
+    from clinseg.registry.store import sha256_file
+
+    data = _tiny_dataset(tmp_path / "data", n=2)
+    first = tmp_path / "first"
+    assert _cli(_args(data, first, 1, "--val-cases", "1")) == 0
+    weights = first / "model.safetensors"
+    # learning rate 0: the run ends where it started, so its export equals the starting weights exactly
+    tuned = tmp_path / "tuned"
+    assert _cli(_args(data, tuned, 1, "--val-cases", "1", "--lr", "0", "--init", str(weights))) == 0
+    a, b = _weights(weights), _weights(tuned / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tuned / "run.json").read_text())["init"] == f"model.safetensors sha256:{sha256_file(weights)}"
+    fresh = tmp_path / "fresh"  # the control: without --init the same run starts from the seed's weights
+    assert _cli(_args(data, fresh, 1, "--val-cases", "1", "--lr", "0")) == 0
+    assert not all(torch.equal(a[k], v) for k, v in _weights(fresh / "model.safetensors").items())
+
+    with pytest.raises(InputError, match="does not fit this network"):
+        _cli(_args(data, tmp_path / "wide", 1, "--val-cases", "1", "--width", "0.5", "--init", str(weights)))
+    assert not (tmp_path / "wide").exists()  # refused before anything was written
+    with pytest.raises(InputError, match="neither a .safetensors file nor a loadable model"):
+        _cli(_args(data, tmp_path / "unknown", 1, "--init", "no-such-model"))
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(InputError, match="cannot be read as safetensors"):
+        _cli(_args(data, tmp_path / "broken", 1, "--init", str(tmp_path / "broken.safetensors")))
+
+
+def test_init_from_the_shipped_model_is_hash_checked():
+    from clinseg.registry.store import get_registry
+    from clinseg.train.init import initial_weights
+
+    card = get_registry().card("airway-unet-phantom")
+    state, provenance = initial_weights("airway-unet-phantom")
+    assert provenance == f"airway-unet-phantom {card.version} sha256:{card.files[0].sha256}"
+    assert sum(v.numel() for v in state.values()) == card.parameter_count

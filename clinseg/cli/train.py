@@ -74,6 +74,8 @@ def register(subparsers) -> None:
                    "default 0: the thesis's loss")
     a.add_argument("--bce", type=float, default=0.0, metavar="W",
                    help="add W x binary cross-entropy to the loss; default 0: the thesis's loss")
+    a.add_argument("--init", metavar="MODEL", help="fine-tune: start from an installed model id or a "
+                   ".safetensors file of the same variant and width (e.g. airway-unet-phantom; use a lower --lr)")
     a.add_argument("--no-augment", action="store_true")
     a.add_argument("--val-cases", type=int, help="held-out cases (default: the thesis's, else 10 %%)")
     a.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
@@ -142,6 +144,7 @@ def run_airway(args: argparse.Namespace) -> int:
         **({"milestones": args.milestones} if args.milestones else {}),
         log=reporter.log,
         cache_dir=args.cache,
+        init=args.init,
     )
     last = summary.rows[-1] if summary.rows else {}
     reporter.result(

@@ -28,6 +28,7 @@ from ..post.skeleton import skeletonize
 from ..preprocess import bounding_box, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
+from .init import initial_weights, load_initial_weights
 from .loop import THESIS_MILESTONES, LoopConfig, TrainSummary, train
 from .losses import airway_loss
 from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
@@ -367,18 +368,28 @@ def run_training(
     milestones: tuple[float, ...] = THESIS_MILESTONES,
     log: Callable[[str], None] = print,
     cache_dir: str | Path | None = None,
+    init: str | None = None,
 ) -> TrainSummary:
     """Prepare the cases, build the network and run ``clinseg.train.loop.train``; returns its summary.
 
     A new run needs an empty or missing ``out_dir``; ``resume`` needs the same settings as the run it
     continues (``run.json``), except ``epochs``, which may grow. ``cache_dir`` (default ``out_dir/cache``)
-    may be shared by runs on the same data: entries are keyed by spacing and written atomically.
+    may be shared by runs on the same data: entries are keyed by spacing and written atomically. ``init`` (a
+    ``.safetensors`` file or an installed model id) gives the starting weights of a fine-tuning run; they must
+    fit the variant and width exactly, and their SHA-256 is recorded.
     """
     config.check()
+    torch.manual_seed(config.seed)  # network initialisation
+    model = build_model(config)
+    initial = initial_weights(init) if init else None
+    if initial is not None:  # checked before anything is written; a resumed run then loads its checkpoint
+        load_initial_weights(model, initial[0], init)
     train_files, val_files = split_cases(list_cases(dataset_dir), config.val_count, config.seed)
     out = Path(out_dir)
     settings_path = out / "run.json"
     settings = {**config.describe(), "lr": lr, "milestones": list(milestones)}
+    if initial is not None:
+        settings["init"] = initial[1]
     if resume:
         if not settings_path.is_file():
             raise InputError(str(out), "nothing to resume: run.json is missing")
@@ -398,8 +409,8 @@ def run_training(
     train_cases = [prepare_case(c, cache, config.spacing, config.skeleton_recall > 0) for c in train_files]
     val_cases = [prepare_case(c, cache, config.spacing) for c in val_files]
     task = AirwayTask(config, train_cases, val_cases)
-    torch.manual_seed(config.seed)  # network initialisation
-    model = build_model(config)
+    if initial is not None and not resume:
+        log(f"starting from {initial[1]}")
     loop = LoopConfig(out, epochs, lr=lr, milestones=tuple(milestones), seed=config.seed, device=device, amp=amp,
                       resume=resume, max_minutes=max_minutes, log=log)  # fmt: skip
     return train(model, task, loop)
