@@ -6,6 +6,8 @@ the card records the thesis's settings and our deviations, the run's exact setti
 
 Usage: ``.venv/bin/python scripts/publish_airway_model.py RUN_DIR [--heldout heldout.json] [--minutes M]``;
 ``--id ID --dest DIR`` writes another model folder instead (e.g. ``$CLINSEG_HOME/models/ID`` for the ablation runs).
+A run fine-tuned with ``--init MODEL`` keeps MODEL's own training record (read before anything is written) under
+``training.base``, so the card describes both stages.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safetensors import safe_open
 
 from clinseg.nets.airway_unet import AirwayUNet, count_parameters
 from clinseg.registry.card import validate_card
-from clinseg.registry.store import sha256_file
+from clinseg.registry.store import get_registry, sha256_file
 
 MODEL_ID = "airway-unet-phantom"
 TARGET = Path(__file__).resolve().parents[1] / "clinseg" / "models" / MODEL_ID
@@ -99,6 +101,7 @@ def deviations(run: dict) -> list[dict[str, str]]:
             "why": "at native 1.5 mm slices (never seen in training) the network failed outright; measured better "
             "than native and than 0.7 mm on the held-out phantoms",
         },
+        *loss_deviation(run),
         {
             "setting": "post-processing",
             "document": "none",
@@ -107,6 +110,28 @@ def deviations(run: dict) -> list[dict[str, str]]:
             "chest wall when the airway came out fragmented",
         },
     ]
+
+
+def loss_deviation(run: dict) -> list[dict[str, str]]:
+    terms = (("skeleton_recall", "skeleton recall"), ("bce", "BCE"))
+    extra = [f"{run[k]:g} x {name}" for k, name in terms if run.get(k)]
+    if not extra:
+        return []
+    return [{
+        "setting": "loss",
+        "document": "soft Dice + 0.1 x attention distillation per decoder pair",
+        "ours": "the document's loss + " + " + ".join(extra),
+        "why": "Dice weighs a branch by its voxels, TD and BD by its length: the thin peripheral branches were the "
+        "network's misses (docs/airway.md, skeleton recall)",
+    }]  # fmt: skip
+
+
+def base_training(run: dict) -> dict | None:
+    """The training record of the model a fine-tuned run started from (``run.json``'s ``init``), if registered."""
+    source = run.get("init", "").split(" ")[0]
+    if not source or source.endswith(".safetensors"):
+        return None
+    return get_registry().card(source).to_dict().get("training")
 
 
 def read_curves(run_dir: Path) -> list[dict[str, float]]:
@@ -130,7 +155,12 @@ def heldout_figures(path: Path | None, model_id: str) -> dict:
 
 
 def build_card(
-    run_dir: Path, weights: Path, heldout: Path | None, minutes: float | None, model_id: str = MODEL_ID
+    run_dir: Path,
+    weights: Path,
+    heldout: Path | None,
+    minutes: float | None,
+    model_id: str = MODEL_ID,
+    version: str = "1.0.0",
 ) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     with safe_open(str(weights), "pt") as f:
@@ -141,14 +171,16 @@ def build_card(
     curves = read_curves(run_dir)
     steps = int(sum(r["iterations"] for r in curves))
     wall = minutes if minutes is not None else round(sum(r["seconds"] for r in curves) / 60, 1)
+    base = base_training(run)
+    tuned = f", then fine-tuned for {steps:,} steps from {run['init'].split(' ')[0]}" if run.get("init") else ""
     return {
         "id": model_id,
-        "version": "1.0.0",
+        "version": version,
         "task": "airway",
         "licence": "Apache-2.0",
         "description": (
             f"The thesis's 9-block airway 3-D U-Net{VARIANT_NAMES[run['variant']]}, at width x{run['width']} "
-            f"({params:,} parameters), trained by ClinicalSeg on synthetic chest CT phantoms only. Segments the "
+            f"({params:,} parameters), trained by ClinicalSeg on synthetic chest CT phantoms only{tuned}. Segments the "
             "airway lumen (ATM'22 label convention) inside the lung bounding box. Not trained on real scans and "
             "not the default engine: on held-out phantoms it finds the central tree but misses many peripheral "
             "branches; see figures."
@@ -216,6 +248,8 @@ def build_card(
             "epochs": len(curves),
             "wall_minutes": wall,
             "curves": curves,
+            **({"fine_tuned_from": run["init"]} if run.get("init") else {}),
+            **({"base": base} if base else {}),
         },
         "parameter_count": params,
     }
@@ -228,9 +262,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, help="wall time of the whole recipe (default: sum of epochs)")
     parser.add_argument("--id", default=MODEL_ID, help="model id of the card")
     parser.add_argument("--dest", type=Path, default=TARGET, help="model folder to write")
+    parser.add_argument("--version", default="1.0.0", help="card version (bump it when the weights change)")
     args = parser.parse_args()
     weights = args.run_dir / "model.safetensors"
-    card = build_card(args.run_dir, weights, args.heldout, args.minutes, args.id)
+    card = build_card(args.run_dir, weights, args.heldout, args.minutes, args.id, args.version)
     problems = validate_card(card)
     if problems:
         raise SystemExit("card invalid: " + "; ".join(problems))

@@ -20,9 +20,10 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def load_bench(name: str) -> ModuleType:
-    """The script ``bench/<name>.py`` imported as a module, so a test can reuse its measurement code."""
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+def load_bench(name: str, folder: str = "bench") -> ModuleType:
+    """The script ``<folder>/<name>.py`` (``bench/`` or ``scripts/``) imported as a module, so a test can reuse or
+    check its code."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

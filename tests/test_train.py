@@ -567,3 +567,25 @@ def test_init_from_the_shipped_model_is_hash_checked():
     state, provenance = initial_weights("airway-unet-phantom")
     assert provenance == f"airway-unet-phantom {card.version} sha256:{card.files[0].sha256}"
     assert sum(v.numel() for v in state.values()) == card.parameter_count
+
+
+def test_publishing_a_fine_tuned_run_keeps_both_training_records(tmp_path):
+    from helpers_airway import load_bench
+
+    from clinseg.registry.card import validate_card
+    from clinseg.registry.store import get_registry
+
+    publish = load_bench("publish_airway_model", folder="scripts")
+    data = _tiny_dataset(tmp_path / "data", n=2)
+    run = tmp_path / "tuned"
+    argv = [*_args(data, run, 1, "--val-cases", "1", "--init", "airway-unet-phantom", "--skeleton-recall", "0.1")]
+    argv[argv.index("ad_frl")], argv[argv.index("0.25")] = "ad", "0.5"  # the shipped model's variant and width
+    assert _cli(argv) == 0
+    card = publish.build_card(run, run / "model.safetensors", None, None, "airway-tuned", "1.1.0")
+    assert validate_card(card) == [] and card["version"] == "1.1.0"
+    shipped = get_registry().card("airway-unet-phantom").to_dict()
+    assert card["training"]["base"] == shipped["training"]  # the first stage's record, curves included
+    assert card["training"]["fine_tuned_from"].startswith("airway-unet-phantom ")
+    assert card["training"]["steps"] == 2 and "fine-tuned for 2 steps from airway-unet-phantom" in card["description"]
+    (loss,) = [d for d in card["document"]["deviations"] if d["setting"] == "loss"]
+    assert loss["ours"].endswith("+ 0.1 x skeleton recall")
