@@ -249,7 +249,7 @@ def build_card(
             "wall_minutes": wall,
             "curves": curves,
             **({"fine_tuned_from": run["init"]} if run.get("init") else {}),
-            **({"base": base} if base else {}),
+            **({"base": base, "total_steps": steps + base.get("total_steps", base.get("steps", 0))} if base else {}),
         },
         "parameter_count": params,
     }
