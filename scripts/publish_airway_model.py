@@ -126,9 +126,14 @@ def loss_deviation(run: dict) -> list[dict[str, str]]:
     }]  # fmt: skip
 
 
+def init_source(run: dict) -> str:
+    """What a fine-tuned run started from: the model id or file name that leads ``run.json``'s ``init``."""
+    return run.get("init", "").split(" ")[0]
+
+
 def base_training(run: dict) -> dict | None:
-    """The training record of the model a fine-tuned run started from (``run.json``'s ``init``), if registered."""
-    source = run.get("init", "").split(" ")[0]
+    """The training record of the model a fine-tuned run started from, when that is a registered model."""
+    source = init_source(run)
     if not source or source.endswith(".safetensors"):
         return None
     return get_registry().card(source).to_dict().get("training")
@@ -172,7 +177,7 @@ def build_card(
     steps = int(sum(r["iterations"] for r in curves))
     wall = minutes if minutes is not None else round(sum(r["seconds"] for r in curves) / 60, 1)
     base = base_training(run)
-    tuned = f", then fine-tuned for {steps:,} steps from {run['init'].split(' ')[0]}" if run.get("init") else ""
+    tuned = f", then fine-tuned for {steps:,} steps from {init_source(run)}" if run.get("init") else ""
     return {
         "id": model_id,
         "version": version,

@@ -92,7 +92,7 @@ def _copy_verified(model_id: str, entry: FileEntry, source, dest: Path, tracker:
     _check_digest(model_id, entry, digest.hexdigest(), written)
 
 
-def _load_state_dict(path: Path, fmt: str, subject: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, fmt: str, subject: str) -> dict[str, torch.Tensor]:
     """Tensors of one weight file, on the CPU, without unpickling arbitrary objects."""
     try:
         if fmt == "safetensors":
@@ -118,14 +118,14 @@ def _tensor_shapes(path: Path, fmt: str, subject: str) -> dict[str, tuple[int, .
                 return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
         except Exception as error:  # header errors come as several exception types
             raise ModelError(subject, f"{path.name} cannot be read as safetensors: {_first_line(error)}") from None
-    return {k: tuple(v.shape) for k, v in _load_state_dict(path, fmt, subject).items()}
+    return {k: tuple(v.shape) for k, v in read_state_dict(path, fmt, subject).items()}
 
 
 def _convert_to_safetensors(model_id: str, path: Path, entry: FileEntry) -> FileEntry:
     """Verified ``weights_only`` load of a state dict, written as safetensors beside it; the original is removed."""
     from safetensors.torch import save_file
 
-    state = _load_state_dict(path, entry.format, model_id)
+    state = read_state_dict(path, entry.format, model_id)
     out = path.with_suffix(".safetensors")
     # Clones: safetensors refuses tensors that share storage or are non-contiguous views.
     tensors = {key: value.detach().clone().contiguous() for key, value in state.items()}
@@ -407,7 +407,7 @@ class Registry:
             raise ModelError(model_id, "; ".join(problems) + f"; reinstall with 'clinseg models install {model_id}'")
         state: dict[str, torch.Tensor] = {}
         for entry in card.files:
-            state.update(_load_state_dict(folder / entry.name, entry.format, model_id))
+            state.update(read_state_dict(folder / entry.name, entry.format, model_id))
         name, kwargs = card.architecture
         try:
             network = build_network(name, kwargs)

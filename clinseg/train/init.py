@@ -17,19 +17,16 @@ from ..errors import InputError, ModelError
 
 def initial_weights(source: str) -> tuple[dict[str, torch.Tensor], str]:
     """``(state dict, provenance)`` of ``source``: a ``.safetensors`` path, or the id of an installed model."""
-    from ..registry.store import get_registry, sha256_file
+    from ..registry.store import get_registry, read_state_dict, sha256_file
 
     path = Path(source).expanduser()
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise InputError("--init", f"{source}: no such file")
-        from safetensors.torch import load_file
-
         try:
-            state = load_file(str(path), device="cpu")
-        except Exception as error:  # safetensors raises several types for corrupt or truncated files
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise InputError("--init", f"{source} cannot be read as safetensors: {reason}") from None
+            state = read_state_dict(path, "safetensors", source)  # the registry's reader: tensors only, no pickle
+        except ModelError as error:
+            raise InputError("--init", error.problem) from None
         return state, f"{path.name} sha256:{sha256_file(path)}"
     registry = get_registry()
     try:
