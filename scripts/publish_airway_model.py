@@ -72,8 +72,10 @@ def deviations(run: dict) -> list[dict[str, str]]:
             "setting": "cuboid",
             "document": "80x192x304, stride 64x96x152, every cuboid once per epoch",
             "ours": f"{patch}, {run['iters_per_epoch']} random batches per epoch, {run['fg_fraction']:.2f} centred "
-            "on airway",
-            "why": "memory and time on CPU; foreground sampling makes up for fewer steps",
+            + ("on the airway's centreline" if run.get("fg_points") == "centerline" else "on airway"),
+            "why": "memory and time on CPU; foreground sampling makes up for fewer steps"
+            + ("; centreline points weigh each branch by length, so thin branches are drawn more often"
+               if run.get("fg_points") == "centerline" else ""),
         },
         {
             "setting": "batch",

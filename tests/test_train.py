@@ -513,6 +513,51 @@ def test_skeleton_recall_run_records_its_weight_and_resumes_only_with_it(tmp_pat
         AirwayTrainConfig(bce=11).check()
 
 
+def test_centerline_sampling_draws_thin_branches_as_often_as_thick_ones(tmp_path):
+    from clinseg.train.airway import AirwayTask
+
+    shape = (32, 48, 48)
+    z, y, x = np.indices(shape)
+    thick = (y - 14) ** 2 + (x - 14) ** 2 < 36  # two parallel tubes of equal length, radii 6 and 1.5 voxels
+    thin = (y - 34) ** 2 + (x - 34) ** 2 < 2.5
+    ct = np.full(shape, 40.0, dtype=np.float32)
+    ct[thick | thin] = -950.0
+    root = tmp_path / "data"
+    write_volume(Volume(ct, (1.0, 1.0, 1.0)), root / "imagesTr" / "ATM_900_0000.nii.gz")
+    write_volume(Volume((thick | thin).astype(np.uint8), (1.0, 1.0, 1.0)), root / "labelsTr" / "ATM_900.nii.gz")
+    (case,) = list_cases(root)
+    prepared = prepare_case(case, tmp_path / "cache", skeleton=True)
+    from scipy import ndimage
+
+    tubes, count = ndimage.label(np.asarray(prepared.label))
+    sizes = np.bincount(tubes.ravel())[1:]
+    assert count == 2 and sizes.max() > 10 * sizes.min()
+    thin_id = int(np.argmin(sizes)) + 1
+
+    def thin_share(fg_points: str) -> float:
+        task = AirwayTask(AirwayTrainConfig(patch=(16, 16, 16), fg_points=fg_points), [prepared], [])
+        (points,) = task.forced_points
+        assert np.asarray(prepared.skeleton if fg_points == "centerline" else prepared.label)[tuple(points.T)].all()
+        return float(np.mean(tubes[tuple(points.T)] == thin_id))
+
+    assert thin_share("voxels") < 0.1  # by volume the thick tube dominates
+    assert 0.3 < thin_share("centerline") < 0.7  # by length the two are alike
+    config = AirwayTrainConfig(fg_points="centerline")
+    assert config.needs_skeleton and config.describe()["fg_points"] == "centerline"
+    assert "fg_points" not in AirwayTrainConfig().describe()  # older runs resume unchanged
+    with pytest.raises(InputError, match="--fg-points"):
+        AirwayTrainConfig(fg_points="skeleton").check()
+    with pytest.raises(InputError, match="--fg-fraction"):
+        AirwayTrainConfig(fg_fraction=1.5).check()
+    with pytest.raises(ValueError, match="without its skeleton"):
+        AirwayTask(config, [prepare_case(case, tmp_path / "cache")], [])
+    out = tmp_path / "run"  # the command line prepares the skeletons it needs, and records the choice
+    assert _cli(_args(_tiny_dataset(tmp_path / "tiny", n=2), out, 1, "--fg-points", "centerline", "--fg-fraction",
+                      "0.5", "--val-cases", "1")) == 0  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["fg_points"] == "centerline"
+    assert list((out / "cache").rglob("*.skeleton.npy"))
+
+
 def test_loss_decreases_on_a_learnable_toy_problem():
     model, optimizer, images, labels = _toy_problem()
 

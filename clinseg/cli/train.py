@@ -69,6 +69,9 @@ def register(subparsers) -> None:
         help="fractions of --epochs where the learning rate drops /10 (default: the thesis's 11/21/41 of 60)",
     )
     a.add_argument("--fg-fraction", type=float, default=1 / 3, help="share of cuboids forced onto airway voxels")
+    a.add_argument("--fg-points", choices=["voxels", "centerline"], default="voxels",
+                   help="forced cuboids centre on any airway voxel (default) or on the label's centreline, which "
+                   "weighs every branch by its length and so draws thin peripheral branches far more often")
     a.add_argument("--skeleton-recall", type=float, default=0.0, metavar="W",
                    help="add W x skeleton recall (share of the label's centerline covered) to the loss; "
                    "default 0: the thesis's loss")
@@ -122,6 +125,7 @@ def run_airway(args: argparse.Namespace) -> int:
         iters_per_epoch=args.iters_per_epoch,
         frl=args.frl,
         fg_fraction=args.fg_fraction,
+        fg_points=args.fg_points,
         augment=not args.no_augment,
         val_count=args.val_cases,
         val_every=args.val_every,

@@ -35,6 +35,7 @@ from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, 
 
 HU_WINDOW = (-1000.0, 400.0)
 VARIANTS = ("baseline", "ad", "ad_frl")
+FG_POINTS = ("voxels", "centerline")
 CACHE_VERSION = "v1"
 # The thesis's held-out cases; test cases are never trained on, validation cases validate when present.
 THESIS_VAL_IDS = ("ATM_029", "ATM_054", "ATM_055", "ATM_057", "ATM_091", "ATM_174", "ATM_215", "ATM_505", "ATM_688")
@@ -197,6 +198,7 @@ class AirwayTrainConfig:
     iters_per_epoch: int | None = None  # default: every grid cuboid once per epoch
     frl: str = "adaptive"  # for ad_frl: "fixed" learns axis weights for exactly ``patch``
     fg_fraction: float = 1 / 3
+    fg_points: str = "voxels"  # where forced cuboids centre: any airway voxel, or "centerline" (our option)
     augment: bool = True
     val_count: int | None = None
     val_every: int = 1
@@ -207,11 +209,19 @@ class AirwayTrainConfig:
     bce: float = 0.0  # weight of a binary cross-entropy term (0: off, the thesis's loss)
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
+    @property
+    def needs_skeleton(self) -> bool:
+        return self.skeleton_recall > 0 or self.fg_points == "centerline"
+
     def check(self) -> None:
         if self.variant not in VARIANTS:
             raise InputError("--variant", f"unknown variant {self.variant!r} (choose {', '.join(VARIANTS)})")
         if len(self.patch) != 3 or any(p < 16 or p % 16 for p in self.patch):
             raise InputError("--patch", f"needs three sizes that are multiples of 16, got {self.patch}")
+        if self.fg_points not in FG_POINTS:
+            raise InputError("--fg-points", f"must be {' or '.join(FG_POINTS)}, got {self.fg_points!r}")
+        if not 0 <= self.fg_fraction <= 1:
+            raise InputError("--fg-fraction", f"must be between 0 and 1, got {self.fg_fraction}")
         if self.frl not in ("adaptive", "fixed"):
             raise InputError("--frl", f"must be adaptive or fixed, got {self.frl!r}")
         if self.batch < 1 or (self.iters_per_epoch is not None and self.iters_per_epoch < 1):
@@ -242,6 +252,8 @@ class AirwayTrainConfig:
         for option in ("skeleton_recall", "bce"):
             if not data[option]:
                 data.pop(option)  # runs from before the option compare equal on --resume
+        if self.fg_points == "voxels":
+            data.pop("fg_points")
         if self.spacing is None:
             data.pop("spacing")  # runs from before the option compare equal on --resume
         else:
@@ -272,12 +284,23 @@ class AirwayTask:
         grid = sum(len(grid_starts(case.image.shape, config.patch, self.stride)) for case in train)
         iterations = config.iters_per_epoch or -(-grid // config.batch)
         self.patches_per_epoch = iterations * config.batch
+        self.forced_points = [self._forced_points(case) for case in train]
+
+    def _forced_points(self, case: PreparedCase) -> np.ndarray:
+        """Where forced cuboids may centre. Airway voxels are mostly trachea and main bronchi; centreline
+        voxels weigh every branch by its length instead, so the thin peripheral branches (most of the tree's
+        length, most of its misses) are drawn far more often."""
+        if self.config.fg_points == "voxels":
+            return case.foreground
+        if case.skeleton is None:
+            raise ValueError(f"case {case.id} was prepared without its skeleton")
+        return foreground_points(case.skeleton)
 
     def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         c = self.config
         refs = epoch_patches(
             [case.image.shape for case in self.train_cases],
-            [case.foreground for case in self.train_cases],
+            self.forced_points,
             c.patch,
             self.stride,
             self.patches_per_epoch,
@@ -406,7 +429,7 @@ def run_training(
             tmp.write_text(json.dumps(settings, indent=2))
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     log(f"{len(train_files)} training and {len(val_files)} validation cases; preparing (cached in {cache})")
-    train_cases = [prepare_case(c, cache, config.spacing, config.skeleton_recall > 0) for c in train_files]
+    train_cases = [prepare_case(c, cache, config.spacing, config.needs_skeleton) for c in train_files]
     val_cases = [prepare_case(c, cache, config.spacing) for c in val_files]
     task = AirwayTask(config, train_cases, val_cases)
     if initial is not None and not resume:
