@@ -141,6 +141,13 @@ def base_training(run: dict) -> dict | None:
     return get_registry().card(source).to_dict().get("training")
 
 
+def fine_tuning_steps(training: dict | None) -> list[int]:
+    """Steps of each fine-tuning stage in a card's training record, oldest first (a chain through ``base``)."""
+    if not training or "fine_tuned_from" not in training:
+        return []
+    return [*fine_tuning_steps(training.get("base")), int(training["steps"])]
+
+
 def read_curves(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "log.csv", newline="") as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
@@ -179,7 +186,8 @@ def build_card(
     steps = int(sum(r["iterations"] for r in curves))
     wall = minutes if minutes is not None else round(sum(r["seconds"] for r in curves) / 60, 1)
     base = base_training(run)
-    tuned = f", then fine-tuned for {steps:,} steps from {init_source(run)}" if run.get("init") else ""
+    stages = " + ".join(f"{n:,}" for n in [*fine_tuning_steps(base), steps])
+    tuned = f", then fine-tuned for {stages} steps from {init_source(run)}" if run.get("init") else ""
     return {
         "id": model_id,
         "version": version,

@@ -5,8 +5,10 @@
 #    for 2,500 steps at native spacing (bfloat16 mixed precision on CPUs that have it; about 80 min on 2 cores;
 #    CPUs without native bfloat16 run float32, measured 1.7x slower per step: docs/airway.md); 3. fine-tunes it
 #    for 320 steps on the cases resampled to 0.8 mm (the card's working spacing) with lr 3e-4 and
-#    FT_SKELETON_RECALL (default 0.3) x skeleton recall (28 min in float32 on 2 cores). FINE_TUNE=0 stops after
-#    stage 2 (the 1.0.0 model).
+#    FT_SKELETON_RECALL (default 0.3) x skeleton recall (28 min in float32 on 2 cores): the 1.1.0 model;
+#    4. fine-tunes that for another 320 steps with FT2_SKELETON_RECALL (default 1.0) x skeleton recall and half
+#    the cuboids centred on the label's centreline (27 min in float32): the 1.2.0 model. FINE_TUNE=0 stops after
+#    stage 2 (1.0.0), FINE_TUNE=1 after stage 3 (1.1.0).
 # Usage: scripts/train_airway_default.sh [WORKDIR] (default runs/airway-default). Resumable: rerun to continue.
 # Candidates for the next shipped model: VARIANT=ad_frl SPACING=0.8 DATA=runs/airway-default/data
 # scripts/train_airway_default.sh runs/airway-candidate (same phantoms and budget; defaults reproduce the shipped one).
@@ -38,10 +40,19 @@ made=$(ls "$DATA"/labelsTr/phantom_*.nii.gz 2> /dev/null | wc -l)
   --batch 2 --epochs 50 --iters-per-epoch 50 --milestones 0.6,0.85 --val-cases 2 --val-every 10 --seed 0 \
   --threads 2 --max-minutes "${MAX_MINUTES:-110}" ${SPACING:+--spacing "$SPACING"} \
   --progress none $( [ -f "$WORK/run/checkpoints/last.pt" ] && echo --resume )
-[ "${FINE_TUNE:-1}" = 1 ] || exit 0
+FINE_TUNE=${FINE_TUNE:-2}
+[ "$FINE_TUNE" -ge 1 ] || exit 0
 trained=$(($(wc -l < "$WORK/run/log.csv") - 1))  # a time-capped stage 2 must finish before fine-tuning starts
 [ "$trained" -ge 50 ] || { echo "stage 2 stopped after epoch $trained of 50: rerun to continue" >&2; exit 0; }
 "$CLINSEG" train airway --data "$DATA" --out "$WORK/finetune" --variant "$VARIANT" --width 0.5 --patch 64,96,96 \
   --batch 2 --epochs 8 --iters-per-epoch 40 --milestones 0.6,0.85 --lr 3e-4 --val-cases 2 --val-every 1000 \
   --seed 0 --threads 2 --spacing 0.8 --skeleton-recall "${FT_SKELETON_RECALL:-0.3}" \
   --init "$WORK/run/model.safetensors" --progress none $( [ -f "$WORK/finetune/checkpoints/last.pt" ] && echo --resume )
+[ "$FINE_TUNE" -ge 2 ] || exit 0
+tuned=$(($(wc -l < "$WORK/finetune/log.csv") - 1))
+[ "$tuned" -ge 8 ] || { echo "stage 3 stopped after epoch $tuned of 8: rerun to continue" >&2; exit 0; }
+"$CLINSEG" train airway --data "$DATA" --out "$WORK/finetune2" --variant "$VARIANT" --width 0.5 --patch 64,96,96 \
+  --batch 2 --epochs 8 --iters-per-epoch 40 --milestones 0.6,0.85 --lr 3e-4 --val-cases 2 --val-every 1000 \
+  --seed 0 --threads 2 --spacing 0.8 --skeleton-recall "${FT2_SKELETON_RECALL:-1.0}" --fg-points centerline \
+  --fg-fraction 0.5 --init "$WORK/finetune/model.safetensors" --progress none \
+  $( [ -f "$WORK/finetune2/checkpoints/last.pt" ] && echo --resume )

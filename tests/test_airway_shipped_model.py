@@ -53,27 +53,27 @@ def test_weights_load_strictly_and_give_one_logit_channel(registry):
 
 
 def test_not_the_default_until_it_beats_the_classical_engine():
-    assert DEFAULT_MODEL is None  # held-out means: classical DSC/TD/BD 0.93/0.78/0.66, this model 0.89/0.59/0.43
+    assert DEFAULT_MODEL is None  # held-out means: classical DSC/TD/BD 0.93/0.78/0.66, this model 0.89/0.67/0.51
 
 
 @pytest.mark.parametrize(
-    ("spacing_mm", "dice", "td"),
+    ("spacing_mm", "dice", "td", "precision"),
     [
-        # not a training seed; measured DSC / TD / BD / precision 0.895 / 0.693 / 0.468 / 0.933 (1.0.0: 0.875 /
-        # 0.564 / 0.405 / 0.970): the central tree is right, many peripheral branches are missed
-        (1.0, 0.85, 0.6),
+        # not a training seed; measured DSC / TD / BD / precision 0.879 / 0.747 / 0.544 / 0.865 (1.1.0: 0.895 /
+        # 0.693 / 0.468 / 0.933; 1.0.0: 0.875 / 0.564 / 0.405 / 0.970): 1.2.0 trades precision for branches
+        (1.0, 0.85, 0.68, 0.83),
         # 1.5 mm was never seen in training; at native spacing a network failed outright on such scans (DSC 0
-        # on held-out phantom 1005); at the card's 0.8 mm working spacing 0.852 / 0.529 / 0.374 / 0.953 (1.0.0:
-        # 0.813 / 0.380 / 0.236 / 0.982)
-        (1.5, 0.8, 0.45),
+        # on held-out phantom 1005); at the card's 0.8 mm working spacing 0.856 / 0.600 / 0.439 / 0.898 (1.1.0:
+        # 0.852 / 0.529 / 0.374 / 0.953; 1.0.0: 0.813 / 0.380 / 0.236 / 0.982)
+        (1.5, 0.8, 0.53, 0.85),
     ],
 )
-def test_segments_a_held_out_phantom_into_a_named_tree(clinseg_home, spacing_mm, dice, td):
+def test_segments_a_held_out_phantom_into_a_named_tree(clinseg_home, spacing_mm, dice, td, precision):
     phantom = generate_chest(seed=1011, preset="small", spacing=(spacing_mm,) * 3)
     result = run_airway(phantom.ct, AirwayOptions(engine="model", model_id=MODEL_ID))
     assert result.labelmap.same_grid(phantom.ct)  # resampled for the network, answered on the CT's grid
     metrics = airway_metrics(result.labelmap, phantom.airway)
-    assert metrics["dice"] > dice and metrics["td"] > td and metrics["precision"] > 0.9
+    assert metrics["dice"] > dice and metrics["td"] > td and metrics["precision"] > precision
     tree = result.metrics["tree"]
     assert {"Trachea", "RightMainBronchus", "LeftMainBronchus"} <= set(tree["named"])
     assert len(set(tree["named"]) & set(LOBAR_NAMES)) >= 4

@@ -623,7 +623,8 @@ def test_publishing_a_fine_tuned_run_keeps_both_training_records(tmp_path):
     publish = load_bench("publish_airway_model", folder="scripts")
     data = _tiny_dataset(tmp_path / "data", n=2)
     run = tmp_path / "tuned"
-    argv = [*_args(data, run, 1, "--val-cases", "1", "--init", "airway-unet-phantom", "--skeleton-recall", "0.1")]
+    argv = [*_args(data, run, 1, "--val-cases", "1", "--init", "airway-unet-phantom", "--skeleton-recall", "0.1",
+                   "--fg-points", "centerline")]  # fmt: skip
     argv[argv.index("ad_frl")], argv[argv.index("0.25")] = "ad", "0.5"  # the shipped model's variant and width
     assert _cli(argv) == 0
     card = publish.build_card(run, run / "model.safetensors", None, None, "airway-tuned", "1.1.0")
@@ -633,6 +634,12 @@ def test_publishing_a_fine_tuned_run_keeps_both_training_records(tmp_path):
     assert card["training"]["fine_tuned_from"].startswith("airway-unet-phantom ")
     base_steps = shipped["training"].get("total_steps", shipped["training"]["steps"])  # itself fine-tuned or not
     assert card["training"]["total_steps"] == 2 + base_steps
-    assert card["training"]["steps"] == 2 and "fine-tuned for 2 steps from airway-unet-phantom" in card["description"]
+    earlier = publish.fine_tuning_steps(shipped["training"])  # the shipped model's own fine-tuning stages
+    assert earlier and earlier[-1] == shipped["training"]["steps"]  # 1.1.0 on: fine-tuned 320 steps per stage
+    stages = " + ".join(f"{n:,}" for n in [*earlier, 2])
+    assert card["training"]["steps"] == 2
+    assert f"fine-tuned for {stages} steps from airway-unet-phantom" in card["description"]
+    (cuboid,) = [d for d in card["document"]["deviations"] if d["setting"] == "cuboid"]
+    assert "centred on the airway's centreline" in cuboid["ours"]
     (loss,) = [d for d in card["document"]["deviations"] if d["setting"] == "loss"]
     assert loss["ours"].endswith("+ 0.1 x skeleton recall")
