@@ -49,6 +49,7 @@ THESIS = "SJTU 2023 thesis on airway segmentation (../shared/seeds/airway.md, or
 
 def deviations(run: dict) -> list[dict[str, str]]:
     patch = "x".join(str(p) for p in run["patch"])
+    centerline = run.get("fg_points") == "centerline"
     return [
         {
             "setting": "training data",
@@ -72,10 +73,10 @@ def deviations(run: dict) -> list[dict[str, str]]:
             "setting": "cuboid",
             "document": "80x192x304, stride 64x96x152, every cuboid once per epoch",
             "ours": f"{patch}, {run['iters_per_epoch']} random batches per epoch, {run['fg_fraction']:.2f} centred "
-            + ("on the airway's centreline" if run.get("fg_points") == "centerline" else "on airway"),
+            + ("on the airway's centreline" if centerline else "on airway"),
             "why": "memory and time on CPU; foreground sampling makes up for fewer steps"
             + ("; centreline points weigh each branch by length, so thin branches are drawn more often"
-               if run.get("fg_points") == "centerline" else ""),
+               if centerline else ""),
         },
         {
             "setting": "batch",

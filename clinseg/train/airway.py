@@ -113,6 +113,13 @@ class PreparedCase:
     skeleton: np.ndarray | None = None  # uint8 {0, 1} tubed centerline of the label, memory-mapped, if asked
 
 
+def _skeleton(case: PreparedCase) -> np.ndarray:
+    """The case's tubed centerline; an error if it was prepared without one."""
+    if case.skeleton is None:
+        raise ValueError(f"case {case.id} was prepared without its skeleton")
+    return case.skeleton
+
+
 def tubed_skeleton(label: np.ndarray) -> np.ndarray:
     """The label's 3-D centerline grown by one voxel (26-neighbourhood) and kept inside the label: a thin tube
     along every branch, as thick in a subsegmental bronchus as in the trachea."""
@@ -292,9 +299,7 @@ class AirwayTask:
         length, most of its misses) are drawn far more often."""
         if self.config.fg_points == "voxels":
             return case.foreground
-        if case.skeleton is None:
-            raise ValueError(f"case {case.id} was prepared without its skeleton")
-        return foreground_points(case.skeleton)
+        return foreground_points(_skeleton(case))
 
     def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         c = self.config
@@ -322,9 +327,7 @@ class AirwayTask:
         """``(C, D, H, W)``: the label patch, then the tubed skeleton's when skeleton recall is on (both go
         through the same spatial augmentation as extra channels)."""
         case = self.train_cases[index]
-        arrays = [case.label] + ([case.skeleton] if self.config.skeleton_recall else [])
-        if any(a is None for a in arrays):
-            raise ValueError(f"case {case.id} was prepared without its skeleton")
+        arrays = [case.label] + ([_skeleton(case)] if self.config.skeleton_recall else [])
         return np.stack([read_patch(a, start, self.config.patch) for a in arrays])
 
     def loss(self, output, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
