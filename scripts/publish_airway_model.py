@@ -135,11 +135,17 @@ def init_source(run: dict) -> str:
 
 
 def base_training(run: dict) -> dict | None:
-    """The training record of the model a fine-tuned run started from, when that is a registered model."""
+    """The training record of the model a fine-tuned run started from, when that is a registered model. The
+    installed model must still be the one the run started from (``init`` records its version and file hashes):
+    after a newer one is shipped, the id alone would name the wrong base."""
     source = init_source(run)
     if not source or source.endswith(".safetensors"):
         return None
-    return get_registry().card(source).to_dict().get("training")
+    card = get_registry().card(source)
+    installed = f"{source} {card.version} sha256:{','.join(entry.sha256 for entry in card.files)}"
+    if installed != run["init"]:
+        raise ValueError(f"the run started from {run['init']}, but {installed.split(' sha256')[0]} is installed")
+    return card.to_dict().get("training")
 
 
 def fine_tuning_steps(training: dict | None) -> list[int]:
@@ -281,7 +287,10 @@ def main() -> int:
     parser.add_argument("--version", default="1.0.0", help="card version (bump it when the weights change)")
     args = parser.parse_args()
     weights = args.run_dir / "model.safetensors"
-    card = build_card(args.run_dir, weights, args.heldout, args.minutes, args.id, args.version)
+    try:
+        card = build_card(args.run_dir, weights, args.heldout, args.minutes, args.id, args.version)
+    except ValueError as error:
+        raise SystemExit(f"{args.run_dir}: {error}") from None
     problems = validate_card(card)
     if problems:
         raise SystemExit("card invalid: " + "; ".join(problems))

@@ -643,3 +643,7 @@ def test_publishing_a_fine_tuned_run_keeps_both_training_records(tmp_path):
     assert "centred on the airway's centreline" in cuboid["ours"]
     (loss,) = [d for d in card["document"]["deviations"] if d["setting"] == "loss"]
     assert loss["ours"].endswith("+ 0.1 x skeleton recall")
+    run_settings = json.loads((run / "run.json").read_text())  # a run from another version of the model: refused
+    older = {**run_settings, "init": run_settings["init"].replace(f" {shipped['version']} ", " 0.9.0 ")}
+    with pytest.raises(ValueError, match="started from airway-unet-phantom 0.9.0"):
+        publish.base_training(older)
