@@ -162,3 +162,40 @@ def test_pieces_without_a_wall_are_dropped_and_walled_ones_kept():
     kept, dropped = _drop_wall_less(added, union_flat, field, grower, -720.0)
     assert dropped == porous.sum()
     assert set(kept) == set(flat(walled)) | set(flat(tip))
+
+
+def _tube_with_a_leak_at_the_top() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 3 mm trunk (-1000 HU) whose side opens into a -650 HU cavity near its top, then a -700 HU bronchus
+    below: the -600 HU pass leaks at the cavity, and only that pass can reach the bronchus."""
+    k, j, i = np.indices((100, 40, 50))
+    trunk = ((j - 20) ** 2 + (i - 20) ** 2 <= 9) & (k < 60)
+    cavity = (k >= 20) & (k < 34) & (j >= 8) & (j < 32) & (i >= 24) & (i < 44)
+    bronchus = ((j - 20) ** 2 + (i - 20) ** 2 <= 4) & (k >= 60) & (k < 95)
+    hu = np.zeros(trunk.shape)
+    hu[cavity], hu[bronchus], hu[trunk] = -650.0, -700.0, -1000.0
+    return hu, trunk, bronchus
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_a_leak_near_the_top_no_longer_cuts_the_tree_below_it(monkeypatch, retries):
+    """Without regrowth the leaking front takes the trunk below it along, and the pass that could reach the
+    bronchus adds nothing; regrown with the leak held back, the bronchus is found and the cavity is not."""
+    from clinseg.progress import ProgressTracker
+    from clinseg.tasks.airway import classical
+
+    monkeypatch.setattr(classical, "LEAK_RETRIES", retries)
+    hu, trunk, bronchus = _tube_with_a_leak_at_the_top()
+    spacing = (1.0, 1.0, 1.0)
+    field = _Field(hu, np.ones(hu.shape, bool), (-900.0, -600.0), spacing)
+    grower = _Grower(field.shape, spacing)
+    start = trunk & (np.indices(hu.shape)[0] < 3)
+    lumen, passes = classical._lumen_passes(field, start, grower, 10**6, None, ProgressTracker("t", 2, None), "t")
+    assert lumen[trunk].mean() > 0.95  # the strict pass has the whole trunk either way
+    assert passes[1].leaks >= 1 or passes[1].notes.get("leaks_held", 0) >= 1
+    if retries:
+        assert passes[1].notes["regrown"] >= 1
+        assert lumen[bronchus].mean() > 0.9
+    else:
+        assert lumen[bronchus].mean() < 0.1
+    cavity_hit = lumen & (hu == -650.0)
+    assert cavity_hit.sum() < 0.05 * (hu == -650.0).sum()

@@ -11,8 +11,11 @@ up to -570 HU (partial-volume small bronchi lie between -900 and -600 HU). What 
 adds next to its leaks (their necks) is rolled back, and around each leak later passes
 keep the last threshold that did not leak there, so emphysematous parenchyma (about
 -950 HU) or a missing wall limits the threshold locally while elsewhere growth goes
-on. A pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs) or rejects
-more than it keeps ends the sequence and is discarded. ATM'22 labels (and our phantoms)
+on. Since a leaking front stops with everything beyond it, a pass that misses much of what
+earlier passes found is grown again with its leaks already held back (a few times at
+most): one leak high in the tree no longer costs that pass every branch below it. A
+pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs) or rejects more
+than it keeps ends the sequence and is discarded. ATM'22 labels (and our phantoms)
 are the lumen: real top-team tracheas measure 16-18 mm across, the adult lumen. On request
 (``include_wall``) a wall shell whose thickness follows the local lumen radius is added, only
 into voxels denser than parenchyma, for wall-thickness work.
@@ -48,6 +51,8 @@ MAX_FRACTION_OF_LUNGS = 0.12  # a lumen larger than this share of the lungs is a
 THRESHOLDS_HU = (-960, -930, -900, -870, -840, -810, -780, -750, -720, -690, -660, -630, -600, -570)
 STOP_REJECTED_FRACTION = 1.0  # a pass whose leaks reach this share of its kept voxels ends the sequence
 ROLLBACK_MM = 2.0  # voxels a pass adds this close to one of its leaks are dropped with it
+LEAK_RETRIES = 3  # a pass cut short by a leak is grown again with its leaks held back, at most this many times
+MAX_CUT_FRACTION = 0.05  # "cut short": it misses more than this share of what earlier passes found
 FREEZE_CELL_MM = 2.5  # around a leak (its cells of this size and their neighbours), later passes keep the
 # last threshold that did not leak there
 WALL_OFFSET_VOXELS = 0.75  # outer surface beyond the thresholded lumen: partial-volume part (voxels)...
@@ -269,6 +274,16 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
     passes: list[_Pass] = []
     for n in range(len(field.steps)):
         p = grower.grow(field, n, start_flat, limit, cancel)
+        # A leaking front stops with everything beyond it: a leak high in the tree can leave this pass short of
+        # branches earlier passes had. Then grow it again with its leaks already held back.
+        retries, leaked, found = 0, 0, int(np.count_nonzero(union))
+        while n and retries < LEAK_RETRIES and not p.notes.get("flooded") and _cut_off(p, union, found):
+            field.freeze(p.rejected_voxels, n - 1)
+            leaked += p.leaks
+            retries += 1
+            p = grower.grow(field, n, start_flat, limit, cancel)
+        if retries:
+            p.notes.update(regrown=retries, leaks_held=leaked)
         passes.append(p)
         tracker.step(message=p.name)
         if p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size:
@@ -290,6 +305,12 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
         union[added] = True
         p.notes["added"] = int(added.size)
     return union.reshape(grower.shape)[1:-1, 1:-1, 1:-1], passes
+
+
+def _cut_off(p: _Pass, union: np.ndarray, total: int) -> bool:
+    """Whether pass ``p`` leaked and, downstream of its leaks, missed much of the lumen earlier passes found."""
+    return bool(p.rejected_voxels.size and total
+                and np.count_nonzero(union[p.kept]) < (1.0 - MAX_CUT_FRACTION) * total)
 
 
 def _drop_wall_less(
