@@ -13,15 +13,15 @@ from ...registry import get_registry
 from ...volume import Volume
 
 
-def segment_airway_model(
+def airway_probability(
     ct: Volume,
     masks: ChestMasks | None,
     model_id: str,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-) -> np.ndarray:
-    """Binary airway mask on the CT grid from model ``model_id``.
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Airway probability from model ``model_id`` on the CT grid, as (box, probability inside the box).
 
     The card's ``inputs.crop`` says where the network runs: ``lungs`` (the lung box, as the thesis crops) or
     ``none`` (the whole volume, as recipes validated on whole scans expect); no masks also means whole volume.
@@ -59,6 +59,19 @@ def segment_airway_model(
     probability = (blended if blend_probability else torch.sigmoid(blended)).numpy()
     if spacing is not None:
         probability = resample_to(seen.with_array(probability), region, order=1).array
+    return box, probability
+
+
+def segment_airway_model(
+    ct: Volume,
+    masks: ChestMasks | None,
+    model_id: str,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """Binary airway mask on the CT grid from model ``model_id``, thresholded as its card says."""
+    box, probability = airway_probability(ct, masks, model_id, device, progress, cancel)
     mask = np.zeros(ct.shape, dtype=bool)
-    mask[box] = probability > float(inference.get("threshold", 0.5))
+    mask[box] = probability > float(get_registry().card(model_id).inference.get("threshold", 0.5))
     return mask
