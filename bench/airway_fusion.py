@@ -30,6 +30,7 @@ from airway_heldout import cached
 from scipy import ndimage
 
 from clinseg.metrics.airway import airway_metrics, reference_for
+from clinseg.tasks.airway.model import AirwayProbability, airway_probability
 
 KEYS = ("dice", "td", "bd", "precision")
 MARGIN = 2  # voxels: the network's rim around the classical lumen that is not added
@@ -41,7 +42,6 @@ def _inputs(key: str, cache: Path, store: Path, models: list[str]):
     from clinseg.anatomy.trachea import find_trachea
     from clinseg.preprocess import fill_ct_padding
     from clinseg.tasks.airway.classical import segment_airway_classical
-    from clinseg.tasks.airway.model import airway_probability
 
     name, ct, gt = cached(None, key, cache)
     masks = None
@@ -56,9 +56,9 @@ def _inputs(key: str, cache: Path, store: Path, models: list[str]):
         mask, _ = segment_airway_classical(ct_filled, masks, seed)
         np.savez_compressed(path, mask=np.packbits(mask), seed=np.asarray(seed))
     for model in todo:
-        box, p = airway_probability(ct_filled, masks, model, "cpu")
-        bounds = np.array([[s.start, s.stop] for s in box])
-        np.savez_compressed(store / f"{key}_{model}.npz", p=p.astype(np.float16), box=bounds)
+        probability = airway_probability(ct_filled, masks, model, "cpu")
+        bounds = np.array([[s.start, s.stop] for s in probability.box])
+        np.savez_compressed(store / f"{key}_{model}.npz", p=probability.values.astype(np.float16), box=bounds)
     stored = np.load(path)
     classical = np.unpackbits(stored["mask"])[: int(np.prod(ct.shape))].reshape(ct.shape).astype(bool)
     probabilities = {}
@@ -81,8 +81,7 @@ def variants(classical: np.ndarray, probabilities: dict, thresholds: list[float]
     yield "classical", classical
     for model, (box, p) in probabilities.items():
         for t in thresholds:
-            network = np.zeros(classical.shape, dtype=bool)
-            network[box] = p > t
+            network = AirwayProbability(box, p, t).mask(classical.shape)
             yield f"{model} t{t:g}", network
             yield f"{model} + classical t{t:g}", network | classical
             yield f"{model} beyond classical t{t:g}", beyond(classical, network)

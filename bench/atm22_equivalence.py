@@ -107,7 +107,7 @@ def compare(ct: Volume, gt: np.ndarray | None = None, diagnose: bool = True) -> 
     from clinseg.anatomy.lungs import chest_masks, lung_box
     from clinseg.metrics.airway import airway_metrics
     from clinseg.post.components import largest_component
-    from clinseg.tasks.airway.model import segment_airway_model
+    from clinseg.tasks.airway.model import airway_probability
 
     ours, reference, reference_raw, seconds = pipeline_vs_upstream(ct)
     masks = chest_masks(ct)
@@ -122,9 +122,9 @@ def compare(ct: Volume, gt: np.ndarray | None = None, diagnose: bool = True) -> 
     }
     if diagnose:
         t = time.perf_counter()
-        whole_raw = segment_airway_model(ct, None, MODEL_ID)  # our engine on the whole volume (no crop)
+        whole_raw = airway_probability(ct, None, MODEL_ID).mask(ct.shape)  # our engine on the whole volume (no crop)
         seconds["ours_whole_volume"] = round(time.perf_counter() - t, 1)
-        box_raw = segment_airway_model(ct, masks, MODEL_ID)  # the pipeline's own step, before post-processing
+        box_raw = airway_probability(ct, masks, MODEL_ID).mask(ct.shape)  # the pipeline's step, before post-processing
         whole, boxed = largest_component(whole_raw), largest_component(box_raw)
         report.update(
             dice_blend_raw=round(dice(whole_raw, reference_raw), 4),

@@ -68,13 +68,13 @@ def test_pipeline_mask_matches_the_upstream_recipe(baseline, cli_run):
     """Same windows, same blending, same post-processing: Dice >= 0.95 required (the issue's bar)."""
     from clinseg.anatomy.lungs import chest_masks
     from clinseg.post.components import fill_holes, largest_component
-    from clinseg.tasks.airway.model import segment_airway_model
+    from clinseg.tasks.airway.model import airway_probability
 
     phantom, _ = cli_run
     network = get_registry().load_network(baseline.MODEL_ID)
     raw_reference = baseline.upstream_probability(phantom.ct, network) > 0.5
     reference = baseline.keep_largest(raw_reference)
-    raw_ours = segment_airway_model(phantom.ct, chest_masks(phantom.ct), baseline.MODEL_ID)
+    raw_ours = airway_probability(phantom.ct, chest_masks(phantom.ct), baseline.MODEL_ID).mask(phantom.ct.shape)
     ours = fill_holes(largest_component(raw_ours))
     raw_dice, dice = baseline.dice(raw_ours, raw_reference), baseline.dice(ours, reference)
     print(f"pipeline vs upstream recipe: raw Dice {raw_dice:.4f}, after largest component {dice:.4f}")

@@ -49,7 +49,7 @@ ANCESTOR_SLABS = 4  # "recent" ancestors for the growth test
 MIN_LEAK_MM2 = 12.0  # fronts smaller than this cross-section are never called a leak
 MAX_FRACTION_OF_LUNGS = 0.12  # a lumen larger than this share of the lungs is a flood, not airways
 # The last three passes reach the partial-volume rims and the sub-millimetre bronchi of fine grids: DSC +0.008 over
-# the nine held-out cases, TD +0.03 on the full-resolution real trees (docs/airway.md, session 7).
+# the nine held-out cases, TD +0.020 on the three full-resolution real trees (docs/airway.md, session 7).
 THRESHOLDS_HU = (-960, -930, -900, -870, -840, -810, -780, -750, -720, -690, -660, -630, -600, -570, -540, -510, -480)
 STOP_REJECTED_FRACTION = 1.0  # a pass whose leaks reach this share of its kept voxels ends the sequence
 ROLLBACK_MM = 2.0  # voxels a pass adds this close to one of its leaks are dropped with it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -13,6 +15,21 @@ from ...registry import get_registry
 from ...volume import Volume
 
 
+@dataclass(frozen=True)
+class AirwayProbability:
+    """A network's airway probability inside ``box`` of the CT grid, with the threshold its card sets."""
+
+    box: tuple[slice, ...]
+    values: np.ndarray
+    threshold: float
+
+    def mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Binary airway mask on a CT grid of ``shape``."""
+        out = np.zeros(shape, dtype=bool)
+        out[self.box] = self.values > self.threshold
+        return out
+
+
 def airway_probability(
     ct: Volume,
     masks: ChestMasks | None,
@@ -20,8 +37,8 @@ def airway_probability(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-) -> tuple[tuple[slice, ...], np.ndarray]:
-    """Airway probability from model ``model_id`` on the CT grid, as (box, probability inside the box).
+) -> AirwayProbability:
+    """Airway probability from model ``model_id`` on the CT grid; ``.mask(ct.shape)`` thresholds it.
 
     The card's ``inputs.crop`` says where the network runs: ``lungs`` (the lung box, as the thesis crops) or
     ``none`` (the whole volume, as recipes validated on whole scans expect); no masks also means whole volume.
@@ -59,19 +76,4 @@ def airway_probability(
     probability = (blended if blend_probability else torch.sigmoid(blended)).numpy()
     if spacing is not None:
         probability = resample_to(seen.with_array(probability), region, order=1).array
-    return box, probability
-
-
-def segment_airway_model(
-    ct: Volume,
-    masks: ChestMasks | None,
-    model_id: str,
-    device: str = "auto",
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> np.ndarray:
-    """Binary airway mask on the CT grid from model ``model_id``, thresholded as its card says."""
-    box, probability = airway_probability(ct, masks, model_id, device, progress, cancel)
-    mask = np.zeros(ct.shape, dtype=bool)
-    mask[box] = probability > float(get_registry().card(model_id).inference.get("threshold", 0.5))
-    return mask
+    return AirwayProbability(box, probability, float(inference.get("threshold", 0.5)))

@@ -25,7 +25,7 @@ from ...result import Result
 from ...terminology import AIRWAY
 from ...volume import Volume
 from .classical import segment_airway_classical
-from .model import segment_airway_model
+from .model import airway_probability
 
 # The model ``auto`` runs when it is installed; None: the classical engine. A model becomes the default only
 # when it beats the classical engine on the held-out comparison (docs/airway.md); none does yet.
@@ -129,7 +129,7 @@ def run_airway(
 
     stages.begin("segmentation")
     if engine == "model":
-        probability_mask = segment_airway_model(ct, masks, model_id, options.device, progress, cancel)
+        probability_mask = airway_probability(ct, masks, model_id, options.device, progress, cancel).mask(ct.shape)
         report = {"model": model_id}
     else:
         probability_mask, report = segment_airway_classical(ct, masks, seed, progress, cancel)
