@@ -145,6 +145,36 @@ def test_non_empty_output_folder_is_refused_without_overwrite(chest, tmp_path, c
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def _cut_at_carina(phantom, mm: float) -> Volume:
+    """The phantom's CT with its top ``mm`` above (below, when negative) the trachea's division point."""
+    carina = phantom.branches[0].points_lps[-1]
+    top = int(round(phantom.ct.physical_to_index(carina[None])[0][2] + mm / phantom.ct.spacing[2]))
+    ct = phantom.ct
+    return Volume(np.ascontiguousarray(ct.array[:top]), ct.spacing, ct.origin, ct.direction, "cut.nii.gz")
+
+
+@pytest.mark.parametrize("engine", ["classical", "airway-unet-phantom"])
+def test_scan_starting_below_the_carina_is_refused(chest, engine):
+    """Both main bronchi, side by side, at the top of the scan: no trachea to root the tree in, for any engine
+    (a network, which needs no seed, would otherwise name a main bronchus 'Trachea')."""
+    options = AirwayOptions(engine="classical") if engine == "classical" else AirwayOptions(model_id=engine)
+    with pytest.raises(InputError, match="no trachea in the field of view") as error:
+        run_airway(_cut_at_carina(chest[0], -10.0), options)
+    assert str(error.value).startswith("cut.nii.gz: ")
+
+
+def test_scan_starting_at_the_division_keeps_the_airway_but_names_no_tree(chest):
+    """Cut within a radius of the carina, the trachea leaves the scan on both sides of the division: the tree is
+    withheld with the reason, the segmentation is kept; a centimetre higher the tree is named again."""
+    phantom = chest[0]
+    at_division = run_airway(_cut_at_carina(phantom, -4.0), AirwayOptions(engine="classical"))
+    assert at_division.metrics["tree"] == {"branches": 0} and not at_division.curves
+    assert "the trachea cannot be told from the main bronchi" in at_division.metrics["warnings"][0]
+    assert np.count_nonzero(at_division.labelmap.array) > 5000  # measured 5937 voxels
+    higher = run_airway(_cut_at_carina(phantom, 8.0), AirwayOptions(engine="classical"))
+    assert {"Trachea", "RightMainBronchus", "LeftMainBronchus"} <= set(higher.metrics["tree"]["named"])
+
+
 def test_mri_is_refused_mentioning_hounsfield():
     from clinseg.phantoms.brain import generate_brain
 

@@ -33,6 +33,7 @@ RIGHT_LOWER = "RightLowerLobeBronchus"
 LEFT_UPPER = "LeftUpperLobeBronchus"
 LEFT_LOWER = "LeftLowerLobeBronchus"
 LOBAR = (RIGHT_UPPER, RIGHT_MIDDLE, RIGHT_LOWER, LEFT_UPPER, LEFT_LOWER)
+RIVAL_WIDTH_RATIO = 0.85  # a second cut end this wide, relative to the widest, makes the trunk ambiguous
 LOBE_OF = {
     RIGHT_UPPER: "RightUpperLobe",
     RIGHT_MIDDLE: "RightMiddleLobe",
@@ -196,7 +197,11 @@ def extract_tree(
         return mask.index_to_physical((graph.coords[voxels] + offset)[:, ::-1].astype(float))
 
     # The trachea cut by the scan's edge is an end point on that face: fix the root before pruning.
-    root = _find_root(graph, lps, root_hint_lps, _face_ends(graph, sides, body.shape))
+    face_ends = _face_ends(graph, sides, body.shape)
+    if root_hint_lps is None and _rival_trunks(graph, face_ends):
+        raise InputError(subject, "the scan's edge cuts the airway where it divides (two cut ends of equal width): "
+                         "the trachea cannot be told from the main bronchi")
+    root = _find_root(graph, lps, root_hint_lps, face_ends)
     spurs = graph.prune_spurs(spur_factor, min_spur_mm, protect={root})
     if root not in graph.node_voxel:
         root = _find_root(graph, lps, None, [])
@@ -222,6 +227,13 @@ def _face_ends(graph: SkeletonGraph, sides: list[tuple[int, int]], shape: tuple[
         if any(voxel[axis] == (0 if side == 0 else shape[axis] - 1) for axis, side in sides):
             ends.append(n)
     return ends
+
+
+def _rival_trunks(graph: SkeletonGraph, face_ends: list[int]) -> bool:
+    """Whether the widest cut ends include two of (nearly) the same width: a scan that starts within about one
+    radius of the carina has its trachea's centreline leave through the edge on both sides of the division."""
+    widths = sorted((_end_width(graph, n) for n in face_ends), reverse=True)
+    return len(widths) > 1 and widths[1] >= RIVAL_WIDTH_RATIO * widths[0]
 
 
 def _find_root(graph: SkeletonGraph, lps, hint: np.ndarray | None, face_ends: list[int]) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...anatomy.lungs import chest_masks
-from ...anatomy.trachea import find_trachea
+from ...anatomy.trachea import TracheaNotInView, find_trachea
 from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
 from ...post.components import component_near, component_report, fill_holes, largest_component
@@ -122,6 +122,8 @@ def run_airway(
     ct = fill_ct_padding(ct)
     try:
         seed = find_trachea(ct, masks, subject)
+    except TracheaNotInView:
+        raise
     except InputError:
         if engine != "model":
             raise  # the classical engine grows from the seed
