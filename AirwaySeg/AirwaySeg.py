@@ -296,6 +296,7 @@ class AirwaySegWidget(taskmodule.TaskModuleWidget):
         route = nodes.get("metrics", {}).get("route")
         if route:
             self.ui.statusLabel.text += " " + self._routeText(route)
+        self.ui.statusLabel.text += self._warningText(nodes.get("metrics", {}))
 
     def _showResults(self, nodes):
         table = nodes.get("branchTable")
@@ -308,6 +309,11 @@ class AirwaySegWidget(taskmodule.TaskModuleWidget):
         if nodes.get("segmentation") is not None and self.ui.show3DButton.checked:
             outputs.show_3d(nodes["segmentation"], True)
         self._updateButtons()
+
+    @staticmethod
+    def _warningText(metrics):
+        """What the run kept but could not do (e.g. a tree withheld at a cut carina), so the user sees why."""
+        return "".join(f" Warning: {text}" for text in metrics.get("warnings", []))
 
     @staticmethod
     def _routeText(route):
@@ -345,7 +351,7 @@ class AirwaySegWidget(taskmodule.TaskModuleWidget):
             text = f"Tree rebuilt: {tree.get('branches', len(nodes['centerlines']))} branches."
             if nodes["metrics"].get("route"):
                 text += " " + self._routeText(nodes["metrics"]["route"])
-            self.ui.statusLabel.text = text
+            self.ui.statusLabel.text = text + self._warningText(nodes["metrics"])
 
 
 class AirwaySegTest(taskmodule.TaskModuleTest):

@@ -301,6 +301,21 @@ def test_plan_route_then_update_from_edited_segmentation(scene, ct_node):
     assert not planner.cached(routes.airway_mask(segmentation, ct_node))  # the edit is a new tree
 
 
+def test_update_from_a_segmentation_cut_at_the_division_keeps_it_and_says_why_there_is_no_tree(scene):
+    """A scan whose top edge lies at the carina: the trachea leaves it on both sides of the division, so no
+    tree is built (which branch is the trachea is unknown); the segmentation stays, the reason comes back."""
+    top = CARINA[0]
+    ct = np.full((top, *SHAPE[1:]), 40, dtype=np.int16)
+    ct[y_mask()[:top] > 0] = -1000
+    ct_node = volume_node_from_volume(scene, Volume(ct, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3), "cut"))
+    segmentation = segmentation_node_from_labelmap(scene, mask_volume(np.ascontiguousarray(y_mask()[:top])),
+                                                   [AIRWAY], reference_volume_node=ct_node)
+    nodes = routes.RoutePlanner().update_from_segmentation(scene, segmentation, reference_volume_node=ct_node)
+    assert nodes["centerlines"] == [] and count(scene, "vtkMRMLMarkupsCurveNode") == 0
+    assert "the trachea cannot be told from the main bronchi" in nodes["metrics"]["warnings"][0]
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+
+
 # -- engine and model choices --------------------------------------------------------------------------
 @needs_pipeline
 def test_engine_choices_show_card_facts(clinseg_home):
