@@ -183,6 +183,22 @@ def test_anatomical_names_on_synthetic_bronchi(flip_xy):
     assert len(tree.branches) == len(ANATOMY) + len(SEGMENTAL)
 
 
+@pytest.mark.parametrize("top, refusal", [(56, "two trees of similar size"), (58, "cannot be told from the main"),
+                                          (70, None)])
+def test_a_scan_cut_at_or_below_the_carina_gives_no_misnamed_tree(top, refusal):
+    """The top of the scan at ``top`` mm; the trachea (radius 6 mm) divides at 62 mm. Below the division the main
+    bronchi are two separate trees; within its radius the trachea's centreline leaves the scan on both sides of
+    the division. Either way no branch may be called the trachea; 8 mm above the division the tree is whole."""
+    volume = draw_tubes(grid(hi=(50, 20, top)), list(ANATOMY.values()) + SEGMENTAL)
+    if refusal is None:
+        tree = extract_tree(volume)
+        assert len(tree.branches) == len(ANATOMY) + len(SEGMENTAL)
+        assert tree.carina_lps == pytest.approx([0, 0, 62], abs=3)
+    else:
+        with pytest.raises(InputError, match=refusal):
+            extract_tree(volume)
+
+
 def test_curves_and_table_describe_the_same_branches():
     tree = extract_tree(bronchial_phantom())
     curves, table = tree.to_curves(), tree.to_table()

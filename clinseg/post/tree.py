@@ -34,6 +34,7 @@ LEFT_UPPER = "LeftUpperLobeBronchus"
 LEFT_LOWER = "LeftLowerLobeBronchus"
 LOBAR = (RIGHT_UPPER, RIGHT_MIDDLE, RIGHT_LOWER, LEFT_UPPER, LEFT_LOWER)
 RIVAL_WIDTH_RATIO = 0.85  # a second cut end this wide, relative to the widest, makes the trunk ambiguous
+TWIN_TREE_FRACTION = 0.25  # a second piece this large, relative to the largest, cut by the scan's edge: a lung's tree
 LOBE_OF = {
     RIGHT_UPPER: "RightUpperLobe",
     RIGHT_MIDDLE: "RightMiddleLobe",
@@ -179,6 +180,10 @@ def extract_tree(
     box, labels, report, values = labelled_components(mask)
     if box is None:
         raise InputError(subject, "airway mask is empty")
+    if len(values) > 1 and report[1].voxels >= TWIN_TREE_FRACTION * report[0].voxels \
+            and open_sides(mask.shape, box, labels == values[1]):
+        raise InputError(subject, "the scan's edge splits the airway into two trees of similar size (a scan that "
+                         "starts below the carina): the trachea is not in the field of view")
     body = fill_voids.fill(np.pad(labels == values[0], 1), in_place=True)[1:-1, 1:-1, 1:-1]
     spacing_kji = np.asarray(mask.spacing[::-1], dtype=float)
     sides = open_sides(mask.shape, box, body)
