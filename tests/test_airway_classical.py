@@ -199,3 +199,33 @@ def test_a_leak_near_the_top_no_longer_cuts_the_tree_below_it(monkeypatch, retri
         assert lumen[bronchus].mean() < 0.1
     cavity_hit = lumen & (hu == -650.0)
     assert cavity_hit.sum() < 0.05 * (hu == -650.0).sum()
+
+
+@pytest.mark.parametrize("retries", [0, 6])
+def test_a_flood_from_one_tip_no_longer_ends_the_threshold_sequence(monkeypatch, retries):
+    """A -650 HU pipe off the trunk never widens (no leak to see) but fills more than the lumen may hold: the
+    pass floods. Discarded whole, it took the -700 HU bronchus below with it; regrown with the pipe held back
+    where it broke out, the bronchus is found and the pipe is not."""
+    from clinseg.progress import ProgressTracker
+    from clinseg.tasks.airway import classical
+
+    monkeypatch.setattr(classical, "LEAK_RETRIES", retries)
+    k, j, i = np.indices((100, 40, 70))
+    trunk = ((j - 20) ** 2 + (i - 20) ** 2 <= 9) & (k < 60)
+    bronchus = ((j - 20) ** 2 + (i - 20) ** 2 <= 2) & (k >= 60) & (k < 95)
+    pipe = ((j - 20) ** 2 + (k - 15) ** 2 <= 6) & (i > 22) & (i < 68)
+    hu = np.zeros(trunk.shape)
+    hu[pipe], hu[bronchus], hu[trunk] = -650.0, -700.0, -1000.0
+    spacing = (1.0, 1.0, 1.0)
+    field = _Field(hu, np.ones(hu.shape, bool), (-900.0, -600.0), spacing)
+    grower = _Grower(field.shape, spacing)
+    start = trunk & (k < 3)
+    limit = int(trunk.sum() + bronchus.sum() + 300)  # the pipe (about 1,000 voxels) overflows it
+    lumen, passes = classical._lumen_passes(field, start, grower, limit, None, ProgressTracker("t", 2, None), "t")
+    assert lumen[trunk].mean() > 0.95
+    assert lumen[pipe].mean() < 0.05
+    if retries:
+        assert passes[1].notes["regrown"] >= 1 and not passes[1].notes.get("flooded")
+        assert lumen[bronchus].mean() > 0.9
+    else:
+        assert passes[1].notes["flooded"] and lumen[bronchus].mean() < 0.1

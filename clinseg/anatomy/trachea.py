@@ -63,7 +63,7 @@ def find_trachea(ct: Volume, masks: ChestMasks, subject: str = "CT") -> np.ndarr
             break  # a few slices below the top: stable enough
     if straddled:
         raise TracheaNotInView(subject, "no trachea in the field of view: the scan starts at or below the carina "
-                         "(a main bronchus on either side of the midline at its top)")
+                                        "(a main bronchus on either side of the midline at its top)")
     if best is None:
         raise InputError(subject, "no trachea found near the top of the lungs (is the neck/upper chest in the scan?)")
     return best[1]

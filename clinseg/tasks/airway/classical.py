@@ -14,8 +14,10 @@ keep the last threshold that did not leak there, so emphysematous parenchyma (ab
 on. Since a leaking front stops with everything beyond it, a pass that misses much of what
 earlier passes found is grown again with its leaks already held back (a few times at
 most): one leak high in the tree no longer costs that pass every branch below it. A
-pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs) or rejects more
-than it keeps ends the sequence and is discarded. ATM'22 labels (and our phantoms)
+pass that floods (more than ``MAX_FRACTION_OF_LUNGS`` of the lungs: a front percolating
+too gradually to look like a leak) is grown again the same way, with the piece it
+flooded held back. One that still floods, or rejects more than it keeps, ends the
+sequence and is discarded. ATM'22 labels (and our phantoms)
 are the lumen: real top-team tracheas measure 16-18 mm across, the adult lumen. On request
 (``include_wall``) a wall shell whose thickness follows the local lumen radius is added, only
 into voxels denser than parenchyma, for wall-thickness work.
@@ -56,6 +58,7 @@ ROLLBACK_MM = 2.0  # voxels a pass adds this close to one of its leaks are dropp
 LEAK_RETRIES = 6  # a pass cut short by a leak is grown again with its leaks held back, at most this many times
 # (6, not 3: at 3 the late passes were still cut short on the full-resolution real trees ATM_224 / ATM_305;
 # 6 gives TD +0.019 / +0.031 there and leaves the nine held-out cases unchanged)
+FLOOD_RETRIES = 2  # of those, at most this many after a flood: each costs a growth up to the flood limit
 MAX_CUT_FRACTION = 0.05  # "cut short": it misses more than this share of what earlier passes found
 FREEZE_CELL_MM = 2.5  # around a leak (its cells of this size and their neighbours), later passes keep the
 # last threshold that did not leak there
@@ -208,7 +211,8 @@ class _Grower:
             at_front = np.isin(voxels, last, assume_unique=True) & ~bad
             front, front_src = voxels[at_front], first_id + labels[at_front]
             if kept_count > limit:
-                return _Pass(field.name(step), np.zeros(0, np.int64), np.concatenate(rejected + [good]), leaks + 1,
+                # Everything it reached counts as rejected: the caller finds where it broke out.
+                return _Pass(field.name(step), np.zeros(0, np.int64), np.concatenate(rejected + kept), leaks + 1,
                              fronts, {"flooded": True})
         rejected_voxels = np.concatenate(rejected) if rejected else np.zeros(0, np.int64)
         return _Pass(field.name(step), np.concatenate(kept), rejected_voxels, leaks, fronts)
@@ -279,15 +283,20 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
     for n in range(len(field.steps)):
         p = grower.grow(field, n, start_flat, limit, cancel)
         # A leaking front stops with everything beyond it: a leak high in the tree can leave this pass short of
-        # branches earlier passes had. Then grow it again with its leaks already held back.
-        retries, leaked, found = 0, 0, int(np.count_nonzero(union))
-        while n and retries < LEAK_RETRIES and not p.notes.get("flooded") and _cut_off(p, union, found):
-            field.freeze(p.rejected_voxels, n - 1)
+        # branches earlier passes had. Then grow it again with its leaks already held back. A flood (a front
+        # percolating in steps too small to look like a leak) is held back the same way, where it broke out.
+        retries, floods, leaked, found = 0, 0, 0, int(np.count_nonzero(union))
+        while n and retries < LEAK_RETRIES:
+            flooded = bool(p.notes.get("flooded"))
+            if not (floods < FLOOD_RETRIES if flooded else _cut_off(p, union, found)):
+                break
+            field.freeze(_breakout(p, union, grower) if flooded else p.rejected_voxels, n - 1)
+            floods += flooded
             leaked += p.leaks
             retries += 1
             p = grower.grow(field, n, start_flat, limit, cancel)
         if retries:
-            p.notes.update(regrown=retries, leaks_held=leaked)
+            p.notes.update(regrown=retries, leaks_held=leaked, **({"floods_held": floods} if floods else {}))
         passes.append(p)
         tracker.step(message=p.name)
         if p.notes.get("flooded") or p.rejected_voxels.size > STOP_REJECTED_FRACTION * p.kept.size:
@@ -309,6 +318,16 @@ def _lumen_passes(field: _Field, start: np.ndarray, grower: _Grower, limit: int,
         union[added] = True
         p.notes["added"] = int(added.size)
     return union.reshape(grower.shape)[1:-1, 1:-1, 1:-1], passes
+
+
+def _breakout(p: _Pass, union: np.ndarray, grower: _Grower) -> np.ndarray:
+    """The largest connected piece of what a flooded pass reached beyond earlier passes: the flood and the tip
+    it started from, not the other branches this pass extended."""
+    new = np.sort(p.rejected_voxels[~union[p.rejected_voxels]])
+    if new.size == 0:
+        return p.rejected_voxels
+    _, labels = grower._components(new)
+    return new[labels == np.argmax(np.bincount(labels))]
 
 
 def _cut_off(p: _Pass, union: np.ndarray, total: int) -> bool:
