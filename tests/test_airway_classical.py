@@ -164,6 +164,16 @@ def test_pieces_without_a_wall_are_dropped_and_walled_ones_kept():
     assert set(kept) == set(flat(walled)) | set(flat(tip))
 
 
+def _strict_then_600_hu(hu: np.ndarray, start: np.ndarray, limit: int = 10**6):
+    """The engine's passes at -900 and -600 HU on a 1 mm toy volume, grown from ``start``: (lumen, passes)."""
+    from clinseg.progress import ProgressTracker
+    from clinseg.tasks.airway import classical
+
+    field = _Field(hu, np.ones(hu.shape, bool), (-900.0, -600.0), (1.0, 1.0, 1.0))
+    grower = _Grower(field.shape, (1.0, 1.0, 1.0))
+    return classical._lumen_passes(field, start, grower, limit, None, ProgressTracker("t", 2, None), "t")
+
+
 def _tube_with_a_leak_at_the_top() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 3 mm trunk (-1000 HU) whose side opens into a -650 HU cavity near its top, then a -700 HU bronchus
     below: the -600 HU pass leaks at the cavity, and only that pass can reach the bronchus."""
@@ -180,16 +190,11 @@ def _tube_with_a_leak_at_the_top() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_a_leak_near_the_top_no_longer_cuts_the_tree_below_it(monkeypatch, retries):
     """Without regrowth the leaking front takes the trunk below it along, and the pass that could reach the
     bronchus adds nothing; regrown with the leak held back, the bronchus is found and the cavity is not."""
-    from clinseg.progress import ProgressTracker
     from clinseg.tasks.airway import classical
 
     monkeypatch.setattr(classical, "LEAK_RETRIES", retries)
     hu, trunk, bronchus = _tube_with_a_leak_at_the_top()
-    spacing = (1.0, 1.0, 1.0)
-    field = _Field(hu, np.ones(hu.shape, bool), (-900.0, -600.0), spacing)
-    grower = _Grower(field.shape, spacing)
-    start = trunk & (np.indices(hu.shape)[0] < 3)
-    lumen, passes = classical._lumen_passes(field, start, grower, 10**6, None, ProgressTracker("t", 2, None), "t")
+    lumen, passes = _strict_then_600_hu(hu, trunk & (np.indices(hu.shape)[0] < 3))
     assert lumen[trunk].mean() > 0.95  # the strict pass has the whole trunk either way
     assert passes[1].leaks >= 1 or passes[1].notes.get("leaks_held", 0) >= 1
     if retries:
@@ -206,7 +211,6 @@ def test_a_flood_from_one_tip_no_longer_ends_the_threshold_sequence(monkeypatch,
     """A -650 HU pipe off the trunk never widens (no leak to see) but fills more than the lumen may hold: the
     pass floods. Discarded whole, it took the -700 HU bronchus below with it; regrown with the pipe held back
     where it broke out, the bronchus is found and the pipe is not."""
-    from clinseg.progress import ProgressTracker
     from clinseg.tasks.airway import classical
 
     monkeypatch.setattr(classical, "LEAK_RETRIES", retries)
@@ -216,12 +220,8 @@ def test_a_flood_from_one_tip_no_longer_ends_the_threshold_sequence(monkeypatch,
     pipe = ((j - 20) ** 2 + (k - 15) ** 2 <= 6) & (i > 22) & (i < 68)
     hu = np.zeros(trunk.shape)
     hu[pipe], hu[bronchus], hu[trunk] = -650.0, -700.0, -1000.0
-    spacing = (1.0, 1.0, 1.0)
-    field = _Field(hu, np.ones(hu.shape, bool), (-900.0, -600.0), spacing)
-    grower = _Grower(field.shape, spacing)
-    start = trunk & (k < 3)
     limit = int(trunk.sum() + bronchus.sum() + 300)  # the pipe (about 1,000 voxels) overflows it
-    lumen, passes = classical._lumen_passes(field, start, grower, limit, None, ProgressTracker("t", 2, None), "t")
+    lumen, passes = _strict_then_600_hu(hu, trunk & (k < 3), limit)
     assert lumen[trunk].mean() > 0.95
     assert lumen[pipe].mean() < 0.05
     if retries:
