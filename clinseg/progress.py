@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from .errors import Cancelled
@@ -66,3 +68,29 @@ class ProgressTracker:
         if self.callback is not None:
             self.callback(event)
         return event
+
+
+@contextlib.contextmanager
+def cancel_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[CancelToken]:
+    """A token that the first SIGTERM/SIGINT cancels; a second one interrupts at once.
+
+    A process asked to stop (the Slicer module's Cancel, a batch scheduler, Ctrl-C) thus finishes the work unit
+    it is in and leaves through ``Cancelled``, writing no half output; one that does not stop quickly is killed
+    by its parent anyway. Outside the main thread signals cannot be caught: the token is then only manual.
+    """
+    token = CancelToken()
+    if threading.current_thread() is not threading.main_thread():
+        yield token
+        return
+
+    def handle(signum, frame) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        yield token
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

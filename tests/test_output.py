@@ -11,7 +11,7 @@ from clinseg.errors import InputError
 from clinseg.io import read_segmentation
 from clinseg.io.markups import read_curves, write_curves
 from clinseg.io.tables import read_table, write_table
-from clinseg.output import write_result
+from clinseg.output import read_result, write_result
 from clinseg.result import Curve, Result, Table
 from clinseg.terminology import AIRWAY
 from clinseg.volume import Volume
@@ -76,3 +76,33 @@ def test_failed_write_leaves_no_partial_folder(tmp_path):
     with pytest.raises(RuntimeError):
         write_result(Result("airway", tables=[Table("t", {"a": [1]})]), tmp_path / "out", render=broken_render)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_result_gives_back_what_write_result_wrote(tmp_path):
+    labels = np.zeros((6, 7, 8), np.uint8)
+    labels[2:4, 2:5, 3:6] = 1
+    route = Curve("Route", np.array([[0.0, 0, 0], [0, 0, -12]]), np.array([4.0, 3.0]), None,
+                  {"group": "route", "length_mm": 12.0})
+    branches = Table("airway_branches", {"branch_id": [0, 1], "name": ["Trachea", "RightMainBronchus"],
+                                         "length_mm": [33.0, 36.77], "lobe": ["", ""], "mean_diameter_mm": [8.0, None]})
+    result = Result("airway", labelmap=Volume(labels, (0.7, 0.7, 1.25), (1.0, 2.0, 3.0), np.eye(3), "x"),
+                    segments=[AIRWAY], curves=[*_curves(), route], tables=[branches], metrics={"volume_ml": 4.2})
+    write_result(result, tmp_path / "out")
+    back = read_result(tmp_path / "out")
+    assert back.task == "airway" and back.metrics == {"volume_ml": 4.2}
+    np.testing.assert_array_equal(back.labelmap.array, labels)
+    np.testing.assert_allclose(back.labelmap.spacing, (0.7, 0.7, 1.25))
+    assert [s.name for s in back.segments] == ["Airway"]
+    assert [(c.name, c.attributes["group"]) for c in back.curves] == [
+        ("Trachea", "centerlines"), ("RightMainBronchus", "centerlines"), ("Route", "route")]
+    np.testing.assert_allclose(back.curves[1].radii, [6.0, 5.5], atol=1e-4)
+    (table,) = back.tables
+    assert table.columns["branch_id"] == [0, 1] and table.columns["length_mm"] == [33.0, 36.77]
+    assert table.columns["mean_diameter_mm"] == [8.0, None]  # an empty cell in a numeric column
+    assert table.columns["lobe"] == ["", ""]  # an all-empty column stays text
+    assert set(back.files) == {"airway.seg", "centerlines.mrk", "route.mrk", "airway_branches"}
+    with pytest.raises(InputError, match="summary.json"):
+        read_result(tmp_path)
+    (tmp_path / "out" / "summary.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a readable output summary"):
+        read_result(tmp_path / "out")

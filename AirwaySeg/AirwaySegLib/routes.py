@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import slicer
-from ClinicalSegLib.mrml import labelmap_from_segmentation_node, volume_from_volume_node
+from ClinicalSegLib.mrml import ImportRequest, import_result, labelmap_from_segmentation_node, volume_from_volume_node
 
 from clinseg.errors import InputError
 from clinseg.result import Result
 from clinseg.terminology import AIRWAY
 from clinseg.volume import LPS_TO_RAS, Volume
 
-from .outputs import ROUTE_GROUP, import_airway_result
+from .task import LAYOUT, ROUTE_GROUP, check_scope
 
 CACHE_SIZE = 4  # trees kept (a few segmentations edited side by side)
 
@@ -88,11 +88,6 @@ def _digest(mask: Volume) -> str:
     return digest.hexdigest()
 
 
-def _check_scope(scope_diameter_mm: float | None) -> None:
-    if scope_diameter_mm is not None and not scope_diameter_mm > 0:
-        raise InputError("scope diameter", f"must be positive, got {scope_diameter_mm}")
-
-
 class RoutePlanner:
     """Plans routes and rebuilds trees from segmentation nodes, keeping the last few trees in memory."""
 
@@ -121,7 +116,7 @@ class RoutePlanner:
         """A ``Result`` holding only the route (curve + table) from the tree's root to ``target``."""
         from clinseg.post.route import plan_route
 
-        _check_scope(scope_diameter_mm)
+        check_scope(scope_diameter_mm)
         route = plan_route(self.tree(mask), target_lps(target), scope_diameter_mm)
         curve = route.to_curve()
         curve.attributes["group"] = ROUTE_GROUP
@@ -138,7 +133,7 @@ class RoutePlanner:
         """Plan a route to ``target`` (fiducial node or RAS point) in the segmentation's airway; replaces the
         segmentation's previous route, keeps its centerlines."""
         result = self.route_result(airway_mask(segmentation_node, reference_volume_node), target, scope_diameter_mm)
-        return import_airway_result(scene, result, reference_volume_node, segmentation_node)
+        return import_result(scene, result, LAYOUT, ImportRequest(reference_volume_node, segmentation_node))
 
     def update_from_segmentation(
         self,
@@ -154,10 +149,10 @@ class RoutePlanner:
         """
         from clinseg.tasks.airway import AirwayOptions, update_from_mask
 
-        _check_scope(scope_diameter_mm)
+        check_scope(scope_diameter_mm)
         point = tuple(float(v) for v in target_lps(target)) if target is not None else None
         mask = airway_mask(segmentation_node, reference_volume_node)
         result = update_from_mask(mask, AirwayOptions(target_lps=point, scope_diameter_mm=scope_diameter_mm))
         result.labelmap, result.segments = None, []
-        return import_airway_result(scene, result, reference_volume_node, segmentation_node)
+        return import_result(scene, result, LAYOUT, ImportRequest(reference_volume_node, segmentation_node))
 

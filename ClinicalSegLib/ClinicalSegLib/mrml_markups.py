@@ -99,14 +99,16 @@ def curve_nodes_from_curves(
     curves: list[Curve],
     tree_name: str,
     parent_item: int | None = None,
+    folder_item: int | None = None,
 ) -> list[slicer.vtkMRMLMarkupsCurveNode]:
-    """One curve node per ``Curve`` (same order), nested as the ``Curve.parent`` tree under a folder ``tree_name``.
+    """One curve node per ``Curve`` (same order), nested as the ``Curve.parent`` tree under a new folder
+    ``tree_name`` (under ``parent_item``), or under the existing folder ``folder_item`` when given.
 
     A curve whose parent is not in ``curves`` sits directly in the folder.
     """
     check_curves(curves)
     sh = subject_hierarchy(scene)
-    folder = sh_folder(scene, tree_name, parent_item)
+    folder = folder_item or sh_folder(scene, tree_name, parent_item)
     nodes = [_curve_node(scene, c) for c in curves]
     items = {c.name: sh_item(scene, n) for c, n in zip(curves, nodes)}
     for curve in curves:

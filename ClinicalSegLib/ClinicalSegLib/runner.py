@@ -4,8 +4,8 @@ Two layers:
 
 - ``ProcessRunner`` (pure Python: subprocess, reader threads, a JSON-lines parser, process-tree kill).
   It has no Qt in it, so it is tested outside Slicer and used as is by scripts (``wait()``).
-- ``SlicerTaskRunner``: a thin Qt shell for module widgets (QTimer polling every 100 ms, progress bar
-  with ETA, Apply <-> Cancel toggle, error dialog, result import through a callback). ``qt`` and
+- ``SlicerTaskRunner``: a thin Qt shell that follows a job (``ClinicalSegLib.jobs``) for module widgets
+  (QTimer polling every 100 ms, progress bar with ETA, Apply <-> Cancel toggle, error dialog). ``qt`` and
   ``slicer`` are imported only when it is constructed.
 
 The child runs in its own session (POSIX) or process group (Windows) so that a cancel reaches every
@@ -32,6 +32,7 @@ from clinseg.errors import Cancelled
 
 EVENT_KINDS = ("progress", "log", "result", "error")
 POLL_INTERVAL_MS = 100
+CANCEL_GRACE_S = 5.0  # how long a cancelled child may take to stop by itself before it is killed
 _STDERR_PREFIX = "clinseg: error: "
 
 
@@ -284,8 +285,12 @@ class ProcessRunner:
             raise RunError(message, self.returncode, self.log)
         return self.result
 
-    def cancel(self, timeout: float = 5.0) -> None:
-        """Kill the child and all its descendants; safe to call twice or after the end."""
+    def cancel(self, timeout: float = CANCEL_GRACE_S) -> None:
+        """Stop the child and all its descendants; safe to call twice or after the end.
+
+        SIGTERM first: ``clinseg`` then finishes its work unit and exits writing no output; whatever still
+        runs after ``timeout`` seconds is killed.
+        """
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -301,22 +306,20 @@ def slicer_python_executable() -> str:
 
 
 class SlicerTaskRunner:
-    """Qt shell around ``ProcessRunner`` for a module widget.
+    """Qt shell that follows a job (``ClinicalSegLib.jobs.TaskJob`` or ``CommandJob``) for a module widget.
 
-    ``applyButton`` turns into Cancel while a run is going; ``progressBar`` and ``statusLabel`` show the
-    stage and ETA; ``onResult(resultEvent)`` imports the files when the run succeeds; failures open an
-    error dialog (the full log goes to the Python console).
+    ``applyButton`` turns into Cancel while the job runs; ``progressBar`` and ``statusLabel`` show the stage
+    and ETA; at the end ``onFinished(success, outcome)`` gets the job's outcome (the imported nodes of a task).
+    Failures open an error dialog with the child's log; the full log also goes to the Python console.
     """
 
-    def __init__(self, applyButton=None, progressBar=None, statusLabel=None,
-                 onResult: Callable[[dict], None] | None = None,
-                 onFinished: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, job, applyButton=None, progressBar=None, statusLabel=None,
+                 onFinished: Callable[[bool, object], None] | None = None) -> None:
         import qt  # lazily: this module must stay importable outside Slicer
 
+        self.job = job
         self.applyButton, self.progressBar, self.statusLabel = applyButton, progressBar, statusLabel
-        self.onResult, self.onFinished = onResult, onFinished
-        self.runner: ProcessRunner | None = None
-        self._blocking = False
+        self.onFinished = onFinished
         self._applyText = applyButton.text if applyButton is not None else ""
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -324,73 +327,45 @@ class SlicerTaskRunner:
 
     @property
     def running(self) -> bool:
-        return self.runner is not None and not self.runner.finished
+        return self.job.running
 
-    def run(self, args: Sequence[str], waitForCompletion: bool = False) -> dict | None:
-        """Start ``clinseg <args> --progress jsonl``; with ``waitForCompletion`` block and return the result."""
-        if self.running:
-            raise RuntimeError("a run is already in progress")
-        self.runner = ProcessRunner(clinseg_command(args, python=slicer_python_executable()),
-                                    env=clinseg_environment())
+    def start(self) -> SlicerTaskRunner:
+        self.job.start()
         self._setBusy(True)
-        if waitForCompletion:
-            self._blocking = True
-            try:
-                result = self.runner.wait(on_event=self._showEvent)
-            finally:
-                self._blocking = False
-                self._setBusy(False)
-            if self.onResult is not None and result is not None:
-                self.onResult(result)
-            return result
-        self.runner.start()
         self._timer.start()
-        return None
+        return self
 
     def cancel(self) -> None:
-        if self.runner is not None:
-            self.runner.cancel()
-
-    def applyOrCancel(self, makeArgs: Callable[[], Sequence[str]]) -> None:
-        """Slot for the Apply button: cancels the current run, or starts one with ``makeArgs()``."""
-        if self.running:
-            self.cancel()
-        else:
-            self.run(makeArgs())
+        self.job.cancel()
 
     def _onTimeout(self) -> None:
-        runner = self.runner
-        for event in runner.poll():
+        for event in self.job.poll():
             self._showEvent(event)
-        if runner.finished:
+        if self.job.finished:
             self._timer.stop()
             self._finish()
 
     def _finish(self) -> None:
         import slicer
 
-        runner = self.runner
         self._setBusy(False)
-        message = runner.failure_message()
-        success = message is None
-        if runner.cancelled:
+        outcome, success = None, False
+        try:
+            outcome = self.job.finish()
+            success = True
+            self._setStatus(f"Done in {format_duration(time.monotonic() - self.job.started_at)}.")
+        except Cancelled:
             self._setStatus("Cancelled.")
-        elif message is not None:
-            self._setStatus(f"Failed: {message}")
-            print("\n".join(runner.log[-200:]))  # full context in the Python console
-            slicer.util.errorDisplay(message, detailedText="\n".join(runner.log[-200:]))
-        else:
-            try:
-                if self.onResult is not None and runner.result is not None:
-                    self.onResult(runner.result)
-                elapsed = format_duration(time.monotonic() - runner.started_at)
-                self._setStatus(f"Done in {elapsed}.")
-            except Exception as error:  # import of results failed: say so instead of a silent half-result
-                success = False
-                self._setStatus(f"Failed to load the results: {error}")
-                slicer.util.errorDisplay(f"Failed to load the results: {error}")
+        except RunError as error:
+            log = "\n".join(error.log[-200:])
+            self._setStatus(f"Failed: {error.message}")
+            print(log)  # full context in the Python console
+            slicer.util.errorDisplay(error.message, detailedText=log)
+        except Exception as error:  # import of results failed: say so instead of a silent half-result
+            self._setStatus(f"Failed to load the results: {error}")
+            slicer.util.errorDisplay(f"Failed to load the results: {error}")
         if self.onFinished is not None:
-            self.onFinished(success)
+            self.onFinished(success, outcome)
 
     def _showEvent(self, event: dict) -> None:
         kind = event["event"]
@@ -401,10 +376,6 @@ class SlicerTaskRunner:
             self._setStatus(label)
         elif kind == "log" and event.get("message"):
             print(event["message"])
-        if self._blocking:  # no event loop while blocked: repaint the progress bar and label now
-            import slicer
-
-            slicer.app.processEvents()
 
     def _setStatus(self, text: str) -> None:
         if self.statusLabel is not None:

@@ -1,10 +1,11 @@
-"""Widget, logic and self-test behaviour shared by the four ClinicalSeg modules (Slicer only).
+"""Module, logic and self-test bases shared by the four ClinicalSeg modules (Slicer only; the widget base is
+in ``taskwidget``).
 
 Slicer finds a module's ``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test`` classes by name in
-its module file. A module with a pipeline (AirwaySeg) defines them as subclasses of these bases, adding
-what is particular to its task: parameters, extra widgets, its own self-test. A module whose pipeline is
-not shipped yet states only its data (titles, texts, self-test input) and gets the four classes from
-``placeholderModuleClasses``.
+its module file. A module with a pipeline subclasses these bases and states its task as data (a
+``TaskSpec``: CLI arguments, node layout, import hook) plus what is particular to it (extra widgets, its
+own self-test input). A module whose pipeline is not shipped yet states only its texts and self-test input
+and gets the four classes from ``placeholderModuleClasses``.
 
 Modules import this file as a module (``from ClinicalSegLib import taskmodule``), not its classes:
 Slicer's unit-test runner collects every TestCase bound to a name in the module file, so an imported
@@ -13,8 +14,9 @@ Slicer's unit-test runner collects every TestCase bound to a name in the module 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import slicer
@@ -24,18 +26,16 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
 
-from .widgets import (
-    DEFAULT_DEVICE,
-    DEVICE_CHOICES,
-    PipelineUnavailableError,
-    device_argument,
-    pipeline_unavailable_message,
-    showPipelineUnavailable,
-)
+from . import jobs
+from .runner import progress_text
+from .task import TaskSpec, device_option
+from .taskwidget import TaskModuleWidget, warningText
+from .widgets import DEFAULT_DEVICE, DEVICE_CHOICES, PipelineUnavailableError, pipeline_unavailable_message
+
+__all__ = ["TaskModuleLogic", "TaskModuleTest", "TaskModuleWidget", "TaskParameterNode", "describeModule",
+           "placeholderModuleClasses", "warningText"]
 
 MODULE_CATEGORY = "Segmentation.ClinicalSeg"
 MODULE_CONTRIBUTORS = ["ClinicalSeg team"]
@@ -50,8 +50,8 @@ def describeModule(parent, title: str, helpText: str, acknowledgementText: str) 
     parent.categories = [MODULE_CATEGORY]
     parent.dependencies = []
     parent.contributors = list(MODULE_CONTRIBUTORS)
-    parent.helpText = helpText
-    parent.acknowledgementText = acknowledgementText + SLICER_ACKNOWLEDGEMENT
+    parent.helpText = " ".join(helpText.split())
+    parent.acknowledgementText = " ".join(acknowledgementText.split()) + SLICER_ACKNOWLEDGEMENT
 
 
 @parameterNodeWrapper
@@ -64,86 +64,75 @@ class TaskParameterNode:
 
 
 class TaskModuleLogic(ScriptedLoadableModuleLogic):
-    """Runs a task's pipeline; until the pipeline ships, ``process`` says so instead of faking a result."""
+    """Runs the module's task with ``clinseg <task>`` in a child process and imports its results as nodes.
 
-    taskTitle = ""
+    Batch use from the Python console or ``Slicer --python-script``::
+
+        nodes = slicer.util.getModuleLogic("AirwaySeg").process(volumeNode, targetPoint=(x, y, z))
+
+    ``process`` blocks and returns the created nodes by role; with ``waitForCompletion=False`` it returns
+    the started ``jobs.TaskJob`` (poll it, ``cancel()`` it, ``finish()`` it for the nodes). Keyword
+    arguments other than the common ones are the task's own options (see the module's ``TaskSpec``).
+    """
+
+    task = TaskSpec("task", "Segmentation", available=False)
     parameterNodeClass = TaskParameterNode
+    runnerFactory = staticmethod(jobs.clinseg_runner)  # replaced in tests by a stand-in or a tiny process
+
+    def __init__(self, scene=None) -> None:
+        super().__init__()
+        self._scene = scene
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else slicer.mrmlScene
 
     def getParameterNode(self):
         return self.parameterNodeClass(super().getParameterNode())
 
-    def process(self, inputVolume, outputSegmentation=None, device: str = DEFAULT_DEVICE) -> None:
-        if inputVolume is None or inputVolume.GetImageData() is None:
+    def createJob(self, inputVolume, engine: str = "auto", modelId: str | None = None, device: str = "auto",
+                  outputSegmentationNode=None, overwrite: bool = False, showClosedSurface: bool = False,
+                  **options: Any) -> jobs.TaskJob:
+        """The job for one run, every argument checked (an unshipped pipeline says so here)."""
+        inputs = list(inputVolume) if isinstance(inputVolume, list | tuple) else [inputVolume]
+        if not inputs or any(node is None or node.GetImageData() is None for node in inputs):
             raise ValueError("Select an input volume with image data.")
-        device_argument(device)  # an unknown device choice is an error whatever the pipeline
-        raise PipelineUnavailableError(self.taskTitle)
+        device_option(device)  # an unknown device choice is an error whatever the pipeline
+        if not self.task.available:
+            raise PipelineUnavailableError(self.task.title)
+        return jobs.TaskJob(self.scene, self.task, inputs, engine, modelId, device, options, outputSegmentationNode,
+                            overwrite, showClosedSurface, runner_factory=self.runnerFactory)
 
+    def process(self, inputVolume, engine: str = "auto", modelId: str | None = None, device: str = "auto",
+                outputSegmentationNode=None, overwrite: bool = False, showClosedSurface: bool = False,
+                waitForCompletion: bool = True, timeout: float | None = None, **options: Any):
+        """Run the task on ``inputVolume`` (a volume node, or a list for multi-sequence tasks).
 
-class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Loads ``Resources/UI/<Name>.ui``, binds it to the parameter node, keeps it in step with the scene."""
+        A non-empty ``outputSegmentationNode`` is refused unless ``overwrite``. Blocking: returns the dict of
+        created nodes; raises ``RunError`` (with the child's one-line reason), ``Cancelled`` or ``TimeoutError``.
+        """
+        job = self.createJob(inputVolume, engine, modelId, device, outputSegmentationNode, overwrite,
+                             showClosedSurface, **options)
+        if not waitForCompletion:
+            return job.start()
+        started = time.monotonic()
+        nodes = job.run(timeout=timeout, on_event=self.logEvent)
+        self._say(f"{self.task.title} done in {time.monotonic() - started:.1f} s")
+        return nodes
 
-    logicClass = TaskModuleLogic
+    def logEvent(self, event: dict) -> None:
+        """Progress of a blocking run on the status bar; the child's log lines on the console."""
+        if event["event"] == "progress":
+            percent, label = progress_text(event)
+            self._say(f"{self.task.title}: {label} ({percent}%)")
+        elif event["event"] == "log" and event.get("message"):
+            print(event["message"])
 
-    def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-
-    def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.moduleName}.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logicClass()
-
-        self.ui.progressBar.visible = False
-        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        showPipelineUnavailable(self.logic.taskTitle, self.ui.statusLabel, self.ui.applyButton)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolume:
-                self._parameterNode.inputVolume = firstVolume
-
-    def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-        self._parameterNode = parameterNode
-        if self._parameterNode is not None:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-
-    def onApplyButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(f"{self.logic.taskTitle} failed.", waitCursor=True):
-            node = self._parameterNode
-            self.logic.process(node.inputVolume, node.outputSegmentation, node.device)
+    @staticmethod
+    def _say(text: str) -> None:
+        if getattr(slicer, "app", None) is not None:  # absent on a headless scene
+            slicer.util.showStatusMessage(text, 3000)
+            slicer.app.processEvents()
 
 
 def ellipsoidMask(shape: tuple[int, int, int], center: tuple[float, float, float],
@@ -174,10 +163,15 @@ class SyntheticInput:
 
 
 class TaskModuleTest(ScriptedLoadableModuleTest):
-    """Self-test: build a synthetic input in the scene and run the module's logic on it."""
+    """Self-test of a module, downloading nothing: its logic on an input built in the scene.
+
+    A module with a pipeline overrides ``makeInput`` (a generated phantom) and ``checkResult``; the base
+    then runs the task to the end, then once more and cancels it. A placeholder checks the plain refusal.
+    """
 
     logicClass = TaskModuleLogic
     syntheticInput = SyntheticInput(shape=(16, 16, 16), spacing=(1.0, 1.0, 1.0), background=0)
+    runOptions: dict[str, Any] = {"device": "CPU"}
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -185,30 +179,61 @@ class TaskModuleTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_LogicOnSyntheticInput()
+        if self.logicClass.task.available:
+            self.setUp()
+            self.test_CancelStopsTheRun()
+
+    def makeInput(self):
+        """The input volume node (and whatever ``checkResult`` needs): the synthetic volume by default."""
+        voxels = self.syntheticInput.voxels()
+        volume = slicer.util.addVolumeFromArray(voxels, name=f"{self.__class__.__name__}Input")
+        volume.SetSpacing(*self.syntheticInput.spacing)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), voxels)
+        return volume, None
+
+    def checkResult(self, nodes: dict, truth: Any) -> None:
+        self.assertGreater(nodes["segmentation"].GetSegmentation().GetNumberOfSegments(), 0)
 
     def test_LogicOnSyntheticInput(self) -> None:
-        self.delayDisplay("Creating a synthetic input volume")
-        voxels = self.syntheticInput.voxels()
-        inputVolume = slicer.util.addVolumeFromArray(voxels, name=f"{self.__class__.__name__}Input")
-        inputVolume.SetSpacing(*self.syntheticInput.spacing)
-        np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), voxels)
-        outputSegmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-
+        self.delayDisplay("Creating the input volume")
+        volume, truth = self.makeInput()
         logic = self.logicClass()
-        parameters = logic.getParameterNode()
-        parameters.inputVolume = inputVolume
-        parameters.outputSegmentation = outputSegmentation
-        parameters.device = "CPU"
-        self.assertEqual(parameters.device, "CPU")
+        if not logic.task.available:
+            self._checkRefusal(logic, volume)
+            return
+        self.delayDisplay("Running the task in a background process")
+        nodes = logic.process(volume, timeout=600, **self.runOptions)
+        self.checkResult(nodes, truth)
+        self.delayDisplay("A filled output segmentation is refused without overwrite")
+        from clinseg.errors import InputError
 
-        self.delayDisplay("Running the logic")
+        with self.assertRaises(InputError):
+            logic.process(volume, outputSegmentationNode=nodes["segmentation"], **self.runOptions)
+        self.delayDisplay("Test passed")
+
+    def test_CancelStopsTheRun(self) -> None:
+        from clinseg.errors import Cancelled
+
+        volume, _truth = self.makeInput()
+        job = self.logicClass().process(volume, waitForCompletion=False, **self.runOptions)
+        job.cancel()
+        with self.assertRaises(Cancelled):
+            job.run(timeout=120)
+        self.assertIsNotNone(job.runner.returncode)  # the child is gone
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 0)
+        self.delayDisplay("Test passed (cancel)")
+
+    def _checkRefusal(self, logic: TaskModuleLogic, volume) -> None:
+        outputSegmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         with self.assertRaises(PipelineUnavailableError) as raised:
-            logic.process(parameters.inputVolume, parameters.outputSegmentation, parameters.device)
-        self.assertEqual(str(raised.exception), pipeline_unavailable_message(logic.taskTitle))
+            logic.process(volume, outputSegmentationNode=outputSegmentation, device="CPU")
+        self.assertEqual(str(raised.exception), pipeline_unavailable_message(logic.task.title))
         # No pipeline, no segments: nothing may be made up in its place.
         self.assertEqual(outputSegmentation.GetSegmentation().GetNumberOfSegments(), 0)
-        with self.assertRaises(ValueError):
-            logic.process(inputVolume, outputSegmentation, "TPU")
+        from clinseg.errors import InputError
+
+        with self.assertRaises(InputError):
+            logic.process(volume, device="TPU")
         self.delayDisplay("Test passed")
 
 
@@ -219,11 +244,9 @@ def placeholderModuleClasses(moduleName: str, *, taskTitle: str, title: str, hel
     Called from the module file as ``A, AWidget, ALogic, ATest = placeholderModuleClasses(__name__, ...)``.
     The classes carry the file's name and ``__module__``: Slicer derives the module name (and so the
     parameter node) from the class names, and ``ScriptedLoadableModule.runTest`` looks ``<Name>Test`` up
-    in the module named by ``__module__``. The texts may be wrapped like docstrings: each run of white
-    space becomes one space, as the help panel shows it anyway.
+    in the module named by ``__module__``. The texts may be wrapped like docstrings.
     """
     name = moduleName.rsplit(".", 1)[-1]
-    helpText, acknowledgementText = " ".join(helpText.split()), " ".join(acknowledgementText.split())
 
     def named(suffix: str, base: type, attributes: dict) -> type:
         className = name + suffix
@@ -233,7 +256,8 @@ def placeholderModuleClasses(moduleName: str, *, taskTitle: str, title: str, hel
         ScriptedLoadableModule.__init__(self, parent)
         describeModule(self.parent, title, helpText, acknowledgementText)
 
-    logic = named("Logic", TaskModuleLogic, {"taskTitle": taskTitle})
+    task = TaskSpec(name.removesuffix("Seg").lower(), taskTitle, available=False)
+    logic = named("Logic", TaskModuleLogic, {"task": task})
     return (
         named("", ScriptedLoadableModule, {"__init__": describe}),
         named("Widget", TaskModuleWidget, {"logicClass": logic}),

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from ..errors import ClinsegError
+from ..progress import cancel_on_signals
 
 # Modules under clinseg.cli that add subcommands, in help order.
 COMMAND_MODULES = ["info", "models", "airway", "phantom", "gallery", "eval", "train", "demo"]
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with cancel_on_signals() as args.cancel:  # commands pass args.cancel down to their long steps
+            return int(args.func(args) or 0)
     except ClinsegError as error:
         # One line naming the input and the problem; details go nowhere else.
         print(f"clinseg: error: {error}", file=sys.stderr)

@@ -50,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if args.from_mask:
         path = Path(args.from_mask)
         mask = read_segmentation(path)[0] if path.name.endswith(".seg.nrrd") else read_volume(path)
-        result = update_from_mask(mask, options, reporter.progress)
+        result = update_from_mask(mask, options, reporter.progress, args.cancel)
         ct = None
     else:
         if not args.ct:
             raise InputError("ct", "a chest CT (or --from-mask) is required")
         ct = read_volume(args.ct, series_uid=args.series_uid)
-        result = run_airway(ct, options, reporter.progress)
+        result = run_airway(ct, options, reporter.progress, args.cancel)
+    args.cancel.check("airway")  # stopped before writing: no output folder at all
     render = None if args.no_preview else (lambda res, folder: render_airway_preview(res, folder, ct))
     files = write_result(result, out, overwrite=args.overwrite, render=render)
     reporter.result({"out": str(out), "files": {k: str(v) for k, v in files.items()}, "metrics": result.metrics})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from ..result import Table
@@ -24,8 +25,35 @@ def write_table(path: str | Path, table: Table) -> Path:
     return Path(path)
 
 
-def read_table(path: str | Path, name: str | None = None) -> Table:
+def read_table(path: str | Path, name: str | None = None, typed: bool = False) -> Table:
+    """A CSV back as a Table of text cells; ``typed`` turns all-number columns back into numbers."""
     with open(path, newline="") as stream:
         rows = list(csv.reader(stream))
     header, body = rows[0], rows[1:]
-    return Table(name or Path(path).stem, {h: [r[n] for r in body] for n, h in enumerate(header)})
+    table = Table(name or Path(path).stem, {h: [r[n] for r in body] for n, h in enumerate(header)})
+    return typed_table(table) if typed else table
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    if math.isfinite(value) and value == int(value) and "." not in text and "e" not in text.lower():
+        return int(value)
+    return value
+
+
+def typed_table(table: Table) -> Table:
+    """Numbers back from CSV text: a column whose non-empty cells all parse as numbers becomes numeric.
+
+    Empty cells become ``None`` in numeric columns (NaN in a Slicer table node), so lengths and diameters
+    sort as numbers rather than as text; a column with no number at all stays text.
+    """
+    columns: dict[str, list] = {}
+    for key, values in table.columns.items():
+        texts = [str(v).strip() for v in values]
+        try:
+            numbers = [None if t == "" else _number(t) for t in texts]
+        except ValueError:
+            columns[key] = list(values)
+            continue
+        columns[key] = numbers if any(n is not None for n in numbers) else list(values)
+    return Table(table.name, columns)

@@ -1,13 +1,13 @@
-"""AirwaySeg's Slicer-side logic (AirwaySegLib) on slicer-core's real MRML scene.
+"""AirwaySeg's task on the shared base (ClinicalSegLib) on slicer-core's real MRML scene.
 
-Covers the import of an output folder, overwrite protection, in-process route planning and tree update
-from an edited segmentation, the engine/model choices, and the background run of the real CLI.
+Covers the import of an output folder by the airway layout, overwrite protection, in-process route planning
+and tree update from an edited segmentation, the engine/model choices, and the job's CLI arguments and input.
+The module's logic driven end to end through real child processes is in test_airwayseg_module.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -18,16 +18,24 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is no
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "AirwaySeg"))
 
-from AirwaySegLib import jobs, models, outputs, routes  # noqa: E402
+from AirwaySegLib import routes  # noqa: E402
+from AirwaySegLib.task import AIRWAY as AIRWAY_TASK  # noqa: E402
+from AirwaySegLib.task import LAYOUT  # noqa: E402
 from ClinicalSegLib.mrml import (  # noqa: E402
+    ImportRequest,
+    derived_nodes,
+    import_result,
     labelmap_from_segmentation_node,
     segmentation_node_from_labelmap,
+    show_3d,
     volume_from_volume_node,
     volume_node_from_volume,
 )
+from ClinicalSegLib.task import device_option, task_arguments  # noqa: E402
 
+from ClinicalSegLib import choices, jobs  # noqa: E402
 from clinseg.errors import InputError  # noqa: E402
-from clinseg.output import write_result  # noqa: E402
+from clinseg.output import read_result, write_result  # noqa: E402
 from clinseg.result import Curve, Result, Table  # noqa: E402
 from clinseg.terminology import AIRWAY  # noqa: E402
 from clinseg.volume import Volume  # noqa: E402
@@ -41,19 +49,7 @@ def _pipeline_available() -> bool:
         return False
 
 
-def _cli_missing() -> str:
-    """What keeps ``python -m clinseg airway`` from running, or "" when it can run."""
-    from clinseg import cli
-
-    if "airway" not in cli.COMMAND_MODULES:
-        return "`clinseg airway` is not registered in clinseg.cli yet"
-    if importlib.util.find_spec("clinseg.tasks.airway.preview") is None:
-        return "clinseg.tasks.airway.preview (imported by `clinseg airway`) not available yet"
-    return ""
-
-
 needs_pipeline = pytest.mark.skipif(not _pipeline_available(), reason="clinseg.post not available yet")
-needs_cli = pytest.mark.skipif(bool(_cli_missing()), reason=_cli_missing() or "-")
 
 # [k, j, i] grid, 1 mm voxels, identity direction: i = x (left), j = y (posterior), k = z (superior).
 SHAPE = (64, 32, 64)
@@ -118,27 +114,14 @@ def ct_node(scene):
 
 
 # -- reading and importing an output folder ------------------------------------------------------------
-def test_read_output_folder_round_trip(tmp_path):
-    write_result(hand_result(), tmp_path / "out")
-    result = outputs.read_output_folder(tmp_path / "out")
-    assert result.task == "airway" and result.metrics == {"airway_volume_ml": 4.2}
-    np.testing.assert_array_equal(result.labelmap.array, y_mask())
-    assert [s.name for s in result.segments] == ["Airway"]
-    centerlines, route, branch_tables, route_tables = outputs.split_result(result)
-    assert [c.name for c in centerlines] == ["Trachea", "LeftMainBronchus", "RightMainBronchus"]
-    assert [c.name for c in route] == ["Route"] and [t.name for t in route_tables] == ["route"]
-    np.testing.assert_allclose(centerlines[1].radii, np.linspace(3.2, 2.8, 8), atol=1e-4)
-    table = branch_tables[0]
-    assert table.columns["branch_id"] == [0, 1, 2] and table.columns["length_mm"] == [33.0, 36.77, 36.77]
-    assert table.columns["name"][1] == "LeftMainBronchus"
-    assert table.columns["lobe"] == ["", "", ""]  # an all-empty column stays text
-    with pytest.raises(InputError, match="summary.json"):
-        outputs.read_output_folder(tmp_path)
+def import_folder(scene, folder, ct_node=None, segmentation=None, overwrite=False):
+    """What a finished job does: read the output folder, import it by the airway layout."""
+    return import_result(scene, read_result(folder), LAYOUT, ImportRequest(ct_node, segmentation, overwrite))
 
 
 def test_import_output_folder_builds_segmentation_tree_tables_and_route(scene, ct_node, tmp_path):
     write_result(hand_result(), tmp_path / "out")
-    nodes = outputs.import_output_folder(scene, tmp_path / "out", reference_volume_node=ct_node)
+    nodes = import_folder(scene, tmp_path / "out", ct_node)
     sh = scene.GetSubjectHierarchyNode()
 
     segmentation = nodes["segmentation"].GetSegmentation()
@@ -169,13 +152,13 @@ def test_import_output_folder_builds_segmentation_tree_tables_and_route(scene, c
     assert nodes["metrics"] == {"airway_volume_ml": 4.2}
 
     folder = nodes["folder"]
-    assert sh.GetItemName(folder) == outputs.RESULTS_FOLDER and sh.GetItemParent(folder) == sh.GetSceneItemID()
+    assert sh.GetItemName(folder) == LAYOUT.folder_name and sh.GetItemParent(folder) == sh.GetSceneItemID()
     assert sorted(sh_children_names(scene, folder)) == sorted(
-        ["chest airway", outputs.CENTERLINES_FOLDER, "airway_branches", outputs.ROUTE_FOLDER])
+        ["chest airway", "Centerlines", "airway_branches", "Route"])
     route_folder = sh.GetItemParent(sh.GetItemByDataNode(nodes["route"][0]))
     assert sorted(sh_children_names(scene, route_folder)) == ["Route", "route"]
     # The segmentation knows what was derived from it.
-    derived = outputs.derived_nodes(nodes["segmentation"])
+    derived = derived_nodes(nodes["segmentation"], LAYOUT)
     assert derived["centerlines"] == nodes["centerlines"] and derived["branchTable"] is nodes["branchTable"]
     assert derived["route"] == nodes["route"] and derived["routeTable"] is nodes["routeTable"]
 
@@ -183,7 +166,7 @@ def test_import_output_folder_builds_segmentation_tree_tables_and_route(scene, c
 def test_reimport_refuses_a_filled_segmentation_unless_allowed(scene, ct_node, tmp_path):
     write_result(hand_result(), tmp_path / "out")
     output = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my airway")
-    first = outputs.import_output_folder(scene, tmp_path / "out", ct_node, output)
+    first = import_folder(scene, tmp_path / "out", ct_node, output)
     assert first["segmentation"] is output
     counts = {c: count(scene, c) for c in ("vtkMRMLMarkupsCurveNode", "vtkMRMLTableNode", "vtkMRMLSegmentationNode")}
     assert counts == {"vtkMRMLMarkupsCurveNode": 4, "vtkMRMLTableNode": 2, "vtkMRMLSegmentationNode": 1}
@@ -191,28 +174,28 @@ def test_reimport_refuses_a_filled_segmentation_unless_allowed(scene, ct_node, t
     items_before = sh.GetNumberOfItems()
 
     with pytest.raises(InputError, match="my airway: already holds 1 segment"):
-        outputs.import_output_folder(scene, tmp_path / "out", ct_node, output)
+        import_folder(scene, tmp_path / "out", ct_node, output)
     assert {c: count(scene, c) for c in counts} == counts and sh.GetNumberOfItems() == items_before
     with pytest.raises(InputError, match="already holds 1 segment"):
-        jobs.AirwayJob(scene, ct_node, engine="classical", output_segmentation_node=output)  # refused before a run
+        jobs.TaskJob(scene, AIRWAY_TASK, [ct_node], engine="classical", output_segmentation_node=output)  # before a run
 
-    second = outputs.import_output_folder(scene, tmp_path / "out", ct_node, output, overwrite=True)
+    second = import_folder(scene, tmp_path / "out", ct_node, output, overwrite=True)
     # The old tree, tables and route are gone, not duplicated; folders and item count are as before.
     assert {c: count(scene, c) for c in counts} == counts
     assert sh.GetNumberOfItems() == items_before
     assert second["folder"] == first["folder"]
     assert all(scene.GetNodeByID(n.GetID()) is None for n in first["centerlines"])
-    assert outputs.derived_nodes(output)["centerlines"] == second["centerlines"]
+    assert derived_nodes(output, LAYOUT)["centerlines"] == second["centerlines"]
 
 
 def test_show_3d_builds_the_closed_surface(scene, ct_node):
     node = segmentation_node_from_labelmap(scene, mask_volume(), [AIRWAY], reference_volume_node=ct_node)
-    outputs.show_3d(node, True)
+    show_3d(node, True)
     surface = node.GetSegmentation().GetSegment(node.GetSegmentation().GetNthSegmentID(0)).GetRepresentation(
         slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
     assert surface is not None and surface.GetNumberOfPoints() > 100
     assert node.GetDisplayNode().GetVisibility3D()
-    outputs.show_3d(node, False)
+    show_3d(node, False)
     assert not node.GetDisplayNode().GetVisibility3D()
 
 
@@ -271,14 +254,14 @@ def test_plan_route_then_update_from_edited_segmentation(scene, ct_node):
         planner.plan_route(scene, segmentation, (500.0, 0.0, 0.0), reference_volume_node=ct_node)
     with pytest.raises(InputError, match="must be positive"):
         planner.plan_route(scene, segmentation, target, scope_diameter_mm=-1.0)
-    assert outputs.derived_nodes(segmentation)["route"] == planned["route"]  # a refused plan keeps the route
+    assert derived_nodes(segmentation, LAYOUT)["route"] == planned["route"]  # a refused plan keeps the route
 
     # Planning again replaces the route (and its folder) and keeps the tree; a 7 mm scope stops in the bronchus.
     again = planner.plan_route(scene, segmentation, target, scope_diameter_mm=7.0, reference_volume_node=ct_node)
     assert count(scene, "vtkMRMLMarkupsCurveNode") == len(tree_nodes["centerlines"]) + 1
     assert count(scene, "vtkMRMLTableNode") == 2
     sh = scene.GetSubjectHierarchyNode()
-    assert sh_children_names(scene, tree_nodes["folder"]).count(outputs.ROUTE_FOLDER) == 1
+    assert sh_children_names(scene, tree_nodes["folder"]).count("Route") == 1
     assert again["folder"] == tree_nodes["folder"]
     stop = again["metrics"]["route"]["scope_stop"]
     assert stop is not None and stop["distance_mm"] > 25.0, stop  # past the 8 mm trachea
@@ -319,19 +302,20 @@ def test_update_from_a_segmentation_cut_at_the_division_keeps_it_and_says_why_th
 # -- engine and model choices --------------------------------------------------------------------------
 @needs_pipeline
 def test_engine_choices_show_card_facts(clinseg_home):
-    choices = models.engine_choices()
-    assert [c.key for c in choices[:2]] == ["auto", "classical"]
-    atm = models.choice_for("atm22-baseline", choices)
+    found = choices.engine_choices(AIRWAY_TASK)
+    assert [c.key for c in found[:2]] == ["auto", "classical"]
+    assert "Auto: the classical engine" in found[0].summary and "no weights" in found[1].summary
+    atm = choices.choice_for("atm22-baseline", found)
     assert atm.key == "model:atm22-baseline" and not atm.installed and atm.label.endswith("(not installed)")
     assert "trained on real data" in atm.summary and "Licence MIT" in atm.summary
     assert "1,022,106 parameters" in atm.summary and "none measured yet" in atm.summary
     assert atm.arguments() == ["--engine", "model", "--model", "atm22-baseline"]
-    assert models.resolve("classical").arguments() == ["--engine", "classical"]
+    assert choices.resolve(AIRWAY_TASK, "classical").arguments() == ["--engine", "classical"]
     with pytest.raises(InputError, match="atm22-baseline: is not installed"):
-        models.resolve("model", "atm22-baseline")
+        choices.resolve(AIRWAY_TASK, "model", "atm22-baseline")
     with pytest.raises(InputError, match="unknown engine"):
-        models.resolve("deep")
-    assert models.install_arguments("atm22-baseline") == ["models", "install", "atm22-baseline"]
+        choices.resolve(AIRWAY_TASK, "deep")
+    assert choices.install_arguments("atm22-baseline") == ["models", "install", "atm22-baseline"]
 
 
 def test_card_summary_lists_measured_figures():
@@ -339,25 +323,28 @@ def test_card_summary_lists_measured_figures():
 
     data = get_registry().card("atm22-baseline").to_dict()
     data["figures"] = {"phantom_test": {"dice": 0.9134, "td": 0.81}, "n_cases": 12}
-    summary = models.card_summary(ModelCard.from_dict(data), installed=True)
+    summary = choices.card_summary(ModelCard.from_dict(data), installed=True)
     assert "Measured: phantom_test: dice 0.913, td 0.81; n_cases 12. Installed." in summary
 
 
 # -- the background run ----------------------------------------------------------------------------------
 def test_cli_arguments_and_devices():
-    args = jobs.airway_arguments("ct.nrrd", "out", "model", "atm22-baseline", "GPU", (-10.0, 20.5, 30.0), 4.0)
+    args = task_arguments(AIRWAY_TASK, ["ct.nrrd"], "out", "model", "atm22-baseline", "GPU",
+                          {"targetPoint": (-10.0, 20.5, 30.0), "scopeDiameterMm": 4.0})
     assert args == ["airway", "ct.nrrd", "-o", "out", "--engine", "model", "--device", "cuda", "--no-preview",
                     "--model", "atm22-baseline", "--target=-10.0000,20.5000,30.0000", "--ras",
                     "--scope-diameter", "4"]
-    assert [jobs.device_option(d) for d in ("Auto", "CPU", "auto", "cuda:1", "mps")] == \
+    assert [device_option(d) for d in ("Auto", "CPU", "auto", "cuda:1", "mps")] == \
         ["auto", "cpu", "auto", "cuda:1", "mps"]
     for bad in ("TPU", "cuda:x", "cpu:0"):
         with pytest.raises(InputError, match="unknown device"):
-            jobs.device_option(bad)
+            device_option(bad)
     with pytest.raises(InputError, match="unknown engine"):
-        jobs.airway_arguments("ct.nrrd", "out", "deep")
+        task_arguments(AIRWAY_TASK, ["ct.nrrd"], "out", "deep")
     with pytest.raises(InputError, match="must be positive"):
-        jobs.airway_arguments("ct.nrrd", "out", scope_diameter_mm=0.0)
+        task_arguments(AIRWAY_TASK, ["ct.nrrd"], "out", options={"scopeDiameterMm": 0.0})
+    with pytest.raises(InputError, match="takes no option scope"):
+        task_arguments(AIRWAY_TASK, ["ct.nrrd"], "out", options={"scope": 2.0})  # a misspelt option is not ignored
 
 
 def test_job_writes_the_input_in_world_geometry(scene, ct_node, tmp_path):
@@ -370,41 +357,13 @@ def test_job_writes_the_input_in_world_geometry(scene, ct_node, tmp_path):
     matrix.SetElement(0, 3, 5.0)  # 5 mm to the right (RAS x) = -5 mm in LPS x
     transform.SetMatrixTransformToParent(matrix)
     ct_node.SetAndObserveTransformNodeID(transform.GetID())
-    job = jobs.AirwayJob(scene, ct_node, engine="classical", device="CPU", target=(1.0, 2.0, 3.0),
-                         scope_diameter_mm=3.5, work_dir=tmp_path / "work")
+    job = jobs.TaskJob(scene, AIRWAY_TASK, [ct_node], engine="classical", device="CPU",
+                       options={"targetPoint": (1.0, 2.0, 3.0), "scopeDiameterMm": 3.5}, work_dir=tmp_path / "work")
     args = job.prepare()
-    assert args[:4] == ["airway", str(tmp_path / "work" / "input.nrrd"), "-o", str(tmp_path / "work" / "out")]
+    assert args[:4] == ["airway", str(tmp_path / "work" / "input0.nrrd"), "-o", str(tmp_path / "work" / "out")]
     assert args[-4:] == ["--target=1.0000,2.0000,3.0000", "--ras", "--scope-diameter", "3.5"]
     written = read_volume(args[1])
     np.testing.assert_array_equal(written.array, slicer.util.arrayFromVolume(ct_node))
     np.testing.assert_allclose(written.origin, (-5.0, 0.0, 0.0), atol=1e-6)
     job.cleanup()
     assert (tmp_path / "work").is_dir()  # a folder given by the caller is the caller's
-
-
-@needs_pipeline
-@needs_cli
-def test_background_run_end_to_end_on_a_phantom(scene, tmp_path, clinseg_home):
-    from clinseg.phantoms import generate_chest
-
-    phantom = generate_chest(seed=7, preset="small", with_vessels=False, n_nodules=1, n_distractors=0)
-    ct_node = volume_node_from_volume(scene, phantom.ct, name="phantom")
-    target_lps = phantom.nodules[0].center_lps
-    target_ras = (-target_lps[0], -target_lps[1], target_lps[2])
-    events: list[dict] = []
-    job = jobs.AirwayJob(scene, ct_node, engine="classical", device="CPU", target=target_ras, scope_diameter_mm=2.0)
-    nodes = job.run(timeout=300, on_event=events.append)
-
-    assert any(e["event"] == "progress" for e in events) and events[-1]["event"] == "result"
-    assert not job.work_dir.exists()  # the temp folder is removed once the nodes hold the results
-    segmentation = nodes["segmentation"]
-    found = labelmap_from_segmentation_node(segmentation, reference=phantom.ct)[0].array > 0
-    truth = phantom.lumen.array > 0
-    dice = 2 * (found & truth).sum() / (found.sum() + truth.sum())
-    assert dice > 0.5, f"airway Dice {dice:.3f}"
-    assert len(nodes["centerlines"]) >= 3
-    assert nodes["branchTable"].GetTable().GetNumberOfRows() == len(nodes["centerlines"])
-    assert len(nodes["route"]) == 1 and nodes["routeTable"] is not None
-    assert nodes["metrics"]["engine"] == "classical"
-    print(json.dumps({"dice": round(float(dice), 3), "branches": len(nodes["centerlines"]),
-                      "route": nodes["metrics"].get("route")}, default=str))

@@ -10,8 +10,13 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 import vtk  # noqa: E402
 from ClinicalSegLib.mrml import (  # noqa: E402
+    ImportRequest,
+    NodeRole,
+    ResultLayout,
+    default_layout,
+    derived_nodes,
+    import_result,
     labelmap_from_segmentation_node,
-    nodes_from_result,
     table_from_table_node,
     table_node_from_table,
     volume_node_from_volume,
@@ -85,9 +90,10 @@ def test_result_nodes_are_grouped_next_to_the_reference_volume(scene, result):
     ct_item = sh.GetItemByDataNode(ct) or sh.CreateItem(study, ct)
     sh.SetItemParent(ct_item, study)
 
-    nodes = nodes_from_result(scene, result, ct)
+    nodes = import_result(scene, result, request=ImportRequest(ct))
     folder = nodes["folder"]
     assert sh.GetItemName(folder) == "NoduleSeg results" and sh.GetItemParent(folder) == study
+    assert nodes["segmentation"].GetName() == "ct segmentation"
     segmentation = nodes["segmentation"]
     assert sh.GetItemParent(sh.GetItemByDataNode(segmentation)) == folder
     back, segments = labelmap_from_segmentation_node(segmentation)
@@ -101,19 +107,35 @@ def test_result_nodes_are_grouped_next_to_the_reference_volume(scene, result):
 
 
 def test_refused_overwrite_leaves_the_scene_unchanged(scene, result):
-    first = nodes_from_result(scene, result)
+    first = import_result(scene, result)
     before = scene.GetNumberOfNodes()
     with pytest.raises(InputError, match="already holds 1 segment"):
-        nodes_from_result(scene, result, segmentation_node=first["segmentation"])
+        import_result(scene, result, request=ImportRequest(segmentation_node=first["segmentation"]))
     assert scene.GetNumberOfNodes() == before
-    again = nodes_from_result(scene, result, segmentation_node=first["segmentation"], overwrite=True)
+    again = import_result(scene, result, request=ImportRequest(segmentation_node=first["segmentation"],
+                                                               overwrite=True))
     assert again["segmentation"].GetID() == first["segmentation"].GetID()
     assert again["segmentation"].GetSegmentation().GetNumberOfSegments() == 1
+    # The derived curve and table were replaced, not duplicated, and stay attached to the segmentation.
+    assert scene.GetNumberOfNodes() == before
+    assert derived_nodes(again["segmentation"], default_layout("NoduleSeg"))["tables"] == again["tables"]
 
 
-def test_result_without_labelmap_makes_curves_and_tables_only(scene, result):
+def test_result_without_labelmap_attaches_curves_and_tables_to_the_given_segmentation(scene, result):
+    first = import_result(scene, result)
     result.labelmap, result.segments = None, []
-    nodes = nodes_from_result(scene, result, folder_name="Route")
-    assert nodes["segmentation"] is None
+    with pytest.raises(InputError, match="no segmentation node to attach"):
+        import_result(scene, result)
+    nodes = import_result(scene, result, request=ImportRequest(segmentation_node=first["segmentation"]))
+    assert nodes["segmentation"] is first["segmentation"] and nodes["folder"] == first["folder"]
     assert len(nodes["curves"]) == 1 and len(nodes["tables"]) == 1
-    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1  # the first import's table was replaced
+
+
+def test_a_result_item_no_role_takes_is_refused_before_any_node(scene, result):
+    layout = ResultLayout("Nodule results", "ClinicalSeg.test.", (NodeRole("tables", "tables"),))
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="no place for it"):
+        import_result(scene, result, layout)  # the route curve has no role in this layout
+    assert scene.GetNumberOfNodes() == before

@@ -1,15 +1,10 @@
-"""The placeholder modules (NoduleSeg, OARSeg, StrokeSeg) loaded from their files as Slicer loads them.
-
-slicer-core has the MRML classes but not Slicer's scripted-module bases (``slicer.ScriptedLoadableModule``)
-nor ``slicer.parameterNodeWrapper``: small stand-ins with Slicer's naming rules take their place for the
-length of each test, so the module files and ``taskmodule.placeholderModuleClasses`` run for real.
+"""The placeholder modules (NoduleSeg, OARSeg, StrokeSeg) loaded from their files as Slicer loads them
+(``load_module`` in conftest.py), so the module files and ``taskmodule.placeholderModuleClasses`` run for real.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
 import unittest
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,62 +15,11 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 import vtk  # noqa: E402  (installed with slicer-core)
 
+from clinseg.errors import InputError  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = {"NoduleSeg": "Lung nodule segmentation", "OARSeg": "Organ-at-risk segmentation",
                 "StrokeSeg": "Stroke lesion segmentation"}
-
-
-def _slicer_stand_ins() -> dict[str, types.ModuleType]:
-    """The two Slicer-application modules taskmodule imports that slicer-core lacks."""
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent) -> None:
-            self.parent = parent
-            self.moduleName = self.__class__.__name__
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None) -> None:
-            self.moduleName = self.__class__.__name__.removesuffix("Logic")
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None) -> None:
-            self.parent = parent
-            self.moduleName = self.__class__.__name__.removesuffix("Widget")
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        pass
-
-    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget,
-                ScriptedLoadableModuleTest):
-        setattr(scripted, cls.__name__, cls)
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.Choice = wrapper.Default = lambda *args: args
-    return {scripted.__name__: scripted, wrapper.__name__: wrapper}
-
-
-@pytest.fixture
-def load_module(monkeypatch):
-    """Load ``<Name>/<Name>.py`` under the module name Slicer gives it; undo every import afterwards."""
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the module's source-checkout bootstrap edits it
-    for name, module in _slicer_stand_ins().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    before = set(sys.modules)
-
-    def load(name: str) -> types.ModuleType:
-        spec = importlib.util.spec_from_file_location(name, ROOT / name / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-
-    yield load
-    for name in set(sys.modules) - before:
-        module = sys.modules.pop(name)
-        package, _, child = name.rpartition(".")
-        if getattr(sys.modules.get(package), child, None) is module:
-            delattr(sys.modules[package], child)  # else `from package import child` finds the stale one
 
 
 @pytest.mark.parametrize("name", PLACEHOLDERS)
@@ -87,7 +31,8 @@ def test_module_file_binds_the_four_classes_slicer_looks_for(name, load_module):
         [(name + suffix, name + suffix, name) for suffix in ("", "Widget", "Logic", "Test")]
     moduleClass, widget, logic, test = classes
     assert issubclass(widget, taskmodule.TaskModuleWidget) and widget.logicClass is logic
-    assert issubclass(logic, taskmodule.TaskModuleLogic) and logic.taskTitle == PLACEHOLDERS[name]
+    assert issubclass(logic, taskmodule.TaskModuleLogic) and logic.task.title == PLACEHOLDERS[name]
+    assert not logic.task.available
     assert issubclass(test, taskmodule.TaskModuleTest) and test.logicClass is logic
     # Slicer's unit-test runner collects every TestCase of the module: only the module's own is there.
     collected = unittest.defaultTestLoader.loadTestsFromModule(module)
@@ -115,11 +60,19 @@ def test_logic_refuses_plainly(name, load_module):
     with pytest.raises(ValueError, match="input volume"):
         logic.process(volume)  # no image data
     volume.SetAndObserveImageData(vtk.vtkImageData())
-    with pytest.raises(ValueError, match="TPU"):
-        logic.process(volume, None, "TPU")
+    with pytest.raises(InputError, match="TPU"):
+        logic.process(volume, device="TPU")
     with pytest.raises(widgets.PipelineUnavailableError) as raised:
-        logic.process(volume, None, "CPU")
+        logic.process(volume, device="CPU")
     assert str(raised.value) == f"{PLACEHOLDERS[name]} pipeline not available yet in this version."
+
+
+@pytest.mark.parametrize("name", PLACEHOLDERS)
+def test_self_test_passes_headless(name, load_module, app_scene):
+    """The module's own self-test (what Testing/run_selftests.py runs inside Slicer) on a headless scene."""
+    test = getattr(load_module(name), f"{name}Test")()
+    test.runTest()
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # its synthetic input
 
 
 @pytest.mark.parametrize("name", PLACEHOLDERS)

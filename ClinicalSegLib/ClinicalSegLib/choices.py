@@ -1,8 +1,9 @@
-"""Engine and model choices for the model selector, with the card facts a user needs before trusting one.
+"""Engine and model choices of a task's model selector, with the card facts a user needs before trusting one.
 
-Each choice says what runs (``auto``, ``classical`` or one registered airway model), whether it is
-ready (weights installed) and a short summary of its card: training data (real or synthetic),
-licence, size and the figures measured for it. Pure Python over ``clinseg.registry``.
+Each choice says what runs (``auto``, ``classical`` where the task has a weights-free engine, or one
+registered model of the task), whether it is ready (weights installed) and a short summary of its card:
+training data (real or synthetic), licence, size and the figures measured for it. Pure Python over
+``clinseg.registry``, which is imported only when asked (it needs torch, which Slicer may not have yet).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import TYPE_CHECKING
 
 from clinseg.errors import InputError
 
-if TYPE_CHECKING:  # the registry imports torch, which Slicer may not have until the first run installs it
-    from clinseg.registry import ModelCard, Registry
+from .task import TaskSpec
 
-TASK = "airway"
-ENGINES = ("auto", "model", "classical")
+if TYPE_CHECKING:
+    from clinseg.registry import ModelCard, Registry
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,15 @@ class EngineChoice:
     summary: str
 
     def arguments(self) -> list[str]:
-        """``--engine`` (and ``--model``) options of ``clinseg airway`` for this choice."""
+        """``--engine`` (and ``--model``) options for this choice."""
         args = ["--engine", self.engine]
         if self.model_id:
             args += ["--model", self.model_id]
         return args
+
+
+def _plain(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _figure_text(figures: dict, limit: int = 4) -> str:
@@ -53,10 +57,6 @@ def _figure_text(figures: dict, limit: int = 4) -> str:
     return "; ".join(parts)
 
 
-def _plain(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def card_summary(card: ModelCard, installed: bool) -> str:
     """Three short lines: model and training data; licence and size; measured figures and install state."""
     training = card.data["training_data"]
@@ -68,39 +68,41 @@ def card_summary(card: ModelCard, installed: bool) -> str:
             f"Measured: {figures}. {state[0].upper()}{state[1:]}.")
 
 
-CLASSICAL_SUMMARY = ("Classical engine: trachea seed and adaptive region growing with leak control; no weights, "
-                     "no training data. Finds the larger bronchi; small peripheral branches are often missed.")
-
-
-def _auto_summary(default: EngineChoice | None) -> str:
+def _auto_summary(task: TaskSpec, default: EngineChoice | None) -> str:
+    fallback = "the classical engine" if "classical" in task.engines else "no engine"
     if default is None:
-        return "Auto: the classical engine (no airway model has beaten it on our held-out comparison yet)."
+        if "classical" in task.engines:
+            return "Auto: the classical engine (no model has beaten it on our held-out comparison yet)."
+        return "Auto: the task's default model once one is installed."
     if default.installed:
-        return f"Auto: uses {default.model_id} (installed), else the classical engine."
-    return f"Auto: uses {default.model_id} when it is installed; it is not, so the classical engine runs."
+        return f"Auto: uses {default.model_id} (installed), else {fallback}."
+    return f"Auto: uses {default.model_id} when it is installed; it is not yet."
 
 
-def engine_choices(registry: Registry | None = None) -> list[EngineChoice]:
-    """Auto, classical, then every registered airway model (installed or not), sorted by id."""
+def basic_choices(task: TaskSpec, auto_summary: str | None = None) -> list[EngineChoice]:
+    """Auto (and classical where the task has it): what the selector offers before the registry is available."""
+    choices = [EngineChoice("auto", "Auto", "auto", None, True, auto_summary or _auto_summary(task, None))]
+    if "classical" in task.engines:
+        choices.append(EngineChoice("classical", "Classical (no model)", "classical", None, True,
+                                    task.classical_summary))
+    return choices
+
+
+def engine_choices(task: TaskSpec, registry: Registry | None = None) -> list[EngineChoice]:
+    """Auto, classical (if any), then every registered model of the task (installed or not), sorted by id."""
     from clinseg.registry import get_registry
-    from clinseg.tasks.airway.pipeline import DEFAULT_MODEL
 
     registry = registry or get_registry()
     models = []
     for card in registry.list():
-        if card.task == TASK:
+        if card.task == task.name:
             installed = registry.is_installed(card.id)
             label = card.id if installed else f"{card.id} (not installed)"
             models.append(EngineChoice(f"model:{card.id}", label, "model", card.id, installed,
                                        card_summary(card, installed)))
-    default = next((m for m in models if m.model_id == DEFAULT_MODEL), None)
-    return [*basic_choices(_auto_summary(default)), *models]
-
-
-def basic_choices(auto_summary: str | None = None) -> list[EngineChoice]:
-    """Auto and classical only: what the selector offers before PyTorch (and so the registry) is available."""
-    return [EngineChoice("auto", "Auto", "auto", None, True, auto_summary or _auto_summary(None)),
-            EngineChoice("classical", "Classical (no model)", "classical", None, True, CLASSICAL_SUMMARY)]
+    default_id = task.default_model()
+    default = next((m for m in models if m.model_id == default_id), None)
+    return [*basic_choices(task, _auto_summary(task, default)), *models]
 
 
 def choice_for(key: str, choices: list[EngineChoice]) -> EngineChoice:
@@ -111,24 +113,24 @@ def choice_for(key: str, choices: list[EngineChoice]) -> EngineChoice:
     raise InputError("model", f"unknown engine or model '{key}' (choose from {', '.join(c.key for c in choices)})")
 
 
-def resolve(engine: str = "auto", model_id: str | None = None, registry: Registry | None = None) -> EngineChoice:
+def resolve(task: TaskSpec, engine: str = "auto", model_id: str | None = None,
+            registry: Registry | None = None) -> EngineChoice:
     """The choice for the logic's ``engine``/``modelId`` arguments; a chosen model must be installed."""
-    if engine not in ENGINES:
-        raise InputError("engine", f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
-    choices = engine_choices(registry)
-    if model_id:
-        choice = choice_for(model_id, choices)
-    elif engine == "model":
-        raise InputError("engine", "engine 'model' needs a model id")
-    else:
+    if engine not in task.engines:
+        raise InputError("engine", f"unknown engine '{engine}' (choose from {', '.join(task.engines)})")
+    choices = engine_choices(task, registry)
+    if not model_id:
+        if engine == "model":
+            raise InputError("engine", "engine 'model' needs a model id")
         return choice_for(engine, choices)
+    choice = choice_for(model_id, choices)
     if not choice.installed:
         raise InputError(choice.model_id or "model", "is not installed: install or import its weights first")
     return choice
 
 
 def install_arguments(model_id: str) -> list[str]:
-    """``clinseg models install <id>``: run in the background runner, since it downloads."""
+    """``clinseg models install <id>``: run in the background, since it downloads."""
     return ["models", "install", model_id]
 
 
