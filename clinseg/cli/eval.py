@@ -1,7 +1,8 @@
-"""``clinseg eval airway|seg|lesion PRED GT``: metrics of a prediction against its ground truth.
+"""``clinseg eval airway|seg|lesion|nodule PRED GT``: metrics of a prediction against its ground truth.
 
 ``airway``: ATM'22 metrics of an airway mask (or two folders of them); ``seg``: per-label Dice / HD95 / surface Dice
-table of two label maps; ``lesion``: per-case and pooled lesion metrics of binary lesion masks (files or folders).
+table of two label maps; ``lesion``: per-case and pooled lesion metrics of binary lesion masks (files or folders);
+``nodule``: FROC, CPM and per-nodule Dice of a nodule table CSV (+ label map) against reference nodule instances.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
     a.set_defaults(func=run_airway)
     _register_seg(tasks)
     _register_lesion(tasks)
+    _register_nodule(tasks)
 
 
 def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
@@ -223,4 +225,162 @@ def run_lesion(args: argparse.Namespace) -> int:
         for stat in ("mean", "std"):
             print(f"{stat:<{width}}" + "".join(f"{_text(summary[m][stat]):>11}" for m in CASE_METRICS))
         print(f"DSC(G) (pooled over {summary['n_cases']} cases): {summary['dsc_global']:.4f}")
+    return 0
+
+
+# --- nodules ---------------------------------------------------------------------------------------------------------
+
+CENTRE_COLUMNS = ("center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm")
+
+
+def _register_nodule(tasks) -> None:
+    n = tasks.add_parser(
+        "nodule",
+        help="nodule detection FROC / CPM and per-nodule Dice",
+        description="PRED is a nodule table CSV (columns center_lps_x_mm, center_lps_y_mm, center_lps_z_mm, score, "
+        "optionally label) and GT a label map with one integer per nodule; or two folders: GT <case><image suffix>, "
+        "PRED <case>.csv plus, optionally, the predicted label map <case><image suffix> (Dice needs it). A "
+        "detection hits a nodule when its centre lies within the nodule's equivalent-sphere radius (LUNA16).",
+    )
+    n.add_argument("pred", help="predicted nodule table CSV (file or folder)")
+    n.add_argument("gt", help="reference nodule label map (file or folder)")
+    n.add_argument("--pred-labels", help="predicted nodule label map of a single PRED file (for Dice)")
+    n.add_argument("--ct", help="CT (file or folder) for the reference nodules' type (solid / part-solid / GGN)")
+    n.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    n.set_defaults(func=run_nodule)
+
+
+def _case_name(path: Path) -> str:
+    from ..io.image import image_suffix
+
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def _image_named(folder: Path, case: str) -> Path | None:
+    from ..io import IMAGE_SUFFIXES
+
+    return next((folder / f"{case}{s}" for s in IMAGE_SUFFIXES if (folder / f"{case}{s}").is_file()), None)
+
+
+def _nodule_cases(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """Cases as {case, table, gt, pred_labels, ct}; and the GT cases that have no prediction."""
+    pred, gt = Path(args.pred), Path(args.gt)
+    ct = Path(args.ct) if args.ct else None
+    for path in (pred, gt, ct, Path(args.pred_labels) if args.pred_labels else None):
+        if path is not None and not path.exists():
+            raise InputError(str(path), "not found")
+    if pred.is_dir() != gt.is_dir():
+        raise InputError(str(pred), "PRED and GT must both be files or both be folders")
+    if not gt.is_dir():
+        labels = Path(args.pred_labels) if args.pred_labels else None
+        return [{"case": _case_name(gt), "table": pred, "gt": gt, "pred_labels": labels, "ct": ct}], []
+    if args.pred_labels:
+        raise InputError("--pred-labels", "only for single files; in folder mode put <case><suffix> next to the CSV")
+    cases, missing = [], []
+    for name in sorted(_case_name(p) for p in gt.iterdir() if p.is_file() and _image_named(gt, _case_name(p))):
+        table = pred / f"{name}.csv"
+        if not table.is_file():
+            missing.append(name)
+            continue
+        cases.append({"case": name, "table": table, "gt": _image_named(gt, name),
+                      "pred_labels": _image_named(pred, name), "ct": _image_named(ct, name) if ct else None})
+    if not cases:
+        raise InputError(str(pred), f"no <case>.csv for any label map in {gt}")
+    return cases, missing
+
+
+def read_detections(path: Path, case: str) -> list:
+    """Detections of one nodule table CSV (as ``clinseg.io.tables.write_table`` writes the nodules table)."""
+    from ..io.tables import read_table
+    from ..metrics.detection import Detection
+
+    table = read_table(path)
+    missing = [c for c in (*CENTRE_COLUMNS, "score") if c not in table.columns]
+    if missing:
+        raise InputError(path.name, f"lacks column(s) {', '.join(missing)}")
+    out = []
+    for line, row in enumerate(table.rows(), start=2):
+        try:
+            centre = tuple(float(row[c]) for c in CENTRE_COLUMNS)
+            score = float(row["score"])
+            label = int(float(row["label"])) if row.get("label", "") not in ("", None) else 0
+        except ValueError:
+            raise InputError(path.name, f"line {line}: centre, score and label must be numbers") from None
+        out.append(Detection(case, centre, score, label))
+    return out
+
+
+def evaluate_nodules(cases: list[dict]) -> dict:
+    """Match, FROC, CPM and per-nodule overlap over all cases (one scan per case)."""
+    from ..io import read_volume
+    from ..metrics.detection import (
+        FP_RATES,
+        ReferenceNodule,
+        froc,
+        match_detections,
+        nodule_overlaps,
+        nodule_rows,
+        nodule_summary,
+    )
+    from ..post.nodules import measure_nodules
+
+    detections, nodules, label_maps = [], [], {}
+    for c in cases:
+        gt = read_volume(c["gt"])
+        ct = read_volume(c["ct"]) if c["ct"] else None
+        if ct is not None and ct.shape != gt.shape:
+            raise InputError(c["ct"].name, f"grid {ct.size_ijk} differs from the reference's {gt.size_ijk}")
+        for m in measure_nodules(gt, ct):
+            nodules.append(ReferenceNodule(c["case"], tuple(m.center_lps), m.equivalent_diameter_mm, m.label, m.kind))
+        detections.extend(read_detections(c["table"], c["case"]))
+        if c["pred_labels"]:
+            pred = read_volume(c["pred_labels"])
+            if pred.shape != gt.shape:
+                raise InputError(c["pred_labels"].name, f"grid {pred.size_ijk} differs from the reference's "
+                                 f"{gt.size_ijk}")
+            label_maps[c["case"]] = (pred.array, gt.array)
+    matching = match_detections(detections, nodules)
+    overlaps = {}
+    for case, (pred, gt) in label_maps.items():
+        labelled = any(d.label for d in detections if d.case == case)
+        pairs = {nodules[n].label: detections[d].label for n, d in matching.detection_of.items()
+                 if nodules[n].case == case} if labelled else None
+        overlaps[case] = nodule_overlaps(pred, gt, pairs)
+    curve = froc(detections, nodules, len(cases), matching)
+    rows = nodule_rows(nodules, detections, matching, overlaps)
+    counts = {k: matching.outcome.count(k) for k in ("tp", "fp", "duplicate")}
+    return {
+        "cases": [c["case"] for c in cases], "nodules": len(nodules), "detections": len(detections), **counts,
+        "froc": {"fps_per_scan": curve.fps_per_scan.tolist(), "sensitivity": curve.sensitivity.tolist(),
+                 "thresholds": [float(t) if math.isfinite(t) else None for t in curve.thresholds]},
+        "sensitivity_at": dict(zip((f"{r:g}" for r in FP_RATES), curve.sensitivity_at().tolist())),
+        "cpm": curve.cpm(), "per_nodule": rows, "summary": nodule_summary(rows),
+    }
+
+
+def _stat_text(stats: dict) -> str:
+    return "-" if not stats["n"] else f"{stats['mean']:.3f} +- {stats['sd']:.3f} (n={stats['n']})"
+
+
+def run_nodule(args: argparse.Namespace) -> int:
+    cases, missing = _nodule_cases(args)
+    if missing:
+        print(f"clinseg: note: no prediction for {len(missing)} case(s): {', '.join(missing)}", file=sys.stderr)
+    result = evaluate_nodules(cases)
+    result["missing"] = missing
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{len(cases)} scan(s), {result['nodules']} nodule(s), {result['detections']} detection(s): "
+          f"{result['tp']} TP, {result['fp']} FP, {result['duplicate']} duplicate")
+    print("FPs/scan    " + "".join(f"{r:>8}" for r in result["sensitivity_at"]))
+    print("sensitivity " + "".join(f"{s:8.3f}" for s in result["sensitivity_at"].values()))
+    print(f"CPM {result['cpm']:.4f}")
+    summary = result["summary"]
+    print(f"{'nodules':<18}{'n':>4}{'found':>6}  {'Dice mean +- sd':<26}IoU mean +- sd")
+    groups = [("all", summary["all"])] + [(f"type {k}", v) for k, v in summary["type"].items()] + \
+        [(f"size {k} mm", v) for k, v in summary["size_bin"].items()]
+    for name, g in groups:
+        print(f"{name:<18}{g['nodules']:>4}{g['detected']:>6}  {_stat_text(g['dice']):<26}{_stat_text(g['iou'])}")
     return 0

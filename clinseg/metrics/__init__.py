@@ -1,6 +1,8 @@
-"""Evaluation metrics: voxel overlap, surface distances, lesion-wise scores, per-organ QA and ATM'22 airway metrics."""
+"""Evaluation metrics: voxel overlap, surface distances, lesion-wise scores, per-organ QA, ATM'22 airway metrics and
+nodule detection (FROC / CPM)."""
 
 from .airway import AirwayReference, aggregate, airway_metrics
+from .detection import Detection, Froc, ReferenceNodule, froc, match_detections, nodule_overlaps, nodule_summary
 from .lesion import aggregate_cases, case_metrics, lesion_counts, lesion_f1
 from .organs import organ_table
 from .overlap import confusion, overlap_metrics
@@ -16,6 +18,9 @@ from .surface import (
 
 __all__ = [
     "AirwayReference",
+    "Detection",
+    "Froc",
+    "ReferenceNodule",
     "SurfaceDistances",
     "aggregate",
     "aggregate_cases",
@@ -23,10 +28,14 @@ __all__ = [
     "average_surface_distance",
     "case_metrics",
     "confusion",
+    "froc",
     "hausdorff",
     "hd95",
     "lesion_counts",
     "lesion_f1",
+    "match_detections",
+    "nodule_overlaps",
+    "nodule_summary",
     "organ_table",
     "overlap_metrics",
     "surface_dice",
