@@ -1,7 +1,15 @@
-"""NoduleSeg: lung nodule detection, false-positive reduction and segmentation in chest CT."""
+"""NoduleSeg: lung nodule detection, false-positive reduction and segmentation in chest CT.
+
+Built on the shared task-module base (``ClinicalSegLib.taskmodule``): this file states the task
+(``NoduleSegLib.task.NODULE``), its extra parameters and widgets (score threshold, nodule table, route to
+a nodule through AirwaySeg) and its self-test.
+"""
 
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import numpy as np
 
 # From a source checkout (this folder added to Slicer's module paths) the shared package and the core
 # sit beside the module folder rather than in qt-scripted-modules: make them importable the same way.
@@ -9,22 +17,133 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib import taskmodule  # noqa: E402
+import slicer  # noqa: E402
+from NoduleSegLib.task import NODULE, show_above  # noqa: E402
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
 
-# Its pipeline is not part of this version yet: the module only states its texts and self-test input.
-NoduleSeg, NoduleSegWidget, NoduleSegLogic, NoduleSegTest = taskmodule.placeholderModuleClasses(
-    __name__, taskTitle="Lung nodule segmentation", title="Nodule Segmentation",
-    helpText="""Detects lung nodules in chest CT, removes false positives and segments each nodule,
-        giving one segment and one table row (position, diameter, volume, score) per nodule. A nodule can
-        be handed to Airway Segmentation as a route target.
-        This version does not include the nodule pipeline yet: Apply stays disabled.""",
-    acknowledgementText="""Follows a NoduleNet-style multi-task detector (Tang et al., MICCAI 2019),
-        implemented from its description, with LIDC-IDRI as the reference data set.""",
-    # Lung parenchyma in HU inside a body, with one solid 6 mm nodule.
-    syntheticInput=taskmodule.SyntheticInput(
-        shape=(20, 48, 48), spacing=(0.7, 0.7, 1.25), background=-1000, ellipsoids=(
-            ((10, 24, 24), (25, 22, 23), 30),  # body
-            ((10, 24, 24), (18, 16, 18), -860),  # lungs
-            ((10, 20, 28), (2.4, 4.3, 4.3), 20),  # nodule
-        )),
-)
+from ClinicalSegLib import mrml, taskmodule, widgets  # noqa: E402
+
+
+class NoduleSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        taskmodule.describeModule(
+            self.parent,
+            title="Nodule Segmentation",
+            helpText="""Detects lung nodules in chest CT, removes false positives and segments each nodule,
+                giving one segment, one centre point and one table row (position, long and short axis, volume,
+                type, score, Lung-RADS size category for information only) per nodule. The score threshold shows
+                or hides nodules; clicking a row centres the views on it; a nodule can be handed to Airway
+                Segmentation as a route target. The run happens in a background process with progress and
+                Cancel.""",
+            acknowledgementText="""Follows a NoduleNet-style multi-task detector (Tang et al., MICCAI 2019),
+                implemented from its description, with LIDC-IDRI as the reference data set.""",
+        )
+
+
+@parameterNodeWrapper
+class NoduleSegParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    device: Annotated[str, Choice(list(widgets.DEVICE_CHOICES)), Default(widgets.DEFAULT_DEVICE)]
+    outputSegmentation: vtkMRMLSegmentationNode
+    # Nodules scoring below this are hidden (segments and points); the run keeps every candidate above 0.5.
+    minScore: Annotated[float, WithinRange(0.0, 1.0), Default(0.5)]
+    airwaySegmentation: vtkMRMLSegmentationNode
+    scopeDiameter: Annotated[float, WithinRange(1.0, 10.0), Default(4.0)]
+
+
+class NoduleSegLogic(taskmodule.TaskModuleLogic):
+    """``process(volumeNode, engine="classical", minScore=0.5)`` returns the segmentation (one segment per nodule),
+    the nodule table and the centre points."""
+
+    task = NODULE
+    parameterNodeClass = NoduleSegParameterNode
+
+    def planRouteToNodule(self, centersNode, index, airwaySegmentationNode, scopeDiameterMm=None, airwayLogic=None):
+        """A bronchoscopic route to nodule ``index`` through AirwaySeg's route planner (same tree, same scope
+        check). The modules meet only through MRML and Slicer's module registry: no import of AirwaySeg."""
+        if centersNode is None or not 0 <= index < centersNode.GetNumberOfControlPoints():
+            raise ValueError("Select a nodule in the table first.")
+        if airwaySegmentationNode is None:
+            raise ValueError("Select the airway segmentation (run Airway Segmentation on this CT first).")
+        airwayLogic = airwayLogic or slicer.util.getModuleLogic("AirwaySeg")
+        ras = [0.0, 0.0, 0.0]
+        centersNode.GetNthControlPointPositionWorld(index, ras)
+        return airwayLogic.planRoute(airwaySegmentationNode, tuple(ras), scopeDiameterMm)
+
+
+class NoduleSegWidget(taskmodule.TaskModuleWidget):
+    logicClass = NoduleSegLogic
+
+    def setup(self):
+        self._nodes = None
+        super().setup()
+        self.ui.noduleTableView.connect("clicked(QModelIndex)", self.onNoduleClicked)
+        self.ui.planRouteButton.connect("clicked(bool)", self.onPlanRoute)
+
+    def updateExtraButtons(self, parameterNode, hasSegments):
+        hasNodules = self._nodes is not None and self._nodes.get("centers") is not None
+        self.ui.planRouteButton.enabled = hasNodules and parameterNode.airwaySegmentation is not None
+        if hasNodules:
+            show_above(self._nodes, parameterNode.minScore)
+
+    def resultText(self, metrics):
+        return f"{metrics.get('nodules', 0)} nodule(s) found." if "nodules" in metrics else ""
+
+    def showResults(self, nodes):
+        self._nodes = nodes
+        if nodes.get("noduleTable") is not None:
+            self.ui.noduleTableView.setMRMLTableNode(nodes["noduleTable"])
+            self.ui.nodulesCollapsibleButton.collapsed = False
+        super().showResults(nodes)
+
+    def _selectedRow(self):
+        index = self.ui.noduleTableView.currentIndex()
+        return index.row() if index is not None and index.isValid() else -1
+
+    def onNoduleClicked(self, index):
+        centers = self._nodes.get("centers") if self._nodes else None
+        if centers is not None and 0 <= index.row() < centers.GetNumberOfControlPoints():
+            slicer.modules.markups.logic().JumpSlicesToNthPointInMarkup(centers.GetID(), index.row(), True)
+
+    def onPlanRoute(self):
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Route planning failed.", waitCursor=True):
+            nodes = self.logic.planRouteToNodule(self._nodes.get("centers"), self._selectedRow(),
+                                                 node.airwaySegmentation, node.scopeDiameter)
+            route = nodes["metrics"]["route"]
+            self.ui.statusLabel.text = (f"Route: {route['path_length_mm']:.0f} mm, {route['remaining_mm']:.0f} mm "
+                                        "short of the nodule (see Airway Segmentation).")
+
+
+class NoduleSegTest(taskmodule.TaskModuleTest):
+    """End to end on a generated chest CT with nodules (``clinseg.phantoms``): background run, refusal of a filled
+    output, cancel (from the base)."""
+
+    logicClass = NoduleSegLogic
+    runOptions = {"engine": "classical", "device": "CPU"}
+
+    def makeInput(self):
+        from clinseg.phantoms import generate_chest
+
+        self.delayDisplay("Generating a synthetic chest CT with nodules")
+        phantom = generate_chest(seed=21, preset="small", with_vessels=True, n_nodules=2, n_distractors=1)
+        return mrml.volume_node_from_volume(slicer.mrmlScene, phantom.ct, name="NoduleSegTestCT"), phantom
+
+    def checkResult(self, nodes, phantom):
+        centers = nodes["centers"]
+        table = nodes["noduleTable"].GetTable()
+        self.assertEqual(centers.GetNumberOfControlPoints(), table.GetNumberOfRows())
+        self.assertEqual(nodes["segmentation"].GetSegmentation().GetNumberOfSegments(), table.GetNumberOfRows())
+        found = []
+        for n in range(centers.GetNumberOfControlPoints()):
+            position = [0.0, 0.0, 0.0]
+            centers.GetNthControlPointPositionWorld(n, position)
+            found.append(np.array(position))
+        for nodule in phantom.nodules:
+            if nodule.diameter_mm >= 6:
+                ras = np.array([-nodule.center_lps[0], -nodule.center_lps[1], nodule.center_lps[2]])
+                self.assertTrue(any(np.linalg.norm(f - ras) < nodule.diameter_mm / 2 for f in found),
+                                f"nodule of {nodule.diameter_mm:.1f} mm at {ras} not found")

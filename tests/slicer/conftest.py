@@ -106,6 +106,7 @@ def load_module(monkeypatch):
     before = set(sys.modules)
 
     def load(name: str) -> types.ModuleType:
+        sys.path.insert(0, str(ROOT / name))  # Slicer puts a module's folder on sys.path: its <Name>Lib imports
         spec = importlib.util.spec_from_file_location(name, ROOT / name / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

@@ -1,4 +1,4 @@
-"""The placeholder modules (NoduleSeg, OARSeg, StrokeSeg) loaded from their files as Slicer loads them
+"""The placeholder modules (OARSeg, StrokeSeg) loaded from their files as Slicer loads them
 (``load_module`` in conftest.py), so the module files and ``taskmodule.placeholderModuleClasses`` run for real.
 """
 
@@ -18,8 +18,7 @@ import vtk  # noqa: E402  (installed with slicer-core)
 from clinseg.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PLACEHOLDERS = {"NoduleSeg": "Lung nodule segmentation", "OARSeg": "Organ-at-risk segmentation",
-                "StrokeSeg": "Stroke lesion segmentation"}
+PLACEHOLDERS = {"OARSeg": "Organ-at-risk segmentation", "StrokeSeg": "Stroke lesion segmentation"}
 
 
 @pytest.mark.parametrize("name", PLACEHOLDERS)
@@ -85,7 +84,7 @@ def test_self_test_input_holds_every_structure(name, load_module):
 
 
 def test_synthetic_input_paints_later_ellipsoids_on_top(load_module):
-    load_module("NoduleSeg")
+    load_module("OARSeg")
     taskmodule = sys.modules["ClinicalSegLib.taskmodule"]
     synthetic = taskmodule.SyntheticInput(shape=(5, 5, 7), spacing=(1.0, 1.0, 1.0), background=-5, ellipsoids=(
         ((2, 2, 2), (2, 2, 2), 1),  # 33 voxels: |offset|^2 <= 4

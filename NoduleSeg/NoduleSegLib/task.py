@@ -1,0 +1,114 @@
+"""NoduleSeg's task as data: the ``clinseg nodule`` options and how nodules sit in the scene.
+
+Per nodule: its own segment (coded as a nodule), a row of the "nodules" table (centre, axial long and short
+axis, volume, type, score, Lung-RADS size category for information) and a control point of one markups node
+at its centre, labelled as its segment. The shared base does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import slicer
+import vtk
+from ClinicalSegLib.mrml_common import sh_item, subject_hierarchy
+from ClinicalSegLib.mrml_result import ImportRequest, NodeRole, ResultLayout, import_result, remove_derived
+from ClinicalSegLib.mrml_segmentation import LABEL_TAG
+from ClinicalSegLib.task import TaskSpec
+
+from clinseg.errors import InputError
+from clinseg.result import Result
+
+LAYOUT = ResultLayout("Nodule results", "ClinicalSeg.NoduleSeg.", (
+    NodeRole("noduleTable", "table", lambda table: table.name == "nodules"),
+    NodeRole("tables", "tables"),
+), segmentation_suffix="nodules")
+POINTS_ROLE = LAYOUT.role("centers")
+POINT_COLOR = (0.95, 0.45, 0.2)
+
+
+def nodule_options(options: dict[str, Any]) -> list[str]:
+    """``minScore`` (0..1) -> ``--min-score``; anything else is an error."""
+    unknown = set(options) - {"minScore"}
+    if unknown:
+        raise InputError("options", f"nodule segmentation takes no option {', '.join(sorted(unknown))}")
+    score = options.get("minScore")
+    if score is None:
+        return []
+    if not 0.0 <= float(score) <= 1.0:
+        raise InputError("minimum score", f"must lie in [0, 1], got {score}")
+    return ["--min-score", f"{float(score):g}"]
+
+
+def _rows(table_node) -> list[dict[str, Any]]:
+    table = table_node.GetTable()
+    columns = {table.GetColumnName(c): table.GetColumn(c) for c in range(table.GetNumberOfColumns())}
+    return [{name: column.GetValue(r) for name, column in columns.items()} for r in range(table.GetNumberOfRows())]
+
+
+def center_points(scene: slicer.vtkMRMLScene, table_node, name: str) -> slicer.vtkMRMLMarkupsFiducialNode:
+    """One locked control point per table row at the nodule's centre (RAS), labelled "Nodule <label>"."""
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    points.CreateDefaultDisplayNodes()
+    points.GetDisplayNode().SetSelectedColor(*POINT_COLOR)
+    for row in _rows(table_node):
+        x, y, z = (float(row[f"center_lps_{axis}_mm"]) for axis in "xyz")
+        index = points.AddControlPointWorld(-x, -y, z, f"Nodule {int(row['label'])}")
+        size = row.get("mean_diameter_mm")
+        points.SetNthControlPointDescription(index, f"{row.get('type', '')}, {size:.1f} mm, score "
+                                                    f"{row.get('score', float('nan')):.2f}")
+        points.SetNthControlPointLocked(index, True)
+    return points
+
+
+def import_nodules(scene: slicer.vtkMRMLScene, result: Result, request: ImportRequest) -> dict[str, Any]:
+    """The shared import (segmentation + tables) plus the centre points, which replace any earlier ones."""
+    nodes = import_result(scene, result, LAYOUT, request)
+    segmentation = nodes["segmentation"]
+    remove_derived(scene, segmentation, [POINTS_ROLE], keep_folder=nodes["folder"])
+    nodes["centers"] = None
+    if nodes["noduleTable"] is not None:
+        nodes["centers"] = center_points(scene, nodes["noduleTable"], f"{segmentation.GetName()} centres")
+        subject_hierarchy(scene).SetItemParent(sh_item(scene, nodes["centers"]), nodes["folder"])
+        segmentation.AddNodeReferenceID(POINTS_ROLE, nodes["centers"].GetID())
+    return nodes
+
+
+def label_of_segment(segmentation_node, segment_id: str) -> int | None:
+    """The nodule's label value kept in the segment's tag (Segment Editor renumbers layers, not tags)."""
+    value = vtk.reference("")
+    if segmentation_node.GetSegmentation().GetSegment(segment_id).GetTag(LABEL_TAG, value):
+        return int(str(value)) if str(value).isdigit() else None
+    return None
+
+
+def show_above(nodes: dict[str, Any], min_score: float) -> int:
+    """Show the nodules scoring at least ``min_score`` (segments and points), hide the others; returns the count."""
+    rows = _rows(nodes["noduleTable"]) if nodes.get("noduleTable") is not None else []
+    visible = {int(row["label"]): float(row["score"]) >= min_score for row in rows if np.isfinite(row["score"])}
+    segmentation = nodes["segmentation"]
+    display = segmentation.GetDisplayNode()
+    for n in range(segmentation.GetSegmentation().GetNumberOfSegments()):
+        segment_id = segmentation.GetSegmentation().GetNthSegmentID(n)
+        label = label_of_segment(segmentation, segment_id)
+        if display is not None and label in visible:
+            display.SetSegmentVisibility(segment_id, visible[label])
+    points = nodes.get("centers")
+    if points is not None:
+        for index in range(points.GetNumberOfControlPoints()):
+            label = int(points.GetNthControlPointLabel(index).rsplit(" ", 1)[-1])
+            points.SetNthControlPointVisibility(index, visible.get(label, True))
+    return sum(visible.values())
+
+
+NODULE = TaskSpec(
+    name="nodule",
+    title="Lung nodule segmentation",
+    engines=("auto", "model", "classical"),
+    classical_summary="Classical engine: lung mask, multi-scale blob enhancement and per-candidate region "
+                      "growing with a hand-set score; no weights, no training data.",
+    arguments=nodule_options,
+    layout=LAYOUT,
+    import_result=import_nodules,
+)

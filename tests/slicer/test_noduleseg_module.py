@@ -1,0 +1,142 @@
+"""NoduleSeg.py loaded as Slicer loads it, on the shared base, on a headless scene.
+
+A stand-in runner plays the ``clinseg nodule`` child (it writes a real output folder with ``write_result``),
+so this file checks the module's own part: the task options, the per-nodule segments, table and centre
+points, the score threshold, and the route to a nodule through AirwaySeg's logic. The real child runs in
+test_noduleseg_e2e.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
+
+from ClinicalSegLib.mrml import segmentation_node_from_labelmap, volume_node_from_volume  # noqa: E402
+
+from clinseg.errors import InputError  # noqa: E402
+from clinseg.output import write_result  # noqa: E402
+from clinseg.result import Result  # noqa: E402
+from clinseg.terminology import AIRWAY, NODULE  # noqa: E402
+from clinseg.volume import Volume  # noqa: E402
+
+SHAPE = (64, 48, 64)  # [k, j, i], 1 mm, identity: LPS = (i, j, k)
+
+
+def ball(center_kji, radius) -> np.ndarray:
+    k, j, i = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    return (k - center_kji[0]) ** 2 + (j - center_kji[1]) ** 2 + (i - center_kji[2]) ** 2 <= radius ** 2
+
+
+def volume(array: np.ndarray, name: str) -> Volume:
+    return Volume(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3), name)
+
+
+def nodule_result() -> Result:
+    from clinseg.post.nodules import nodule_table
+
+    ct = np.full(SHAPE, -850, np.int16)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[ball((20, 24, 50), 5)] = 1  # 10 mm solid, near the end of the left bronchus
+    labels[ball((40, 30, 14), 2.5)] = 2  # 5 mm, low score
+    ct[labels > 0] = 30
+    labelmap = volume(labels, "nodules")
+    segments = [dataclasses.replace(NODULE, label=n, name=f"Nodule {n}") for n in (1, 2)]
+    table = nodule_table(labelmap, volume(ct, "ct"), {1: 0.93, 2: 0.31})
+    return Result("nodule", labelmap, segments, tables=[table], metrics={"engine": "classical", "nodules": 2})
+
+
+class WritingRunner:
+    """Stands in for the child: writes the output folder the real command would write, then ends."""
+
+    def __init__(self, args) -> None:
+        self.args, self.cancelled, self.finished = list(args), False, False
+
+    def start(self) -> None:
+        out = Path(self.args[self.args.index("-o") + 1])
+        write_result(nodule_result(), out)
+        self.result, self.finished = {"event": "result", "out": str(out)}, True
+
+    def poll(self) -> list[dict]:
+        return []
+
+    def wait(self, timeout=None, on_event=None) -> dict:
+        return self.result
+
+
+@pytest.fixture
+def nodule(load_module, app_scene):
+    module = load_module("NoduleSeg")
+    module.NoduleSegLogic.runnerFactory = staticmethod(WritingRunner)
+    return module
+
+
+def ct_node(scene):
+    return volume_node_from_volume(scene, volume(np.full(SHAPE, -850, np.int16), "chest"))
+
+
+def test_nodules_become_segments_a_table_and_centre_points(nodule, app_scene):
+    logic = nodule.NoduleSegLogic()
+    ct = ct_node(app_scene)
+    job = logic.process(ct, engine="classical", device="CPU", minScore=0.25, waitForCompletion=False)
+    assert job.runner.args[-2:] == ["--min-score", "0.25"] and job.runner.args[0] == "nodule"
+    nodes = job.finish()
+    segmentation = nodes["segmentation"]
+    assert segmentation.GetName() == "chest nodules"
+    names = [segmentation.GetSegmentation().GetNthSegment(n).GetName() for n in range(2)]
+    assert names == ["Nodule 1", "Nodule 2"]
+    assert "^27925004^" in segmentation.GetSegmentation().GetNthSegment(0).GetTerminology()
+    table = nodes["noduleTable"].GetTable()
+    assert table.GetNumberOfRows() == 2
+    assert table.GetColumnByName("long_axis_mm").GetValue(0) == pytest.approx(10.0, abs=1.0)
+    assert table.GetColumnByName("score").GetValue(1) == pytest.approx(0.31)
+    centers = nodes["centers"]
+    assert [centers.GetNthControlPointLabel(n) for n in range(2)] == ["Nodule 1", "Nodule 2"]
+    position = [0.0, 0.0, 0.0]
+    centers.GetNthControlPointPositionWorld(0, position)
+    np.testing.assert_allclose(position, [-50.0, -24.0, 20.0], atol=0.1)  # LPS (50, 24, 20) as RAS
+    assert "solid" in centers.GetNthControlPointDescription(0)
+
+    shown = nodule.show_above(nodes, 0.5)
+    display = segmentation.GetDisplayNode()
+    ids = [segmentation.GetSegmentation().GetNthSegmentID(n) for n in range(2)]
+    assert shown == 1 and display.GetSegmentVisibility(ids[0]) and not display.GetSegmentVisibility(ids[1])
+    assert centers.GetNthControlPointVisibility(0) and not centers.GetNthControlPointVisibility(1)
+    assert nodule.show_above(nodes, 0.0) == 2 and display.GetSegmentVisibility(ids[1])
+
+    # A second run into the same segmentation replaces the nodules, table and points (after consent).
+    with pytest.raises(InputError, match="already holds 2 segment"):
+        logic.process(ct, outputSegmentationNode=segmentation)
+    again = logic.process(ct, outputSegmentationNode=segmentation, overwrite=True)
+    assert app_scene.GetNodeByID(centers.GetID()) is None and again["centers"] is not None
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 1
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        logic.process(ct, minScore=1.5)
+    with pytest.raises(InputError, match="takes no option"):
+        logic.process(ct, targetPoint=(0, 0, 0))
+
+
+def test_route_to_a_nodule_goes_through_airwaysegs_planner(nodule, load_module, app_scene):
+    airway = load_module("AirwaySeg")
+    ct = ct_node(app_scene)
+    nodes = nodule.NoduleSegLogic().process(ct)
+    # A trachea down to k = 30 and a bronchus going to +i (left, LPS x), ending near nodule 1.
+    k, j, i = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    mask = ((k >= 30) & ((j - 24) ** 2 + (i - 32) ** 2 <= 16)) | \
+        ((k <= 30) & (k >= 14) & ((j - 24) ** 2 + (i - 32 - (30 - k)) ** 2 <= 9))
+    airway_segmentation = segmentation_node_from_labelmap(app_scene, volume(mask.astype(np.uint8), "airway"), [AIRWAY],
+                                                          reference_volume_node=ct)
+    logic = nodule.NoduleSegLogic()
+    with pytest.raises(ValueError, match="Select a nodule"):
+        logic.planRouteToNodule(nodes["centers"], 5, airway_segmentation, airwayLogic=airway.AirwaySegLogic())
+    route = logic.planRouteToNodule(nodes["centers"], 0, airway_segmentation, 2.0,
+                                    airwayLogic=airway.AirwaySegLogic())
+    assert len(route["route"]) == 1
+    end = slicer.util.arrayFromMarkupsControlPoints(route["route"][0], world=True)[-1]
+    assert np.linalg.norm(end - np.array([-50.0, -24.0, 20.0])) < 10.0  # the route ends at the nodule's bronchus
+    assert route["metrics"]["route"]["scope_stop"] is None
