@@ -7,8 +7,12 @@ the same shape the same way. On an axial scan the planes are the acquired
 slices. The boundary is the 0.5 level of the interpolated mask (half-way
 between an inside and an outside voxel centre). On the plane of largest area,
 the long axis is the largest distance between two boundary points (maximum
-Feret diameter) and the short axis the extent of the boundary across the long
-axis (caliper width perpendicular to it). Mean diameter = (long + short) / 2.
+Feret diameter) and the short axis the longest extent of the nodule along a
+line perpendicular to the long axis. Mean diameter = (long + short) / 2.
+Accuracy on analytic ellipsoids (elongated 1.6-2.5x, random oblique grids):
+unbiased, sd about 0.35 and worst about 0.85 of the in-plane pixel size, the
+limit of a binary mask (the boundary is only known to half a voxel); on round
+nodules the maximum over directions reads up to ~0.7 pixel long.
 
 Type by attenuation: a voxel with more than ``SOLID_HU`` (-300 HU) is solid;
 ``solid_fraction`` is the share of the nodule's voxels that are solid. The
