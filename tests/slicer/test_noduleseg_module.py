@@ -71,6 +71,8 @@ class WritingRunner:
 @pytest.fixture
 def nodule(load_module, app_scene):
     module = load_module("NoduleSeg")
+    assert not module.NoduleSegLogic.task.available  # `clinseg nodule` is not shipped yet
+    module.NoduleSegLogic.task = dataclasses.replace(module.NoduleSegLogic.task, available=True)
     module.NoduleSegLogic.runnerFactory = staticmethod(WritingRunner)
     return module
 
