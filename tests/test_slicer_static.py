@@ -26,8 +26,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ClinicalSegLib"))
 
+from ClinicalSegLib.task import device_option  # noqa: E402
+
 from ClinicalSegLib import dependencies as deps  # noqa: E402
 from ClinicalSegLib import widgets as widget_helpers  # noqa: E402
+from clinseg.errors import InputError  # noqa: E402
 
 MODULES = ["AirwaySeg", "NoduleSeg", "OARSeg", "StrokeSeg"]
 LIB = ROOT / "ClinicalSegLib"
@@ -409,9 +412,9 @@ def test_torch_requirement_and_backend_choice():
 
 # -- widget helpers ------------------------------------------------------------------------------
 def test_device_choices_and_unavailable_message():
-    assert [widget_helpers.device_argument(c) for c in widget_helpers.DEVICE_CHOICES] == ["auto", "cpu", "cuda"]
-    with pytest.raises(ValueError, match="TPU"):
-        widget_helpers.device_argument("TPU")
+    assert [device_option(c) for c in widget_helpers.DEVICE_CHOICES] == ["auto", "cpu", "cuda"]
+    with pytest.raises(InputError, match="TPU"):
+        device_option("TPU")
     assert widget_helpers.pipeline_unavailable_message("Airway segmentation") == \
         "Airway segmentation pipeline not available yet in this version."
     assert str(widget_helpers.PipelineUnavailableError("Stroke lesion segmentation")) == \

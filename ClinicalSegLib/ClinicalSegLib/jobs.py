@@ -32,6 +32,14 @@ OUTPUT_NAME = "out"
 RunnerFactory = Callable[[Sequence[str]], Any]  # clinseg arguments -> an unstarted ProcessRunner-like object
 
 
+def input_nodes(input_volume: Any) -> list:
+    """The input volume node(s) as a list; refuses none, or one without image data, before anything runs."""
+    nodes = list(input_volume) if isinstance(input_volume, list | tuple) else [input_volume]
+    if not nodes or any(node is None or node.GetImageData() is None for node in nodes):
+        raise InputError("input volume", "select a volume with image data")
+    return nodes
+
+
 def clinseg_runner(args: Sequence[str]) -> ProcessRunner:
     """The default runner: ``PythonSlicer -m clinseg <args> --progress jsonl`` in its own process group."""
     return ProcessRunner(clinseg_command(args, python=slicer_python_executable()), env=clinseg_environment())
@@ -72,10 +80,6 @@ class CommandJob:
     @property
     def running(self) -> bool:
         return self.runner is not None and not self.runner.finished
-
-    @property
-    def cancelled(self) -> bool:
-        return self.runner is not None and self.runner.cancelled
 
     def failure_message(self) -> str | None:
         return self.runner.failure_message() if self.runner is not None else "not started"
@@ -131,9 +135,7 @@ class TaskJob(CommandJob):
         runner_factory: RunnerFactory = clinseg_runner,
     ) -> None:
         super().__init__([], runner_factory)
-        nodes = list(input_volume_nodes)
-        if not nodes or any(node is None or node.GetImageData() is None for node in nodes):
-            raise InputError("input volume", "select a volume with image data")
+        nodes = input_nodes(input_volume_nodes)
         if output_segmentation_node is not None and not overwrite:
             count = output_segmentation_node.GetSegmentation().GetNumberOfSegments()
             if count:  # refuse now, not after minutes of inference

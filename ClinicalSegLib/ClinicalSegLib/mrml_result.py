@@ -101,10 +101,10 @@ def _depth(sh: slicer.vtkMRMLSubjectHierarchyNode, item: int) -> int:
 def _remove_with_helpers(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLNode) -> None:
     """Remove ``node`` and its display and storage nodes, which nothing else uses (no orphans left behind)."""
     helpers = []
-    for getter in ("GetNumberOfDisplayNodes", "GetNumberOfStorageNodes"):
-        count = getattr(node, getter, lambda: 0)()
-        nth = getattr(node, getter.replace("GetNumberOf", "GetNth").removesuffix("s"), None)
-        helpers += [nth(n) for n in range(count)] if nth else []
+    if isinstance(node, slicer.vtkMRMLDisplayableNode):
+        helpers += [node.GetNthDisplayNode(n) for n in range(node.GetNumberOfDisplayNodes())]
+    if isinstance(node, slicer.vtkMRMLStorableNode):
+        helpers += [node.GetNthStorageNode(n) for n in range(node.GetNumberOfStorageNodes())]
     scene.RemoveNode(node)
     for helper in helpers:
         if helper is not None and helper.GetScene() is scene:

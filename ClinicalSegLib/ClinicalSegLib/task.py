@@ -9,7 +9,7 @@ Pure Python: no Qt, no ``slicer`` import.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,6 @@ class TaskSpec:
     import_result: Callable[..., dict[str, Any]] | None = None
     available: bool = True  # False while the task's pipeline is not shipped
     input_suffix: str = ".nrrd"
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else a module wants to keep with its task
 
 
 def device_option(device: str) -> str:

@@ -93,15 +93,13 @@ class TaskModuleLogic(ScriptedLoadableModuleLogic):
     def createJob(self, inputVolume, engine: str = "auto", modelId: str | None = None, device: str = "auto",
                   outputSegmentationNode=None, overwrite: bool = False, showClosedSurface: bool = False,
                   **options: Any) -> jobs.TaskJob:
-        """The job for one run, every argument checked (an unshipped pipeline says so here)."""
-        inputs = list(inputVolume) if isinstance(inputVolume, list | tuple) else [inputVolume]
-        if not inputs or any(node is None or node.GetImageData() is None for node in inputs):
-            raise ValueError("Select an input volume with image data.")
-        device_option(device)  # an unknown device choice is an error whatever the pipeline
+        """The job for one run, every argument checked (an unshipped pipeline says so, after the same checks)."""
         if not self.task.available:
+            jobs.input_nodes(inputVolume)
+            device_option(device)
             raise PipelineUnavailableError(self.task.title)
-        return jobs.TaskJob(self.scene, self.task, inputs, engine, modelId, device, options, outputSegmentationNode,
-                            overwrite, showClosedSurface, runner_factory=self.runnerFactory)
+        return jobs.TaskJob(self.scene, self.task, jobs.input_nodes(inputVolume), engine, modelId, device, options,
+                            outputSegmentationNode, overwrite, showClosedSurface, runner_factory=self.runnerFactory)
 
     def process(self, inputVolume, engine: str = "auto", modelId: str | None = None, device: str = "auto",
                 outputSegmentationNode=None, overwrite: bool = False, showClosedSurface: bool = False,

@@ -26,14 +26,6 @@ def pipeline_unavailable_message(task: str) -> str:
     return f"{task} pipeline not available yet in this version."
 
 
-def device_argument(choice: str) -> str:
-    """``"GPU"`` -> ``"cuda"``: the ``--device`` value for a device selector item."""
-    try:
-        return DEVICE_CHOICES[choice]
-    except KeyError:
-        raise ValueError(f"unknown device choice {choice!r}; expected one of {', '.join(DEVICE_CHOICES)}") from None
-
-
 def setWidgetsEnabled(widgets: Iterable, enabled: bool, toolTip: str | None = None) -> None:
     """Enable or disable several widgets at once, optionally saying why in their tooltip."""
     for widget in widgets:

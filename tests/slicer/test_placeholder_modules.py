@@ -56,7 +56,7 @@ def test_logic_refuses_plainly(name, load_module):
     widgets = sys.modules["ClinicalSegLib.widgets"]
     logic = getattr(module, f"{name}Logic")()
     volume = slicer.vtkMRMLScalarVolumeNode()
-    with pytest.raises(ValueError, match="input volume"):
+    with pytest.raises(InputError, match="input volume"):
         logic.process(volume)  # no image data
     volume.SetAndObserveImageData(vtk.vtkImageData())
     with pytest.raises(InputError, match="TPU"):
