@@ -55,6 +55,23 @@ def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def _require_same_grid_size(pred, gt, pred_path: Path) -> None:
+    """Voxel-by-voxel metrics need the same grid size (spacing and origin may differ: only warned about)."""
+    if pred.shape != gt.shape:
+        raise InputError(pred_path.name, f"grid {pred.size_ijk} differs from the ground truth's {gt.size_ijk}")
+
+
+def _print_cases(first: str, cases: dict[str, dict], summary: dict | None, metrics, header, cell) -> None:
+    """One row per case, then mean and std rows: ``header(metric)`` and ``cell(value)`` format the columns."""
+    width = max(len(n) for n in [*cases, first]) + 2
+    print(f"{first:<{width}}" + "".join(header(m) for m in metrics))
+    for name, r in cases.items():
+        print(f"{name:<{width}}" + "".join(cell(r[m]) for m in metrics))
+    if summary:
+        for stat in ("mean", "std"):
+            print(f"{stat:<{width}}" + "".join(cell(summary[m][stat]) for m in metrics))
+
+
 def evaluate_pair(pred_path: Path, gt_path: Path) -> dict:
     """Metrics of one case, with the grid check and timings."""
     from ..io import read_volume
@@ -62,8 +79,7 @@ def evaluate_pair(pred_path: Path, gt_path: Path) -> dict:
 
     t0 = time.perf_counter()
     pred, gt = read_volume(pred_path), read_volume(gt_path)
-    if pred.shape != gt.shape:
-        raise InputError(pred_path.name, f"grid {pred.size_ijk} differs from the ground truth's {gt.size_ijk}")
+    _require_same_grid_size(pred, gt, pred_path)
     t1 = time.perf_counter()
     result = airway_metrics(pred, gt)
     result["geometry_matches"] = bool(pred.same_grid(gt, tol=1e-3))
@@ -81,13 +97,7 @@ def run_airway(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cases": cases, "aggregate": summary}, indent=1))
         return 0
-    width = max(len(n) for n in [*cases, "case (%)"]) + 2
-    print(f"{'case (%)':<{width}}" + "".join(f"{m.upper():>12}" for m in METRICS))
-    for name, r in cases.items():
-        print(f"{name:<{width}}" + "".join(f"{100 * r[m]:12.3f}" for m in METRICS))
-    if summary:
-        for stat in ("mean", "std"):
-            print(f"{stat:<{width}}" + "".join(f"{100 * summary[m][stat]:12.3f}" for m in METRICS))
+    _print_cases("case (%)", cases, summary, METRICS, lambda m: f"{m.upper():>12}", lambda v: f"{100 * v:12.3f}")
     return 0
 
 
@@ -161,8 +171,7 @@ def run_seg(args: argparse.Namespace) -> int:
     pred_path, gt_path = Path(args.pred), Path(args.gt)
     gt, gt_names = _read_labelmap(gt_path)
     pred, pred_names = _read_labelmap(pred_path)
-    if pred.shape != gt.shape:
-        raise InputError(pred_path.name, f"grid {pred.size_ijk} differs from the ground truth's {gt.size_ijk}")
+    _require_same_grid_size(pred, gt, pred_path)
     if not pred.same_grid(gt, tol=1e-3):
         print(f"clinseg: warning: {pred_path.name} and {gt_path.name} differ in spacing/origin/direction; "
               "compared voxel by voxel with the ground truth's spacing", file=sys.stderr)
@@ -201,8 +210,7 @@ def evaluate_lesion_pair(pred_path: Path, gt_path: Path) -> dict:
     from ..metrics.lesion import case_metrics
 
     pred, gt = read_volume(pred_path), read_volume(gt_path)
-    if pred.shape != gt.shape:
-        raise InputError(pred_path.name, f"grid {pred.size_ijk} differs from the ground truth's {gt.size_ijk}")
+    _require_same_grid_size(pred, gt, pred_path)
     result = case_metrics(pred.array, gt.array, gt.spacing)
     result["geometry_matches"] = bool(pred.same_grid(gt, tol=1e-3))
     return result
@@ -217,13 +225,8 @@ def run_lesion(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_json_value({"cases": cases, "aggregate": summary}), indent=1))
         return 0
-    width = max(len(n) for n in [*cases, "case"]) + 2
-    print(f"{'case':<{width}}" + "".join(f"{m:>11}" for m in CASE_METRICS))
-    for name, r in cases.items():
-        print(f"{name:<{width}}" + "".join(f"{_text(r[m]):>11}" for m in CASE_METRICS))
+    _print_cases("case", cases, summary, CASE_METRICS, lambda m: f"{m:>11}", lambda v: f"{_text(v):>11}")
     if summary:
-        for stat in ("mean", "std"):
-            print(f"{stat:<{width}}" + "".join(f"{_text(summary[m][stat]):>11}" for m in CASE_METRICS))
         print(f"DSC(G) (pooled over {summary['n_cases']} cases): {summary['dsc_global']:.4f}")
     return 0
 
