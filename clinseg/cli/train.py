@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from ..errors import InputError
 from .reporting import Reporter, add_common_arguments
+
+# Other tasks' trainers, one module each under clinseg.cli (``train_<task>.py`` with ``register(tasks)``).
+TASK_TRAINERS: list[str] = []
 
 
 def _triple(text: str) -> tuple[int, int, int]:
@@ -99,6 +103,8 @@ def register(subparsers) -> None:
     )
     add_common_arguments(a)
     a.set_defaults(func=run_airway)
+    for name in TASK_TRAINERS:
+        importlib.import_module(f"{__package__}.train_{name}").register(tasks)
 
 
 def run_airway(args: argparse.Namespace) -> int:
