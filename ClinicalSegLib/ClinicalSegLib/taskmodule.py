@@ -28,7 +28,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
 )
 
-from . import jobs
+from . import jobs, series
 from .runner import progress_text
 from .task import TaskSpec, device_option
 from .taskwidget import TaskModuleWidget, warningText
@@ -117,6 +117,25 @@ class TaskModuleLogic(ScriptedLoadableModuleLogic):
         nodes = job.run(timeout=timeout, on_event=self.logEvent)
         self._say(f"{self.task.title} done in {time.monotonic() - started:.1f} s")
         return nodes
+
+    def processSeries(self, volumeNodes, engine: str = "auto", modelId: str | None = None, device: str = "auto",
+                      showClosedSurface: bool = False, waitForCompletion: bool = True, timeout: float | None = None,
+                      **options: Any):
+        """Run the task on each volume node in turn, each into a new segmentation ("run on all selected series").
+
+        Blocking: returns a ``series.SeriesOutcome`` (nodes per series name, one-line reason per failed series; a
+        failure does not stop the others). ``waitForCompletion=False`` returns the started ``series.SeriesJob``.
+        Each item may also be a list of nodes (one multi-sequence case).
+        """
+        def makeJob(node) -> jobs.TaskJob:
+            return self.createJob(node, engine, modelId, device, None, False, showClosedSurface, **options)
+
+        job = series.SeriesJob(list(volumeNodes), makeJob)
+        if not waitForCompletion:
+            return job.start()
+        outcome = job.run(timeout=timeout, on_event=self.logEvent)
+        self._say(f"{self.task.title}: {outcome.summary()}")
+        return outcome
 
     def logEvent(self, event: dict) -> None:
         """Progress of a blocking run on the status bar; the child's log lines on the console."""

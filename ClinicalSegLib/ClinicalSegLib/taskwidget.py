@@ -24,6 +24,7 @@ from .widgets import setWidgetsEnabled, showPipelineUnavailable
 
 class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     logicClass: type = None  # set by each module (its <Name>Logic)
+    runsOnSeries = True  # offer "Run on several series..." (a module whose case is several sequences says False)
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -58,6 +59,14 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelImportButton.connect("clicked(bool)", self.onImportModel)
         if hasattr(self.ui, "show3DButton"):
             self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
+        self.seriesButton = None
+        if self.runsOnSeries and self.task.available:
+            import qt
+
+            self.seriesButton = qt.QPushButton("Run on several series...")
+            self.seriesButton.toolTip = "Run on each chosen volume in turn, each into a new segmentation."
+            self.seriesButton.connect("clicked(bool)", self.onRunOnSeries)
+            self.layout.addWidget(self.seriesButton)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -225,6 +234,28 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._taskRunner.start()
             self.updateButtons()
 
+    def onRunOnSeries(self) -> None:
+        if self._cancelIfRunning(self.seriesButton):
+            return
+        current = self._parameterNode.inputVolume if self._parameterNode is not None else None
+        volumes = chooseVolumes(f"{self.task.title}: run on several series", current)
+        if not volumes:
+            return
+        with slicer.util.tryWithErrorDisplay(f"{self.task.title} could not start.", waitCursor=True):
+            dependencies.ensureDependencies()
+            choice = self.currentChoice() or choices.basic_choices(self.task)[0]
+            job = self.logic.processSeries(volumes, choice.engine, choice.model_id, self._parameterNode.device,
+                                           waitForCompletion=False, **self.taskOptions(self._parameterNode))
+            self._taskRunner = SlicerTaskRunner(job, self.seriesButton, self.ui.progressBar, self.ui.statusLabel,
+                                                onFinished=self.onSeriesFinished)
+            self._taskRunner.start()
+            self.updateButtons()
+
+    def onSeriesFinished(self, success: bool, outcome) -> None:
+        self.updateButtons()
+        if success:
+            self.ui.statusLabel.text = outcome.summary()
+
     def onRunFinished(self, success: bool, nodes: dict | None) -> None:
         self.updateButtons()
         if not success:
@@ -258,6 +289,30 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateExtraButtons(self, parameterNode, hasSegments: bool) -> None:
         """Enable the module's own buttons."""
+
+
+def chooseVolumes(title: str, checked=None) -> list:
+    """A dialog listing the scene's volumes with check boxes (``checked`` ticked); the ticked ones, in order."""
+    import qt
+
+    volumes = list(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+    dialog = qt.QDialog(slicer.util.mainWindow())
+    dialog.setWindowTitle(title)
+    layout = qt.QVBoxLayout(dialog)
+    listWidget = qt.QListWidget()
+    for volume in volumes:
+        item = qt.QListWidgetItem(volume.GetName())
+        item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+        item.setCheckState(qt.Qt.Checked if volume is checked else qt.Qt.Unchecked)
+        listWidget.addItem(item)
+    layout.addWidget(listWidget)
+    buttons = qt.QDialogButtonBox(qt.QDialogButtonBox.Ok | qt.QDialogButtonBox.Cancel)
+    buttons.connect("accepted()", dialog.accept)
+    buttons.connect("rejected()", dialog.reject)
+    layout.addWidget(buttons)
+    if not dialog.exec_():
+        return []
+    return [v for n, v in enumerate(volumes) if listWidget.item(n).checkState() == qt.Qt.Checked]
 
 
 def warningText(metrics: dict) -> str:
