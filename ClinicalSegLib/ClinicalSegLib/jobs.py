@@ -24,6 +24,7 @@ from clinseg.io import write_volume
 from clinseg.output import read_result
 
 from .mrml_result import ImportRequest, import_result
+from .mrml_segmentation import labelmap_from_segmentation_node
 from .mrml_volume import volume_from_volume_node
 from .runner import ProcessRunner, RunError, clinseg_command, clinseg_environment, slicer_python_executable
 from .task import TaskSpec, task_arguments
@@ -144,7 +145,7 @@ class TaskJob(CommandJob):
         self.scene, self.task, self.input_volume_nodes = scene, task, nodes
         self.engine, self.model_id, self.device, self.options = engine, model_id, device, dict(options or {})
         self.request = ImportRequest(nodes[0], output_segmentation_node, overwrite, closed_surface)
-        task_arguments(task, ["in"], "out", engine, model_id, device, self.options)  # validate now
+        task_arguments(task, ["in"], "out", engine, model_id, device, self._file_options(None))  # validate now
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.nodes: dict[str, Any] | None = None
@@ -162,7 +163,27 @@ class TaskJob(CommandJob):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         paths = [write_volume(volume_from_volume_node(node), self.work_dir / f"input{n}{self.task.input_suffix}")
                  for n, node in enumerate(self.input_volume_nodes)]
-        return task_arguments(self.task, paths, self.out_dir, self.engine, self.model_id, self.device, self.options)
+        return task_arguments(self.task, paths, self.out_dir, self.engine, self.model_id, self.device,
+                              self._file_options(self.work_dir))
+
+    def _file_options(self, folder: Path | None) -> dict[str, Any]:
+        """The options with each node (e.g. a drawn GTV segmentation) replaced by the file it is written to in
+        ``folder`` (segmentations on the first input's grid); ``None``: the file names only, to validate."""
+        options = {}
+        for key, value in self.options.items():
+            if isinstance(value, (slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLScalarVolumeNode)):
+                path = Path(folder or ".") / f"{key}.nrrd"
+                if folder is not None:
+                    write_volume(self._option_volume(value), path)
+                value = path
+            options[key] = value
+        return options
+
+    def _option_volume(self, node: Any):
+        if isinstance(node, slicer.vtkMRMLScalarVolumeNode):
+            return volume_from_volume_node(node)
+        reference = volume_from_volume_node(self.input_volume_nodes[0])
+        return labelmap_from_segmentation_node(node, reference=reference)[0]
 
     def outcome(self, result_event: dict | None) -> dict[str, Any]:
         """Import the finished run's folder (``result_event["out"]`` when given) into the scene."""

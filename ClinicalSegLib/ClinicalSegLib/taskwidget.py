@@ -123,7 +123,7 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         segmentation = node.outputSegmentation if node is not None else None
         hasSegments = segmentation is not None and segmentation.GetSegmentation().GetNumberOfSegments() > 0
-        self.ui.applyButton.enabled = self.busy or (node is not None and node.inputVolume is not None)
+        self.ui.applyButton.enabled = self.busy or (node is not None and inputsSelected(self.inputVolumes(node)))
         if hasattr(self.ui, "show3DButton"):
             self.ui.show3DButton.enabled = segmentation is not None
         self.updateExtraButtons(node, hasSegments)
@@ -227,7 +227,7 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             dependencies.ensureDependencies()
             choice = self.currentChoice() or choices.basic_choices(self.task)[0]
             show3D = self.ui.show3DButton.checked if hasattr(self.ui, "show3DButton") else False
-            job = self.logic.createJob(node.inputVolume, choice.engine, choice.model_id, node.device, output,
+            job = self.logic.createJob(self.inputVolumes(node), choice.engine, choice.model_id, node.device, output,
                                        overwrite, show3D, **self.taskOptions(node))
             self._taskRunner = SlicerTaskRunner(job, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
                                                 onFinished=self.onRunFinished)
@@ -273,6 +273,10 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             show_3d(segmentation, checked)
 
     # -- hooks for a module's own widgets ------------------------------------------------------------
+    def inputVolumes(self, parameterNode):
+        """The volume node(s) a run reads: the input volume; a multi-sequence module returns its list."""
+        return parameterNode.inputVolume
+
     def taskOptions(self, parameterNode) -> dict[str, Any]:
         """The task's own options for ``logic.process`` from the parameter node (none by default)."""
         return {}
@@ -289,6 +293,12 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateExtraButtons(self, parameterNode, hasSegments: bool) -> None:
         """Enable the module's own buttons."""
+
+
+def inputsSelected(volumes) -> bool:
+    """Whether every volume a run needs is selected (``None`` entries mean a missing one)."""
+    nodes = volumes if isinstance(volumes, list | tuple) else [volumes]
+    return bool(nodes) and all(node is not None for node in nodes)
 
 
 def chooseVolumes(title: str, checked=None) -> list:
