@@ -1,4 +1,4 @@
-"""The placeholder modules (OARSeg, StrokeSeg) loaded from their files as Slicer loads them
+"""The placeholder modules (OARSeg) loaded from their files as Slicer loads them
 (``load_module`` in conftest.py), so the module files and ``taskmodule.placeholderModuleClasses`` run for real.
 """
 
@@ -18,7 +18,7 @@ import vtk  # noqa: E402  (installed with slicer-core)
 from clinseg.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PLACEHOLDERS = {"OARSeg": "Organ-at-risk segmentation", "StrokeSeg": "Stroke lesion segmentation"}
+PLACEHOLDERS = {"OARSeg": "Organ-at-risk segmentation"}
 
 
 @pytest.mark.parametrize("name", PLACEHOLDERS)

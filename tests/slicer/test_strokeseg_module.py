@@ -1,0 +1,184 @@
+"""StrokeSeg.py loaded as Slicer loads it, on the shared base, on a headless scene.
+
+A stand-in runner plays the ``clinseg stroke`` child: it reads the input files the job wrote, takes the second
+one as the ADC map (so a wrong order shows) and writes a real output folder with ``write_result``. This file
+checks the module's own part: sequence names from node names, the case's volumes and ``--sequences``, the
+lesion segment and table, the status sentence, and the self-test on the generated brain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
+
+from ClinicalSegLib.mrml import volume_node_from_volume  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from clinseg.errors import Cancelled, InputError  # noqa: E402
+from clinseg.io import read_volume  # noqa: E402
+from clinseg.output import write_result  # noqa: E402
+from clinseg.result import Result, Table  # noqa: E402
+from clinseg.terminology import INFARCT  # noqa: E402
+from clinseg.volume import Volume  # noqa: E402
+
+
+def low_adc_lesions(dwi: Volume, adc: Volume) -> Result:
+    """Bright-DWI, low-ADC components of 20 voxels or more: enough of a pipeline to check what reaches the child."""
+    bright = dwi.array > np.percentile(dwi.array[dwi.array > 0], 90)
+    mask = (adc.array > 0.1) & (adc.array < 0.6) & bright
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, range(1, count + 1))
+    kept = [n + 1 for n in np.flatnonzero(sizes >= 20)]
+    lesion = np.isin(labels, kept)
+    voxel_ml = float(np.prod(dwi.spacing)) / 1000.0
+    rows = {"label": [], "volume_ml": [], "mean_adc": []}
+    for n, value in enumerate(kept, start=1):
+        rows["label"].append(n)
+        rows["volume_ml"].append(float(np.count_nonzero(labels == value)) * voxel_ml)
+        rows["mean_adc"].append(float(adc.array[labels == value].mean()))
+    metrics = {"engine": "classical", "lesion_volume_ml": float(np.count_nonzero(lesion)) * voxel_ml,
+               "lesion_count": len(kept)}
+    labelmap = dataclasses.replace(dwi, array=lesion.astype(np.uint8), name="lesions")
+    return Result("stroke", labelmap, [INFARCT], tables=[Table("lesions", rows)], metrics=metrics)
+
+
+class LesionRunner:
+    """Stands in for the child: reads its input files, writes the output folder; honours cancel."""
+
+    def __init__(self, args) -> None:
+        self.args, self.cancelled, self.finished, self.returncode = list(args), False, False, None
+
+    def start(self) -> None:
+        self.inputs = self.args[1:self.args.index("-o")]
+
+    def poll(self) -> list[dict]:
+        return []
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def wait(self, timeout=None, on_event=None) -> dict:
+        self.finished = True
+        if self.cancelled:
+            self.returncode = 130
+            raise Cancelled()
+        out = Path(self.args[self.args.index("-o") + 1])
+        if not out.exists():
+            write_result(low_adc_lesions(read_volume(self.inputs[0]), read_volume(self.inputs[1])), out)
+        self.returncode = 0
+        return {"event": "result", "out": str(out)}
+
+
+@pytest.fixture
+def stroke(load_module, app_scene):
+    module = load_module("StrokeSeg")
+    assert not module.StrokeSegLogic.task.available  # `clinseg stroke` is not shipped yet
+    module.StrokeSegLogic.task = dataclasses.replace(module.StrokeSegLogic.task, available=True)
+    module.StrokeSegLogic.runnerFactory = staticmethod(LesionRunner)
+    return module
+
+
+@pytest.fixture(scope="module")
+def brain():
+    from clinseg.phantoms.brain import generate_brain
+
+    return generate_brain(seed=5, spacing=(2.0, 2.0, 2.0), preset="small", contrasts=("DWI", "ADC", "FLAIR"))
+
+
+def test_sequence_names_are_read_from_volume_names(load_module):
+    load_module("StrokeSeg")
+    from StrokeSegLib.task import guess_sequences, sequence_of_name
+
+    expected = {"DWI b1000": "dwi", "ep2d_diff_3scan_trace": "dwi", "ep2d_diff_ADC": "adc", "ADC map": "adc",
+                "t2_tirm_tra_dark-fluid": "flair", "AX FLAIR": "flair", "T1w": "t1", "3D MPRAGE": "t1",
+                "sub-01_ses-1_DWI": "dwi", "CT head": None, "st1x": None, "T2 TSE": None}
+    assert {name: sequence_of_name(name) for name in expected} == expected
+    names = ["localiser", "T1w", "DWI_b1000", "DWI_ADC", "FLAIR", "DWI_b0"]
+    assert guess_sequences(names) == {"t1": 1, "dwi": 2, "adc": 3, "flair": 4}  # the first of each wins
+
+
+def test_case_inputs_and_options_name_the_volumes_in_order(load_module):
+    load_module("StrokeSeg")
+    from StrokeSegLib.task import case_inputs, lesion_summary, stroke_options
+
+    dwi, adc, flair, t1 = object(), object(), object(), object()
+    assert case_inputs("Acute", dwi, adc, flair) == ([dwi, adc, flair], {"sequences": ["dwi", "adc", "flair"],
+                                                                          "mode": "acute"})
+    assert case_inputs("chronic", t1, None, flair) == ([t1, flair], {"sequences": ["t1", "flair"], "mode": "chronic"})
+    assert case_inputs("acute", None, adc)[0] == [None, adc]  # the missing primary stays visible
+    with pytest.raises(InputError, match="unknown mode 'subacute'"):
+        case_inputs("subacute", dwi)
+    assert stroke_options({"sequences": ["dwi", "adc"], "mode": "acute"}) == ["--sequences", "dwi,adc", "--mode",
+                                                                              "acute"]
+    assert stroke_options({"sequences": "T1, FLAIR"}) == ["--sequences", "t1,flair"]
+    assert stroke_options({}) == []
+    for options, message in (({"sequences": ["dwi", "swi"]}, "unknown sequence"),
+                             ({"sequences": ["dwi", "dwi"]}, "given once"), ({"mode": "late"}, "unknown mode"),
+                             ({"minScore": 0.5}, "takes no option minScore")):
+        with pytest.raises(InputError, match=message):
+            stroke_options(options)
+    assert lesion_summary({"lesion_volume_ml": 12.345, "lesion_count": 3}) == "Lesion volume 12.3 ml in 3 lesion(s)."
+    assert lesion_summary({"engine": "classical"}) == ""
+
+
+def test_inputs_are_preselected_from_node_names_and_kept_once_chosen(stroke, app_scene):
+    def node(name):
+        return volume_node_from_volume(app_scene, Volume(np.zeros((2, 3, 4), np.float32), name=name))
+
+    localiser, t1, dwi, adc, flair = (node(n) for n in ("localiser", "T1 MPRAGE", "DWI b1000", "ADC", "FLAIR"))
+    volumes = [localiser, t1, dwi, adc, flair]
+    fields = dict(inputVolume=None, adcVolume=None, flairVolume=None)
+    acute = SimpleNamespace(mode="Acute", **fields)
+    stroke.StrokeSegLogic.preselectInputs(acute, volumes)
+    assert (acute.inputVolume, acute.adcVolume, acute.flairVolume) == (dwi, adc, flair)
+    chronic = SimpleNamespace(mode="Chronic", **fields)
+    stroke.StrokeSegLogic.preselectInputs(chronic, volumes)
+    assert chronic.inputVolume is t1
+    chosen = SimpleNamespace(mode="Acute", inputVolume=localiser, adcVolume=None, flairVolume=dwi)
+    stroke.StrokeSegLogic.preselectInputs(chosen, volumes)
+    assert (chosen.inputVolume, chosen.adcVolume, chosen.flairVolume) == (localiser, adc, dwi)  # choices kept
+    unnamed = SimpleNamespace(mode="Acute", **fields)
+    stroke.StrokeSegLogic.preselectInputs(unnamed, [localiser])
+    assert unnamed.inputVolume is localiser and unnamed.adcVolume is None  # any volume rather than none
+
+
+def test_a_case_becomes_a_lesion_segment_and_table(stroke, app_scene, brain):
+    dwi, adc, flair = (volume_node_from_volume(app_scene, brain.images[n], name=n) for n in ("DWI", "ADC", "FLAIR"))
+    logic = stroke.StrokeSegLogic()
+    job = logic.processCase(dwi, adc, flair, mode="acute", engine="classical", device="CPU", waitForCompletion=False)
+    args = job.runner.args
+    assert args[0] == "stroke" and [Path(p).name for p in job.runner.inputs] == ["input0.nrrd", "input1.nrrd",
+                                                                                  "input2.nrrd"]
+    assert args[-4:] == ["--sequences", "dwi,adc,flair", "--mode", "acute"]
+    nodes = job.finish()
+    segmentation = nodes["segmentation"]
+    assert segmentation.GetName() == "DWI lesions"
+    segment = segmentation.GetSegmentation().GetNthSegment(0)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1 and segment.GetName() == "Stroke lesion"
+    assert "^55641003^" in segment.GetTerminology()
+    table = nodes["lesionTable"].GetTable()
+    assert table.GetNumberOfRows() == nodes["metrics"]["lesion_count"] >= 1
+    assert nodes["metrics"]["lesion_volume_ml"] == pytest.approx(brain.lesion_volume_ml, rel=0.1)  # 66.0 ml
+    assert 0.35 < table.GetColumnByName("mean_adc").GetValue(0) < 0.6  # the child read the ADC file as ADC
+    assert stroke.lesion_summary(nodes["metrics"]).startswith("Lesion volume 6")
+
+    with pytest.raises(InputError, match="already holds 1 segment"):
+        logic.processCase(dwi, adc, outputSegmentationNode=segmentation)
+    again = logic.processCase(dwi, adc, outputSegmentationNode=segmentation, overwrite=True)
+    assert again["segmentation"] is segmentation and app_scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+    with pytest.raises(InputError, match="input volume"):
+        logic.processCase(None, adc)
+
+
+def test_self_test_passes_headless(stroke, app_scene):
+    """The module's own self-test (run, refusal, cancel) with the stand-in child."""
+    test = stroke.StrokeSegTest()
+    test.runTest()
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancelled run added none
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 3  # DWI, ADC, FLAIR
