@@ -1,7 +1,15 @@
-"""OARSeg: head and neck organs at risk and clinical target volumes in planning CT."""
+"""OARSeg: head and neck organs at risk in planning CT, and the CTV grown from a drawn GTV.
+
+Built on the shared task-module base (``ClinicalSegLib.taskmodule``): this file states the task
+(``OARSegLib.task.OAR``), its extra parameters (GTV segmentation, CTV margin), the organ table and its self-test
+on a generated head and neck CT.
+"""
 
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import numpy as np
 
 # From a source checkout (this folder added to Slicer's module paths) the shared package and the core
 # sit beside the module folder rather than in qt-scripted-modules: make them importable the same way.
@@ -9,24 +17,122 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
-from ClinicalSegLib import taskmodule  # noqa: E402
+import slicer  # noqa: E402
+from OARSegLib.task import DEFAULT_MARGIN_MM, MAX_MARGIN_MM, OAR, organ_summary  # noqa: E402
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
 
-# Its pipeline is not part of this version yet: the module only states its texts and self-test input.
-OARSeg, OARSegWidget, OARSegLogic, OARSegTest = taskmodule.placeholderModuleClasses(
-    __name__, taskTitle="Organ-at-risk segmentation", title="Organs at Risk Segmentation",
-    helpText="""Contours head and neck organs at risk (brainstem, eyes, optic nerves, parotids,
-        mandible) in radiotherapy planning CT with a two-stage 3D U-Net, and the clinical target volume
-        where a model for it is installed; results can be exported as DICOM RTSTRUCT.
-        This version does not include the organ-at-risk pipeline yet: Apply stays disabled.""",
-    acknowledgementText="""Follows an XJTU thesis on head and neck CT segmentation with a two-stage 3D
-        U-Net, a Tsinghua thesis on target-volume delineation with noisy labels (Pick-and-Learn, MICCAI
-        2019), and the MICCAI 2015 head and neck auto-segmentation challenge.""",
-    # A head in HU: skull shell, brain, two eyes and a brainstem.
-    syntheticInput=taskmodule.SyntheticInput(
-        shape=(16, 48, 48), spacing=(1.0, 1.0, 2.5), background=-1000, ellipsoids=(
-            ((8, 24, 24), (10, 22, 19), 900),  # skull
-            ((8, 24, 24), (9, 20, 17), 35),  # brain
-            ((9, 8, 17), (1.5, 3, 3), 10), ((9, 8, 31), (1.5, 3, 3), 10),  # eyes
-            ((5, 28, 24), (4, 3, 3), 30),  # brainstem
-        )),
-)
+from ClinicalSegLib import mrml, taskmodule, widgets  # noqa: E402
+
+
+class OARSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        taskmodule.describeModule(
+            self.parent,
+            title="Organs at Risk Segmentation",
+            helpText="""Contours head and neck organs at risk (brain, brainstem, spinal cord, mandible, eyes,
+                lenses, optic nerves and chiasm, parotid and submandibular glands, cochleae...) in radiotherapy
+                planning CT, one segment per organ with its volume in a table. Given a GTV segmentation, it also
+                grows the clinical target volume by the chosen margin. The run happens in a background process
+                with progress and Cancel.""",
+            acknowledgementText="""Follows an XJTU thesis on head and neck CT segmentation with a two-stage 3D
+                U-Net, a Tsinghua thesis on target-volume delineation with noisy labels (Pick-and-Learn, MICCAI
+                2019), and the MICCAI 2015 head and neck auto-segmentation challenge.""",
+        )
+
+
+@parameterNodeWrapper
+class OARSegParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    gtvSegmentation: vtkMRMLSegmentationNode
+    marginMm: Annotated[float, WithinRange(0.0, MAX_MARGIN_MM), Default(DEFAULT_MARGIN_MM)]
+    device: Annotated[str, Choice(list(widgets.DEVICE_CHOICES)), Default(widgets.DEFAULT_DEVICE)]
+    outputSegmentation: vtkMRMLSegmentationNode
+
+
+class OARSegLogic(taskmodule.TaskModuleLogic):
+    """``process(ctNode, engine="classical", gtv=gtvSegmentationNode, marginMm=5.0)`` returns the segmentation (one
+    segment per organ, plus the CTV when a GTV is given) and the organ table."""
+
+    task = OAR
+    parameterNodeClass = OARSegParameterNode
+
+    def createJob(self, inputVolume, *args, **options):
+        gtv = options.get("gtv")
+        if isinstance(gtv, vtkMRMLSegmentationNode) and gtv.GetSegmentation().GetNumberOfSegments() == 0:
+            from clinseg.errors import InputError
+
+            raise InputError(gtv.GetName(), "holds no segment: draw the GTV first, or select none")
+        return super().createJob(inputVolume, *args, **options)
+
+
+class OARSegWidget(taskmodule.TaskModuleWidget):
+    logicClass = OARSegLogic
+
+    def taskOptions(self, parameterNode):
+        if parameterNode.gtvSegmentation is None:
+            return {}
+        return {"gtv": parameterNode.gtvSegmentation, "marginMm": parameterNode.marginMm}
+
+    def resultText(self, metrics):
+        return organ_summary(metrics)
+
+    def showResults(self, nodes):
+        if nodes.get("organTable") is not None:
+            self.ui.organTableView.setMRMLTableNode(nodes["organTable"])
+            self.ui.organsCollapsibleButton.collapsed = False
+        super().showResults(nodes)
+
+
+class OARSegTest(taskmodule.TaskModuleTest):
+    """End to end on a generated head and neck CT with an oropharynx tumour (``clinseg.phantoms.headneck``, small
+    preset at 3 mm), its GTV drawn as a segmentation: background run, refusal of a filled output, cancel (from
+    the base, without the GTV)."""
+
+    logicClass = OARSegLogic
+    runOptions = {"engine": "classical", "device": "CPU"}
+    marginMm = 8.0
+    drawGtv = True
+
+    def makeInput(self):
+        from clinseg.phantoms.headneck import generate_headneck
+        from clinseg.terminology import Segment
+
+        self.delayDisplay("Generating a synthetic head and neck CT with a tumour")
+        phantom = generate_headneck(seed=4, spacing=(3.0, 3.0, 3.0), margin_mm=self.marginMm)
+        ct = mrml.volume_node_from_volume(slicer.mrmlScene, phantom.ct, name="OARSegTestCT")
+        self.runOptions = dict(type(self).runOptions)
+        if self.drawGtv:
+            gtv = mrml.segmentation_node_from_labelmap(slicer.mrmlScene, phantom.gtv, [Segment(1, "GTV", (1, 0, 0))],
+                                                       name="OARSegTestGTV", reference_volume_node=ct)
+            self.runOptions.update(gtv=gtv, marginMm=self.marginMm)
+        return ct, phantom
+
+    def test_CancelStopsTheRun(self):
+        # The base checks that the scene holds no segmentation after the cancelled run: run it without the GTV,
+        # which is a segmentation node of its own.
+        self.drawGtv = False
+        try:
+            super().test_CancelStopsTheRun()
+        finally:
+            self.drawGtv = True
+
+    def checkResult(self, nodes, phantom):
+        from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
+
+        segmentation = nodes["segmentation"].GetSegmentation()
+        names = [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
+        labelmap, segments = labelmap_from_segmentation_node(nodes["segmentation"], reference=phantom.ct)
+        found = {segment.name: labelmap.array == segment.label for segment in segments}
+        for organ in ("Brain", "Mandible", "Parotid L", "Parotid R"):
+            self.assertIn(organ, names)
+            truth = phantom.mask(organ)
+            dice = 2.0 * np.count_nonzero(found[organ] & truth) / (np.count_nonzero(found[organ]) + truth.sum())
+            self.assertGreater(dice, 0.5, f"{organ} Dice {dice:.2f}")
+        self.assertIn("CTV", names)
+        gtv = phantom.gtv.array > 0
+        self.assertGreater(np.count_nonzero(found["CTV"] & gtv), 0.9 * gtv.sum())  # the CTV holds the GTV
+        self.assertGreater(np.count_nonzero(found["CTV"]), gtv.sum())  # and grew from it
+        self.assertGreaterEqual(nodes["organTable"].GetTable().GetNumberOfRows(), 4)

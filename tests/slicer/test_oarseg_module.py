@@ -1,0 +1,158 @@
+"""OARSeg.py loaded as Slicer loads it, on the shared base, on a headless scene.
+
+A stand-in runner plays the ``clinseg oar`` child: it returns the phantom's organ labels and grows a CTV from the
+GTV file it was given by the margin it was given, writing a real output folder with ``write_result``. This file
+checks the module's own part: the GTV segmentation reaching the child as a label map on the CT's grid, the margin,
+the organ segments and table, and the self-test on the generated head and neck CT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
+
+from ClinicalSegLib.mrml import segmentation_node_from_labelmap, volume_node_from_volume  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from clinseg.errors import Cancelled, InputError  # noqa: E402
+from clinseg.io import read_volume  # noqa: E402
+from clinseg.output import write_result  # noqa: E402
+from clinseg.result import Result, Table  # noqa: E402
+from clinseg.terminology import Segment  # noqa: E402
+
+GTV = Segment(1, "GTV", (1.0, 0.0, 0.0))
+CTV = Segment(1, "CTV", (1.0, 0.6, 0.0))
+
+
+@functools.cache
+def phantom():
+    """The phantom of OARSegTest.makeInput (same seed, spacing and margin)."""
+    from clinseg.phantoms.headneck import generate_headneck
+
+    return generate_headneck(seed=4, spacing=(3.0, 3.0, 3.0), margin_mm=8.0)
+
+
+def organs_and_ctv(gtv_file: str | None, margin_mm: float) -> Result:
+    truth = phantom()
+    labels = truth.labels.array.copy()
+    segments = list(truth.organs)
+    metrics = {"engine": "classical", "organs": len(segments)}
+    if gtv_file is not None:
+        gtv = read_volume(gtv_file)
+        assert gtv.shape == truth.ct.shape  # on the CT's grid
+        outside = ndimage.distance_transform_edt(gtv.array == 0, sampling=gtv.spacing[::-1])
+        ctv = outside <= margin_mm
+        top = max(s.label for s in segments) + 1
+        labels[ctv] = top
+        segments.append(dataclasses.replace(CTV, label=top))
+        metrics["ctv_volume_ml"] = float(np.count_nonzero(ctv)) * float(np.prod(gtv.spacing)) / 1000.0
+    voxel_ml = float(np.prod(truth.ct.spacing)) / 1000.0
+    table = Table("organs", {"name": [s.name for s in segments],
+                             "volume_ml": [float(np.count_nonzero(labels == s.label)) * voxel_ml for s in segments]})
+    return Result("oar", truth.labels.with_array(labels.astype(np.uint8), name="oar"), segments, tables=[table],
+                  metrics=metrics)
+
+
+class OrganRunner:
+    """Stands in for the child: reads its --gtv file and --margin, writes the output folder; honours cancel."""
+
+    def __init__(self, args) -> None:
+        self.args, self.cancelled, self.finished, self.returncode = list(args), False, False, None
+
+    def option(self, name):
+        return self.args[self.args.index(name) + 1] if name in self.args else None
+
+    def start(self) -> None:
+        pass
+
+    def poll(self) -> list[dict]:
+        return []
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def wait(self, timeout=None, on_event=None) -> dict:
+        self.finished = True
+        if self.cancelled:
+            self.returncode = 130
+            raise Cancelled()
+        out = Path(self.option("-o"))
+        if not out.exists():
+            write_result(organs_and_ctv(self.option("--gtv"), float(self.option("--margin") or 0.0)), out)
+        self.returncode = 0
+        return {"event": "result", "out": str(out)}
+
+
+@pytest.fixture
+def oar(load_module, app_scene):
+    module = load_module("OARSeg")
+    assert not module.OARSegLogic.task.available  # `clinseg oar` is not shipped yet
+    module.OARSegLogic.task = dataclasses.replace(module.OARSegLogic.task, available=True)
+    module.OARSegLogic.runnerFactory = staticmethod(OrganRunner)
+    return module
+
+
+def test_options_become_gtv_and_margin_arguments(load_module):
+    load_module("OARSeg")
+    from OARSegLib.task import oar_options, organ_summary
+
+    assert oar_options({}) == []
+    assert oar_options({"gtv": Path("/w/gtv.nrrd"), "marginMm": 7.5}) == ["--gtv", "/w/gtv.nrrd", "--margin", "7.5"]
+    assert oar_options({"gtv": "g.nrrd"}) == ["--gtv", "g.nrrd"]
+    for options, message in (({"marginMm": 5.0}, "needs a GTV"), ({"gtv": "g.nrrd", "marginMm": 45}, r"\[0, 30\]"),
+                             ({"gtv": 3}, "expected a segmentation node"), ({"minScore": 1}, "takes no option")):
+        with pytest.raises(InputError, match=message):
+            oar_options(options)
+    assert organ_summary({"organs": 20, "ctv_volume_ml": 61.04}) == "20 organ(s) segmented. CTV 61.0 ml."
+    assert organ_summary({"organs": 3}) == "3 organ(s) segmented." and organ_summary({}) == ""
+
+
+def test_organs_and_the_ctv_from_a_drawn_gtv(oar, app_scene):
+    truth = phantom()
+    ct = volume_node_from_volume(app_scene, truth.ct, name="CT")
+    gtv = segmentation_node_from_labelmap(app_scene, truth.gtv, [GTV], name="GTV", reference_volume_node=ct)
+    logic = oar.OARSegLogic()
+    job = logic.process(ct, engine="classical", device="CPU", gtv=gtv, marginMm=8.0, waitForCompletion=False)
+    args = job.runner.args
+    assert args[0] == "oar" and args[-4:-2] == ["--gtv", str(job.work_dir / "gtv.nrrd")] and args[-2:] == [
+        "--margin", "8"]
+    written = read_volume(job.work_dir / "gtv.nrrd")  # the drawn GTV as the child reads it
+    np.testing.assert_array_equal(written.array > 0, truth.gtv.array > 0)
+    nodes = job.finish()
+    segmentation = nodes["segmentation"]
+    assert segmentation.GetName() == "CT organs"
+    names = [segmentation.GetSegmentation().GetNthSegment(n).GetName()
+             for n in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    assert names == [s.name for s in truth.organs] + ["CTV"]
+    brainstem = segmentation.GetSegmentation().GetNthSegment(1)
+    assert "^12738006^" in segmentation.GetSegmentation().GetNthSegment(0).GetTerminology()  # brain's code kept
+    np.testing.assert_allclose(brainstem.GetColor(), truth.organs[1].color, atol=1e-6)
+    table = nodes["organTable"].GetTable()
+    assert table.GetNumberOfRows() == len(names) and table.GetColumnByName("name").GetValue(len(names) - 1) == "CTV"
+    ctv_ml = nodes["metrics"]["ctv_volume_ml"]
+    assert ctv_ml > truth.gtv.array.sum() * 27 / 1000  # grown beyond the GTV (voxels of 27 mm^3)
+    assert oar.organ_summary(nodes["metrics"]) == f"{len(truth.organs)} organ(s) segmented. CTV {ctv_ml:.1f} ml."
+
+    plain = logic.process(ct)  # no GTV: organs only, and no margin argument
+    assert plain["segmentation"].GetSegmentation().GetNumberOfSegments() == len(truth.organs)
+    with pytest.raises(InputError, match="already holds 21 segment"):
+        logic.process(ct, outputSegmentationNode=segmentation)
+    empty = app_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty GTV")
+    with pytest.raises(InputError, match="holds no segment: draw the GTV first"):
+        logic.process(ct, gtv=empty, marginMm=5.0)
+    with pytest.raises(InputError, match="needs a GTV"):
+        logic.process(ct, marginMm=5.0)
+
+
+def test_self_test_passes_headless(oar, app_scene):
+    """The module's own self-test (run with the drawn GTV, refusal, cancel) with the stand-in child."""
+    test = oar.OARSegTest()
+    test.runTest()
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # its CT
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancelled run added none
