@@ -50,58 +50,73 @@ def _has_case_resource(client) -> bool:
     return any(RESOURCE in (w.get("resources") or {}) for w in workers.values())
 
 
+def _connect(distributed, scheduler: str | None, workers: int, cases_per_worker: int, memory_limit: str,
+             wait_s: float):
+    """A client of the scheduler at ``scheduler``, or of a new local cluster; returns ``(client, cluster)``."""
+    try:
+        if scheduler:
+            try:
+                return distributed.Client(scheduler, timeout=f"{int(wait_s)}s"), None
+            except (OSError, TimeoutError) as error:
+                raise InputError(scheduler, f"no Dask scheduler answers there ({one_line(error)})") from None
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=cases_per_worker, processes=True,
+            resources={RESOURCE: cases_per_worker}, memory_limit=memory_limit, dashboard_address=None,
+            silence_logs=logging.ERROR)
+        return distributed.Client(cluster), cluster
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError("--scheduler", f"cannot start Dask ({one_line(error)})") from None
+
+
 @contextlib.contextmanager
 def dask_runner(scheduler: str | None = None, workers: int = 1, cases_per_worker: int = 1,
                 memory_limit: str = "auto", log: Callable[[str], None] | None = None,
                 wait_s: float = 60.0) -> Iterator[Runner]:
     """A ``Runner`` on a Dask cluster: the one at ``scheduler`` (``tcp://host:8786``), else a new local cluster of
-    ``workers`` processes, each with ``cases_per_worker`` threads and as many units of the ``case`` resource."""
+    ``workers`` processes, each with ``cases_per_worker`` threads and as many units of the ``case`` resource.
+
+    The cluster is reached only when there are cases to run, so a re-run with everything finished starts nothing.
+    """
     distributed = import_distributed()
     say = log or (lambda text: None)
-    cluster = None
-    try:
-        if scheduler:
-            try:
-                client = distributed.Client(scheduler, timeout=f"{int(wait_s)}s")
-            except (OSError, TimeoutError) as error:
-                raise InputError(scheduler, f"no Dask scheduler answers there ({one_line(error)})") from None
-        else:
-            cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=cases_per_worker, processes=True,
-                resources={RESOURCE: cases_per_worker}, memory_limit=memory_limit, dashboard_address=None,
-                silence_logs=logging.ERROR)
-            client = distributed.Client(cluster)
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError("--scheduler", f"cannot start Dask ({one_line(error)})") from None
-    try:
-        client.wait_for_workers(1, timeout=wait_s)
-        resources = {RESOURCE: 1} if _has_case_resource(client) else None
-        if resources is None:
-            say(f"the Dask workers have no '{RESOURCE}' resource (start them with --resources {RESOURCE}=1): "
-                "cases are not limited to one per worker")
+    held: dict = {}
 
-        def run(cases: list[Case], plan: BatchPlan) -> Iterator[tuple[Case, CaseOutcome]]:
-            run_id = uuid.uuid4().hex[:8]
-            futures = {client.submit(process_case, case, plan, key=f"clinseg-case-{case.case_id}-{run_id}",
-                                     pure=False, resources=resources): case for case in cases}
-            try:
-                for future in distributed.as_completed(futures):
-                    case = futures[future]
-                    try:
-                        outcome = future.result()
-                    except distributed.KilledWorker:
-                        outcome = record_failure(case, plan, "its worker died on every try (out of memory?)")
-                    except Exception as error:  # e.g. a worker without clinseg: reported, the rest go on
-                        outcome = record_failure(case, plan, f"worker error: {one_line(error)}")
-                    future.release()
-                    yield case, outcome
-            finally:
-                client.cancel(list(futures))  # an interrupted batch leaves nothing running on the cluster
+    def client_and_resources():
+        if not held:
+            client, cluster = _connect(distributed, scheduler, workers, cases_per_worker, memory_limit, wait_s)
+            held.update(client=client, cluster=cluster)
+            client.wait_for_workers(1, timeout=wait_s)
+            held["resources"] = {RESOURCE: 1} if _has_case_resource(client) else None
+            if held["resources"] is None:
+                say(f"the Dask workers have no '{RESOURCE}' resource (start them with --resources {RESOURCE}=1): "
+                    "cases are not limited to one per worker")
+        return held["client"], held["resources"]
 
+    def run(cases: list[Case], plan: BatchPlan) -> Iterator[tuple[Case, CaseOutcome]]:
+        client, resources = client_and_resources()
+        run_id = uuid.uuid4().hex[:8]
+        futures = {client.submit(process_case, case, plan, key=f"clinseg-case-{case.case_id}-{run_id}",
+                                 pure=False, resources=resources): case for case in cases}
+        try:
+            for future in distributed.as_completed(futures):
+                case = futures[future]
+                try:
+                    outcome = future.result()
+                except distributed.KilledWorker:
+                    outcome = record_failure(case, plan, "its worker died on every try (out of memory?)")
+                except Exception as error:  # e.g. a worker without clinseg: reported, the rest go on
+                    outcome = record_failure(case, plan, f"worker error: {one_line(error)}")
+                future.release()
+                yield case, outcome
+        finally:
+            client.cancel(list(futures))  # an interrupted batch leaves nothing running on the cluster
+
+    try:
         yield run
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if held:
+            held["client"].close()
+            if held["cluster"] is not None:
+                held["cluster"].close()
