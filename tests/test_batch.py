@@ -241,6 +241,7 @@ def _kill_first_worker_holding_a_case(out: Path, stop: threading.Event, killed: 
 
 
 def test_killed_worker_case_is_retried_elsewhere(source, tmp_path):
+    pytest.importorskip("distributed")
     cases = discover_cases(source, ["ct"])
     out = tmp_path / "out"
     out.mkdir()
@@ -262,3 +263,20 @@ def test_killed_worker_case_is_retried_elsewhere(source, tmp_path):
     assert manifest["status"] == "done" and not manifest["worker"].endswith(f":{pid}")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the killed worker's half folder is gone
     assert len(_report(out)) == len(cases)
+
+
+def test_slicer_batch_script_arguments_and_cases(tmp_path):
+    """The Slicer script's plain parts (it imports slicer only inside main)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "slicer_batch.py"
+    spec = importlib.util.spec_from_file_location("slicer_batch", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args(["--module", "AirwaySeg", "--input", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert (args.module, args.engine, args.dicom_database) == ("AirwaySeg", "auto", None)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--input", "a", "--dicom-folder", "b", "--out", "o"])  # one source only
+    for name in ("p 1.nii.gz", "p2.nrrd", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [n for n, _ in script.image_cases(tmp_path)] == ["p_1", "p2"]
