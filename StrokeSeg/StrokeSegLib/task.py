@@ -8,7 +8,6 @@ summary metrics. Pure Python apart from the layout types (no ``slicer`` import h
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,10 +16,8 @@ from ClinicalSegLib.task import TaskSpec
 
 from clinseg.errors import InputError
 
-MODES = ("acute", "chronic")
-CLI_MODES = ("auto", *MODES)  # the CLI also decides by itself; the module always states the mode
-PRIMARY = {"acute": "dwi", "chronic": "t1"}
-SEQUENCES = ("dwi", "adc", "flair", "t1")
+MODES = ("acute", "chronic")  # the selector's stages; the CLI also has "auto", the module always states one
+PRIMARY = {"acute": "dwi", "chronic": "t1"}  # as clinseg.tasks.stroke.pipeline.PRIMARY (a test keeps them equal)
 LESION_TABLE = "lesions"
 
 LAYOUT = ResultLayout("Stroke results", "ClinicalSeg.StrokeSeg.", (
@@ -28,31 +25,20 @@ LAYOUT = ResultLayout("Stroke results", "ClinicalSeg.StrokeSeg.", (
     NodeRole("tables", "tables"),
 ), segmentation_suffix="lesions")
 
-# Words in a volume's name that tell its sequence. ADC is tried first: scanners name the ADC map after the
-# diffusion series it was computed from ("ep2d_diff_ADC"), so "diff" alone must not make it a DWI.
-_NAME_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("adc", r"adc|apparent.?diffusion"),
-    ("flair", r"flair|tirm"),
-    ("dwi", r"dwi|diff(?:usion)?|trace|b.?1000"),
-    ("t1", r"t1w?|mprage|spgr|bravo"),
-)
-
-
-def sequence_of_name(name: str) -> str | None:
-    """The sequence a volume's name suggests ("DWI b1000" -> "dwi", "ep2d_diff_ADC" -> "adc"), or None."""
-    text = name.lower()
-    for sequence, pattern in _NAME_PATTERNS:
-        # Only whole tokens: "t1" must not match inside "st1x", "adc" not inside "cadcam".
-        if re.search(rf"(?<![a-z0-9])(?:{pattern})(?![a-z])", text):
-            return sequence
-    return None
-
 
 def guess_sequences(names: Sequence[str]) -> dict[str, int]:
-    """Index of the first volume named like each sequence: ``["T1", "DWI", "ADC"]`` -> {t1: 0, dwi: 1, adc: 2}."""
+    """Index of the first volume named like each sequence: ``["T1", "DWI", "ADC"]`` -> {t1: 0, dwi: 1, adc: 2}.
+
+    The words are the core's (the CLI tells unnamed inputs the same way). Nothing is guessed until the core's
+    stroke package can be imported: it needs PyTorch, which Slicer installs on the first run.
+    """
+    try:
+        from clinseg.tasks.stroke.sequences import sequence_from_text
+    except ImportError:
+        return {}
     found: dict[str, int] = {}
     for index, name in enumerate(names):
-        sequence = sequence_of_name(name)
+        sequence = sequence_from_text(name)
         if sequence is not None:
             found.setdefault(sequence, index)
     return found
@@ -83,6 +69,8 @@ def stroke_options(options: dict[str, Any]) -> list[str]:
     args: list[str] = []
     sequences = options.get("sequences")
     if sequences is not None:
+        from clinseg.tasks.stroke.sequences import SEQUENCES
+
         names = [s.strip().lower() for s in (sequences.split(",") if isinstance(sequences, str) else sequences)]
         bad = [s for s in names if s not in SEQUENCES]
         if bad or not names:
@@ -92,6 +80,8 @@ def stroke_options(options: dict[str, Any]) -> list[str]:
         args += ["--sequences", ",".join(names)]
     mode = options.get("mode")
     if mode is not None:
+        from clinseg.tasks.stroke.pipeline import MODES as CLI_MODES
+
         if mode not in CLI_MODES:
             raise InputError("mode", f"unknown mode '{mode}' (use {', '.join(CLI_MODES)})")
         args += ["--mode", mode]
@@ -107,13 +97,20 @@ def lesion_summary(metrics: dict[str, Any]) -> str:
     return f"Lesion volume {float(volume):.1f} ml in {int(count)} lesion(s)."
 
 
+def default_model() -> str | None:
+    from clinseg.tasks.stroke.pipeline import DEFAULT_MODEL
+
+    return DEFAULT_MODEL["acute"]  # the selector's default stage
+
+
 STROKE = TaskSpec(
     name="stroke",
     title="Stroke lesion segmentation",
     engines=("auto", "model", "classical"),
-    classical_summary="Classical engine: brain mask, then low-ADC / bright-DWI voxels (acute) or CSF-like "
-                      "tissue loss (chronic) grown into lesions; no weights, no training data.",
+    classical_summary="Classical engine: bright-DWI, low-ADC voxels asymmetric to the other hemisphere (acute) or "
+                      "CSF-dark tissue loss on T1 (chronic), relative to the patient's own brain; no weights, "
+                      "no training data.",
+    default_model=default_model,
     arguments=stroke_options,
     layout=LAYOUT,
-    available=False,  # until `clinseg stroke` ships: Apply stays disabled and the logic says so plainly
 )

@@ -3,7 +3,8 @@
 A stand-in runner plays the ``clinseg stroke`` child: it reads the input files the job wrote, takes the second
 one as the ADC map (so a wrong order shows) and writes a real output folder with ``write_result``. This file
 checks the module's own part: sequence names from node names, the case's volumes and ``--sequences``, the
-lesion segment and table, the status sentence, and the self-test on the generated brain.
+lesion segment and table, the status sentence, and the self-test on the generated brain. The last test runs the
+real ``clinseg stroke`` child once on the same brain.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def low_adc_lesions(dwi: Volume, adc: Volume) -> Result:
     kept = [n + 1 for n in np.flatnonzero(sizes >= 20)]
     lesion = np.isin(labels, kept)
     voxel_ml = float(np.prod(dwi.spacing)) / 1000.0
-    rows = {"label": [], "volume_ml": [], "mean_adc": []}
+    rows = {"label": [], "volume_ml": [], "mean_adc_1e-6_mm2_s": []}  # the CLI's columns (less the centre)
     for n, value in enumerate(kept, start=1):
         rows["label"].append(n)
         rows["volume_ml"].append(float(np.count_nonzero(labels == value)) * voxel_ml)
-        rows["mean_adc"].append(float(adc.array[labels == value].mean()))
+        rows["mean_adc_1e-6_mm2_s"].append(1000.0 * float(adc.array[labels == value].mean()))
     metrics = {"engine": "classical", "lesion_volume_ml": float(np.count_nonzero(lesion)) * voxel_ml,
                "lesion_count": len(kept)}
     labelmap = dataclasses.replace(dwi, array=lesion.astype(np.uint8), name="lesions")
@@ -78,8 +79,7 @@ class LesionRunner:
 @pytest.fixture
 def stroke(load_module, app_scene):
     module = load_module("StrokeSeg")
-    assert not module.StrokeSegLogic.task.available  # `clinseg stroke` is not shipped yet
-    module.StrokeSegLogic.task = dataclasses.replace(module.StrokeSegLogic.task, available=True)
+    assert module.StrokeSegLogic.task.available
     module.StrokeSegLogic.runnerFactory = staticmethod(LesionRunner)
     return module
 
@@ -93,14 +93,17 @@ def brain():
 
 def test_sequence_names_are_read_from_volume_names(load_module):
     load_module("StrokeSeg")
-    from StrokeSegLib.task import guess_sequences, sequence_of_name
+    from StrokeSegLib.task import MODES, PRIMARY, guess_sequences
+
+    from clinseg.tasks.stroke import pipeline
 
     expected = {"DWI b1000": "dwi", "ep2d_diff_3scan_trace": "dwi", "ep2d_diff_ADC": "adc", "ADC map": "adc",
                 "t2_tirm_tra_dark-fluid": "flair", "AX FLAIR": "flair", "T1w": "t1", "3D MPRAGE": "t1",
                 "sub-01_ses-1_DWI": "dwi", "CT head": None, "st1x": None, "T2 TSE": None}
-    assert {name: sequence_of_name(name) for name in expected} == expected
+    assert {name: next(iter(guess_sequences([name])), None) for name in expected} == expected
     names = ["localiser", "T1w", "DWI_b1000", "DWI_ADC", "FLAIR", "DWI_b0"]
     assert guess_sequences(names) == {"t1": 1, "dwi": 2, "adc": 3, "flair": 4}  # the first of each wins
+    assert PRIMARY == pipeline.PRIMARY and set(MODES) < set(pipeline.MODES)  # the module and the CLI agree
 
 
 def test_case_inputs_and_options_name_the_volumes_in_order(load_module):
@@ -165,7 +168,7 @@ def test_a_case_becomes_a_lesion_segment_and_table(stroke, app_scene, brain):
     table = nodes["lesionTable"].GetTable()
     assert table.GetNumberOfRows() == nodes["metrics"]["lesion_count"] >= 1
     assert nodes["metrics"]["lesion_volume_ml"] == pytest.approx(brain.lesion_volume_ml, rel=0.1)  # 66.0 ml
-    assert 0.35 < table.GetColumnByName("mean_adc").GetValue(0) < 0.6  # the child read the ADC file as ADC
+    assert 350 < table.GetColumnByName("mean_adc_1e-6_mm2_s").GetValue(0) < 600  # the child read the ADC as ADC
     assert stroke.lesion_summary(nodes["metrics"]).startswith("Lesion volume 6")
 
     with pytest.raises(InputError, match="already holds 1 segment"):
@@ -182,3 +185,25 @@ def test_self_test_passes_headless(stroke, app_scene):
     test.runTest()
     assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancelled run added none
     assert app_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 3  # DWI, ADC, FLAIR
+
+
+def test_real_child_segments_the_phantom_infarct(load_module, app_scene, brain):
+    """``clinseg stroke`` itself in a child process (classical engine; about 10 s, mostly imports)."""
+    module = load_module("StrokeSeg")
+    from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
+
+    dwi, adc, flair = (volume_node_from_volume(app_scene, brain.images[n], name=n) for n in ("DWI", "ADC", "FLAIR"))
+    nodes = module.StrokeSegLogic().processCase(dwi, adc, flair, mode="acute", engine="classical", device="CPU",
+                                                timeout=120)
+    found = labelmap_from_segmentation_node(nodes["segmentation"], reference=brain.lesion)[0].array > 0
+    truth = brain.lesion.array > 0
+    dice = 2.0 * np.count_nonzero(found & truth) / (np.count_nonzero(found) + np.count_nonzero(truth))
+    assert dice > 0.85
+    metrics = nodes["metrics"]
+    assert metrics["mode"] == "acute" and metrics["sequences"] == ["adc", "dwi", "flair"]
+    assert metrics["lesion_volume_ml"] == pytest.approx(brain.lesion_volume_ml, rel=0.15)
+    table = nodes["lesionTable"].GetTable()
+    assert table.GetNumberOfRows() == metrics["lesion_count"] >= 1
+    assert table.GetColumnByName("volume_ml").GetValue(0) == pytest.approx(metrics["lesion_volume_ml"], rel=0.1)
+    assert module.lesion_summary(metrics) == (f"Lesion volume {metrics['lesion_volume_ml']:.1f} ml in "
+                                              f"{metrics['lesion_count']} lesion(s).")
