@@ -1,0 +1,183 @@
+"""The StrokeSeg pipeline: brain MRI sequences -> infarct mask, per-lesion table and volumes, as one Result.
+
+Modes: ``acute`` (DWI, with ADC and optionally FLAIR; the lesion lives on the DWI's grid), ``chronic`` (T1,
+as the document's ATLAS setting; the T1's grid), ``auto`` (acute when a DWI is given, else chronic).
+Steps: check every input is MRI, extract the brain from the primary sequence and check it is a brain, bring the
+companions onto the primary grid (or refuse), segment (classical engine or a registered network), then
+label the lesions and measure them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import InputError
+from ...progress import CancelToken, Progress, ProgressCallback
+from ...result import Result
+from ...terminology import INFARCT
+from ...volume import Volume
+from .align import adc_on_dwi_grid, flair_on_dwi_grid
+from .brain import brain_mask
+from .classical import acute_lesion, adc_to_micro, chronic_lesion
+from .lesions import lesion_table
+from .model import lesion_probability
+from .sequences import SEQUENCES, require_brain, require_mri
+
+MODES = ("auto", "acute", "chronic")
+PRIMARY = {"acute": "dwi", "chronic": "t1"}
+# The model ``auto`` runs when installed; None: the classical engine (no model beats it on held-out
+# phantoms yet, see bench/stroke.py).
+DEFAULT_MODEL: dict[str, str | None] = {"acute": None, "chronic": None}
+
+
+@dataclass
+class StrokeOptions:
+    mode: str = "auto"  # "auto", "acute" or "chronic"
+    engine: str = "auto"  # "model", "classical", or "auto" (a default model when installed, else classical)
+    model_id: str | None = None
+    device: str = "auto"
+
+
+class _Stages:
+    """Per-stage progress events, cancel checks between stages, and each stage's wall time."""
+
+    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        self.progress, self.cancel = progress, cancel
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._start = time.perf_counter()
+
+    def begin(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.timings[self._stage] = round(now - self._start, 3)
+        if self.cancel is not None:
+            self.cancel.check("stroke")
+        self._stage, self._start = stage, now
+        if self.progress is not None:
+            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
+
+    def end(self) -> dict[str, float]:
+        self.begin("done")
+        return self.timings
+
+
+def resolve_mode(mode: str, volumes: dict[str, Volume]) -> str:
+    if mode not in MODES:
+        raise InputError("mode", f"unknown mode '{mode}' (use {', '.join(MODES)})")
+    if mode == "auto":
+        mode = "acute" if "dwi" in volumes else "chronic"
+    primary = PRIMARY[mode]
+    if primary not in volumes:
+        given = ", ".join(sorted(volumes)) or "none"
+        raise InputError("inputs", f"{mode} mode needs a {primary.upper()} volume (given: {given})")
+    return mode
+
+
+def resolve_engine(options: StrokeOptions, mode: str) -> tuple[str, str | None]:
+    if options.engine == "classical":
+        return "classical", None
+    if options.engine not in ("model", "auto"):
+        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
+    from ...registry import get_registry
+
+    registry = get_registry()
+    model_id = options.model_id or DEFAULT_MODEL[mode]
+    if options.engine == "model" or options.model_id:
+        if model_id is None:
+            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
+        card = registry.card(model_id)
+        if card.task != "stroke":
+            raise InputError(model_id, f"is a {card.task} model, not a stroke model")
+        wanted = PRIMARY[mode].upper()
+        if wanted not in [m.upper() for m in card.inputs["modalities"]]:
+            raise InputError(model_id, f"reads {', '.join(card.inputs['modalities'])}, not the {mode} mode's "
+                             f"{wanted}")
+        if not registry.is_installed(model_id):
+            raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
+        return "model", model_id
+    return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
+
+
+def _extent_mm(volume: Volume, mask: np.ndarray) -> tuple[float, float, float]:
+    points = np.argwhere(mask[::2, ::2, ::2])[:, ::-1] * 2.0
+    if points.size == 0:
+        return 0.0, 0.0, 0.0
+    lps = volume.index_to_physical(points)
+    return tuple(float(v) for v in np.ptp(lps, axis=0))  # type: ignore[return-value]
+
+
+def run_stroke(
+    volumes: dict[str, Volume],
+    options: StrokeOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Result:
+    """Lesion segmentation of one case; ``volumes`` maps sequence names (dwi, adc, flair, t1) to volumes."""
+    options = options or StrokeOptions()
+    stages = _Stages(progress, cancel)
+    stages.begin("checks")
+    unknown = [name for name in volumes if name not in SEQUENCES]
+    if unknown:
+        raise InputError("inputs", f"unknown sequence(s) {', '.join(unknown)} (use {', '.join(SEQUENCES)})")
+    mode = resolve_mode(options.mode, volumes)
+    for name, volume in volumes.items():
+        require_mri(volume, volume.name or name.upper())
+    engine, model_id = resolve_engine(options, mode)
+    primary_name = PRIMARY[mode]
+    primary = volumes[primary_name]
+    subject = primary.name or primary_name.upper()
+    warnings: list[str] = []
+
+    stages.begin("brain")
+    brain = brain_mask(primary, "T1" if mode == "chronic" else "DWI")
+    brain_ml = float(brain.sum() * np.prod(primary.spacing) / 1000.0)
+    require_brain(brain_ml, _extent_mm(primary, brain), subject)
+
+    stages.begin("align")
+    report: dict = {}
+    adc_micro = None
+    if "adc" in volumes:
+        adc, info = adc_on_dwi_grid(volumes["adc"], primary)
+        report.update(info)
+        adc_micro, report["adc_unit"] = adc_to_micro(adc.array, brain, volumes["adc"].name or "ADC")
+    elif mode == "acute":
+        warnings.append("no ADC given: DWI alone cannot tell restricted diffusion from T2 shine-through")
+    if "flair" in volumes:
+        _, info = flair_on_dwi_grid(volumes["flair"], primary)  # checked and registered; shown in Slicer
+        report.update(info)
+
+    stages.begin("segmentation")
+    if engine == "model":
+        probability, threshold = lesion_probability(primary, brain, model_id, options.device, progress, cancel)
+        mask = probability > threshold
+        report["model"] = model_id
+    elif mode == "acute":
+        mask, details = acute_lesion(primary, adc_micro, brain)
+        report.update(details, model=None)
+    else:
+        mask, details = chronic_lesion(primary, brain)
+        report.update(details, model=None)
+
+    stages.begin("lesions")
+    labelmap = primary.with_array(mask.astype(np.uint8), name="lesion")
+    table, _ = lesion_table(labelmap, adc_micro)
+    result = Result("stroke", labelmap=labelmap, segments=[INFARCT], tables=[table])
+    voxel_ml = float(np.prod(primary.spacing)) / 1000.0
+    result.metrics.update(
+        mode=mode,
+        engine=engine,
+        engine_report=report,
+        sequences=sorted(volumes),
+        lesion_volume_ml=round(float(mask.sum()) * voxel_ml, 4),
+        lesion_count=table.n_rows,
+        brain_volume_ml=round(brain_ml, 1),
+        warnings=warnings,
+    )
+    if adc_micro is not None and mask.any():
+        result.metrics["lesion_mean_adc_1e-6_mm2_s"] = round(float(adc_micro[mask].mean()), 1)
+    result.metrics["timings_s"] = stages.end()
+    return result
