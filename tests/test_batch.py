@@ -280,3 +280,23 @@ def test_slicer_batch_script_arguments_and_cases(tmp_path):
     for name in ("p 1.nii.gz", "p2.nrrd", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert [n for n, _ in script.image_cases(tmp_path)] == ["p_1", "p2"]
+
+
+def test_cancel_stops_before_the_next_case_and_leaves_no_half_folder(tmp_path, monkeypatch):
+    from clinseg.errors import Cancelled
+    from clinseg.progress import CancelToken
+
+    monkeypatch.setitem(catalog._BUILDERS, "threshold", _threshold_entry)
+    volume = Volume(np.zeros((4, 5, 6), np.int16))
+    for name in ("a", "b"):
+        write_volume(volume, tmp_path / "in" / f"{name}.nii.gz")
+    token = CancelToken()
+    plan = BatchPlan(str(tmp_path / "out"), {"threshold": {"level": 0}}, __version__)
+
+    def log(text: str) -> None:
+        if text.startswith("a: done"):
+            token.cancel()  # the user cancels while case a finishes
+
+    with pytest.raises(Cancelled):
+        run_batch(discover_cases(tmp_path / "in", ["ct"]), plan, sequential_runner(token), log=log)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]  # no b, no temporaries, no lock

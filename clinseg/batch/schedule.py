@@ -45,6 +45,18 @@ def import_distributed():
     return distributed
 
 
+def _outcome(distributed, future, case: Case, plan: BatchPlan) -> CaseOutcome:
+    """The case's outcome, or a failed one when no worker could bring it back."""
+    try:
+        outcome = future.result()
+    except distributed.KilledWorker:
+        outcome = record_failure(case, plan, "its worker died on every try (out of memory?)")
+    except Exception as error:  # e.g. a worker without clinseg: reported, the rest go on
+        outcome = record_failure(case, plan, f"worker error: {one_line(error)}")
+    future.release()
+    return outcome
+
+
 def _has_case_resource(client) -> bool:
     workers = client.scheduler_info().get("workers", {})
     return any(RESOURCE in (w.get("resources") or {}) for w in workers.values())
@@ -73,11 +85,12 @@ def _connect(distributed, scheduler: str | None, workers: int, cases_per_worker:
 @contextlib.contextmanager
 def dask_runner(scheduler: str | None = None, workers: int = 1, cases_per_worker: int = 1,
                 memory_limit: str = "auto", log: Callable[[str], None] | None = None,
-                wait_s: float = 60.0) -> Iterator[Runner]:
+                wait_s: float = 60.0, cancel: CancelToken | None = None) -> Iterator[Runner]:
     """A ``Runner`` on a Dask cluster: the one at ``scheduler`` (``tcp://host:8786``), else a new local cluster of
     ``workers`` processes, each with ``cases_per_worker`` threads and as many units of the ``case`` resource.
 
     The cluster is reached only when there are cases to run, so a re-run with everything finished starts nothing.
+    ``cancel`` is checked twice a second; a cancelled batch cancels its cases still on the cluster.
     """
     distributed = import_distributed()
     say = log or (lambda text: None)
@@ -99,17 +112,17 @@ def dask_runner(scheduler: str | None = None, workers: int = 1, cases_per_worker
         run_id = uuid.uuid4().hex[:8]
         futures = {client.submit(process_case, case, plan, key=f"clinseg-case-{case.case_id}-{run_id}",
                                  pure=False, resources=resources): case for case in cases}
+        pending = set(futures)
         try:
-            for future in distributed.as_completed(futures):
-                case = futures[future]
+            while pending:
+                if cancel is not None:
+                    cancel.check("batch")
                 try:
-                    outcome = future.result()
-                except distributed.KilledWorker:
-                    outcome = record_failure(case, plan, "its worker died on every try (out of memory?)")
-                except Exception as error:  # e.g. a worker without clinseg: reported, the rest go on
-                    outcome = record_failure(case, plan, f"worker error: {one_line(error)}")
-                future.release()
-                yield case, outcome
+                    finished, pending = distributed.wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                for future in finished:
+                    yield futures[future], _outcome(distributed, future, futures[future], plan)
         finally:
             client.cancel(list(futures))  # an interrupted batch leaves nothing running on the cluster
 

@@ -159,7 +159,12 @@ def process_case(case: Case, plan: BatchPlan, cancel: CancelToken | None = None)
             log = _CaseLog(stream)
             log.line(f"case {case.case_id} on worker {worker} (clinseg {plan.version})")
             sha, metrics, previews, reason = _run_tasks(case, plan, folder, log, cancel)
-            montage = write_montage(previews, folder / MONTAGE) if previews and not reason else None
+            montage = None
+            if previews and not reason:
+                try:
+                    montage = write_montage(previews, folder / MONTAGE)
+                except (OSError, ValueError, ImportError) as error:  # the outputs stand without their thumbnail
+                    log.line(f"no montage: {one_line(error)}")
             seconds = round(time.perf_counter() - start, 3)
             log.line(f"{'failed' if reason else 'done'} in {seconds:.2f} s")
         _write_manifest(folder, {

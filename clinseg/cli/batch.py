@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
@@ -82,16 +83,19 @@ def run(args: argparse.Namespace) -> int:
     given = parse_settings(args.settings, [e.name for e in entries], {e.name: dict(e.defaults) for e in entries})
     tasks = {e.name: e.options(given[e.name]) for e in entries}
     inputs = list(dict.fromkeys(name for e in entries for name in e.inputs))
-    cases = discover_cases(args.source, inputs, args.layout)
+    # Absolute paths: a worker of a remote cluster has its own working folder.
+    cases = discover_cases(Path(args.source).resolve(), inputs, args.layout)
     if not cases:
         raise InputError(args.source, "holds no cases")
-    plan = BatchPlan(str(args.out), tasks, __version__, preview=not args.no_preview, torch_threads=args.threads)
+    plan = BatchPlan(str(Path(args.out).resolve()), tasks, __version__, preview=not args.no_preview,
+                     torch_threads=args.threads)
     common = {"redo": args.redo, "log": reporter.log, "progress": reporter.progress}
     if args.scheduler == "none":
         summary = run_batch(cases, plan, sequential_runner(args.cancel), **common)
     else:
         address = None if args.scheduler == "local" else args.scheduler
-        with dask_runner(address, args.workers, args.cases_per_worker, args.memory_limit, reporter.log) as runner:
+        with dask_runner(address, args.workers, args.cases_per_worker, args.memory_limit, reporter.log,
+                         cancel=args.cancel) as runner:
             summary = run_batch(cases, plan, runner, **common)
     reporter.result({
         "out": str(args.out), "cases": len(summary.outcomes), "done": summary.done, "skipped": summary.skipped,
