@@ -16,6 +16,7 @@ from ClinicalSegLib.task import TaskSpec
 from clinseg.errors import InputError
 
 ORGAN_TABLE = "organs"
+# As clinseg.tasks.oar.pipeline (a test keeps them equal): the selector needs them before PyTorch is installed.
 MAX_MARGIN_MM = 30.0  # wider than any H&N CTV expansion; a larger value is a typo (cm for mm)
 DEFAULT_MARGIN_MM = 5.0
 
@@ -55,13 +56,17 @@ def organ_summary(metrics: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def default_model() -> str | None:
+    from clinseg.tasks.oar.pipeline import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
 OAR = TaskSpec(
     name="oar",
     title="Organ-at-risk segmentation",
-    engines=("auto", "model", "classical"),
-    classical_summary="Classical engine: body, bone and air from CT numbers, organs placed from landmarks; "
-                      "no weights, no training data.",
+    engines=("auto", "model"),  # organs need the network: there is no classical engine
+    default_model=default_model,
     arguments=oar_options,
     layout=LAYOUT,
-    available=False,  # until `clinseg oar` ships: Apply stays disabled and the logic says so plainly
 )

@@ -8,7 +8,6 @@ the organ segments and table, and the self-test on the generated head and neck C
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from scipy import ndimage  # noqa: E402
 from clinseg.errors import Cancelled, InputError  # noqa: E402
 from clinseg.io import read_volume  # noqa: E402
 from clinseg.output import write_result  # noqa: E402
-from clinseg.result import Result, Table  # noqa: E402
-from clinseg.terminology import Segment  # noqa: E402
+from clinseg.result import Result  # noqa: E402
+from clinseg.tasks.oar.organs import organ_table  # noqa: E402
+from clinseg.terminology import CTV, Segment  # noqa: E402
 
 GTV = Segment(1, "GTV", (1.0, 0.0, 0.0))
-CTV = Segment(1, "CTV", (1.0, 0.6, 0.0))
 
 
 @functools.cache
@@ -42,21 +41,17 @@ def organs_and_ctv(gtv_file: str | None, margin_mm: float) -> Result:
     truth = phantom()
     labels = truth.labels.array.copy()
     segments = list(truth.organs)
-    metrics = {"engine": "classical", "organs": len(segments)}
+    metrics = {"model": "stand-in", "organs": len(segments), "ctv_volume_ml": None, "warnings": []}
     if gtv_file is not None:
         gtv = read_volume(gtv_file)
         assert gtv.shape == truth.ct.shape  # on the CT's grid
         outside = ndimage.distance_transform_edt(gtv.array == 0, sampling=gtv.spacing[::-1])
         ctv = outside <= margin_mm
-        top = max(s.label for s in segments) + 1
-        labels[ctv] = top
-        segments.append(dataclasses.replace(CTV, label=top))
+        labels[ctv & (labels == 0)] = CTV.label  # as the CLI: the CTV keeps the voxels no organ holds
+        segments.append(CTV)
         metrics["ctv_volume_ml"] = float(np.count_nonzero(ctv)) * float(np.prod(gtv.spacing)) / 1000.0
-    voxel_ml = float(np.prod(truth.ct.spacing)) / 1000.0
-    table = Table("organs", {"name": [s.name for s in segments],
-                             "volume_ml": [float(np.count_nonzero(labels == s.label)) * voxel_ml for s in segments]})
-    return Result("oar", truth.labels.with_array(labels.astype(np.uint8), name="oar"), segments, tables=[table],
-                  metrics=metrics)
+    labelmap = truth.labels.with_array(labels.astype(np.uint8), name="organs")
+    return Result("oar", labelmap, segments, tables=[organ_table(labelmap, segments)], metrics=metrics)
 
 
 class OrganRunner:
@@ -92,15 +87,18 @@ class OrganRunner:
 @pytest.fixture
 def oar(load_module, app_scene):
     module = load_module("OARSeg")
-    assert not module.OARSegLogic.task.available  # `clinseg oar` is not shipped yet
-    module.OARSegLogic.task = dataclasses.replace(module.OARSegLogic.task, available=True)
+    assert module.OARSegLogic.task.available
     module.OARSegLogic.runnerFactory = staticmethod(OrganRunner)
     return module
 
 
 def test_options_become_gtv_and_margin_arguments(load_module):
     load_module("OARSeg")
-    from OARSegLib.task import oar_options, organ_summary
+    from OARSegLib.task import DEFAULT_MARGIN_MM, OAR, oar_options, organ_summary
+
+    from clinseg.tasks.oar import pipeline
+
+    assert DEFAULT_MARGIN_MM == pipeline.DEFAULT_MARGIN_MM and OAR.default_model() == pipeline.DEFAULT_MODEL
 
     assert oar_options({}) == []
     assert oar_options({"gtv": Path("/w/gtv.nrrd"), "marginMm": 7.5}) == ["--gtv", "/w/gtv.nrrd", "--margin", "7.5"]
@@ -118,7 +116,7 @@ def test_organs_and_the_ctv_from_a_drawn_gtv(oar, app_scene):
     ct = volume_node_from_volume(app_scene, truth.ct, name="CT")
     gtv = segmentation_node_from_labelmap(app_scene, truth.gtv, [GTV], name="GTV", reference_volume_node=ct)
     logic = oar.OARSegLogic()
-    job = logic.process(ct, engine="classical", device="CPU", gtv=gtv, marginMm=8.0, waitForCompletion=False)
+    job = logic.process(ct, engine="model", device="CPU", gtv=gtv, marginMm=8.0, waitForCompletion=False)
     args = job.runner.args
     assert args[0] == "oar" and args[-4:-2] == ["--gtv", str(job.work_dir / "gtv.nrrd")] and args[-2:] == [
         "--margin", "8"]
@@ -134,7 +132,7 @@ def test_organs_and_the_ctv_from_a_drawn_gtv(oar, app_scene):
     assert "^12738006^" in segmentation.GetSegmentation().GetNthSegment(0).GetTerminology()  # brain's code kept
     np.testing.assert_allclose(brainstem.GetColor(), truth.organs[1].color, atol=1e-6)
     table = nodes["organTable"].GetTable()
-    assert table.GetNumberOfRows() == len(names) and table.GetColumnByName("name").GetValue(len(names) - 1) == "CTV"
+    assert table.GetNumberOfRows() == len(names) and table.GetColumnByName("organ").GetValue(len(names) - 1) == "CTV"
     ctv_ml = nodes["metrics"]["ctv_volume_ml"]
     assert ctv_ml > truth.gtv.array.sum() * 27 / 1000  # grown beyond the GTV (voxels of 27 mm^3)
     assert oar.organ_summary(nodes["metrics"]) == f"{len(truth.organs)} organ(s) segmented. CTV {ctv_ml:.1f} ml."
@@ -148,6 +146,8 @@ def test_organs_and_the_ctv_from_a_drawn_gtv(oar, app_scene):
         logic.process(ct, gtv=empty, marginMm=5.0)
     with pytest.raises(InputError, match="needs a GTV"):
         logic.process(ct, marginMm=5.0)
+    with pytest.raises(InputError, match="unknown engine 'classical'"):  # organs need the network
+        logic.process(ct, engine="classical")
 
 
 def test_self_test_passes_headless(oar, app_scene):
