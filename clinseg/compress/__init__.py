@@ -11,16 +11,20 @@ Order of the thesis: ``prune_filters_l1`` at growing fractions (masked fine-tuni
 from .finetune import fine_tune
 from .masks import bake, plain_state_dict
 from .pack import load_packed, save_packed, unpack
+from .pipeline import CompressionPlan, Stage, compress, snapshot
 from .prune import kernel_sparsity, prune_filters_l1, prune_weights_threshold
 from .quantise import FakeQuant, UniformQuantiser, quantise_uniform
 from .rebuild import remove_pruned_channels
 from .report import SizeReport, model_size_report
 
 __all__ = [
+    "CompressionPlan",
     "FakeQuant",
     "SizeReport",
+    "Stage",
     "UniformQuantiser",
     "bake",
+    "compress",
     "fine_tune",
     "kernel_sparsity",
     "load_packed",
@@ -31,5 +35,6 @@ __all__ = [
     "quantise_uniform",
     "remove_pruned_channels",
     "save_packed",
+    "snapshot",
     "unpack",
 ]

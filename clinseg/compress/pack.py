@@ -3,15 +3,17 @@
 Each quantised kernel is stored as its cell indices bit-packed at ``bits`` bits per weight (default the
 fewest that hold ``levels`` codes: 5 for 31 levels) in a ``uint8`` tensor named ``<key>::codes``; everything
 else in the state dict (biases, normalisation, buffers) is stored as is. The metadata records the format,
-the quantiser, the bits and each packed tensor's shape, plus whatever the caller adds (e.g. the layer widths
-a channel-pruned network needs to be rebuilt). Loading dequantises with the quantiser's own ``values``, so the
-round trip is bit-exact for weights that were on the grid; packing refuses weights that are not.
+each layer's quantiser (levels, range, scale), the bits and each packed tensor's shape, plus whatever the
+caller adds (e.g. the layer widths a channel-pruned network needs to be rebuilt). Loading dequantises with
+the quantisers' own ``values``, so the round trip is bit-exact for weights that were on the grid; packing
+refuses weights that are not.
 (The thesis's 31-level figure, 1.9M for the pruned model, is one byte per weight: ``bits=8``.)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..nets.counting import kernel_layers
 from .masks import plain_state_dict
 from .quantise import UniformQuantiser
 
-FORMAT = "clinseg-packed-quantised/1"
+FORMAT = "clinseg-packed-quantised/2"  # /2: one quantiser per layer
 CODES_SUFFIX = "::codes"
 
 
@@ -55,34 +57,50 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return torch.from_numpy(np.packbits(padded, axis=1, bitorder="little").reshape(count))
 
 
-def _quantised_keys(model: nn.Module) -> list[str]:
-    return [f"{name}.weight" if name else "weight" for name, _ in kernel_layers(model)]
+Quantisers = UniformQuantiser | Mapping[str, UniformQuantiser]  # one for all layers, or one per layer name
+
+
+def _per_layer(model: nn.Module, quantiser: Quantisers) -> dict[str, UniformQuantiser]:
+    """``{kernel key: quantiser}`` for every convolution of ``model``."""
+    out = {}
+    for name, _ in kernel_layers(model):
+        q = quantiser.get(name) if isinstance(quantiser, Mapping) else quantiser
+        if q is None:
+            raise ValueError(f"no quantiser for layer {name!r}")
+        out[f"{name}.weight" if name else "weight"] = q
+    return out
 
 
 def packed_bytes(
-    model: nn.Module, quantiser: UniformQuantiser, bits: int | None = None, metadata: dict[str, Any] | None = None
+    model: nn.Module, quantiser: Quantisers, bits: int | None = None, metadata: dict[str, Any] | None = None
 ) -> bytes:
     """The packed safetensors file of ``model``'s effective weights, as bytes (see the module docstring)."""
-    bits = quantiser.bits if bits is None else bits
-    if 2**bits < quantiser.levels:
-        raise ValueError(f"{bits} bits cannot hold {quantiser.levels} levels")
+    per_key = _per_layer(model, quantiser)
+    levels = {q.levels for q in per_key.values()}
+    if len(levels) > 1:
+        raise ValueError(f"one level count for all layers, got {sorted(levels)}")
+    first = next(iter(per_key.values()))
+    bits = first.bits if bits is None else bits
+    if 2**bits < first.levels:
+        raise ValueError(f"{bits} bits cannot hold {first.levels} levels")
     state = plain_state_dict(model)
     tensors: dict[str, torch.Tensor] = {}
     shapes: dict[str, list[int]] = {}
     dtypes: dict[str, str] = {}
-    for key in _quantised_keys(model):
+    specs: dict[str, dict[str, Any]] = {}
+    for key, q in per_key.items():
         weight = state.pop(key).cpu()
-        codes = quantiser.codes(weight)
-        if not torch.equal(quantiser.values(codes, weight.dtype), weight):
-            raise ValueError(f"{key} is not on the {quantiser.levels}-level grid: quantise the model first")
+        codes = q.codes(weight)
+        if not torch.equal(q.values(codes, weight.dtype), weight):
+            raise ValueError(f"{key} is not on the {q.levels}-level grid: quantise the model first")
         tensors[key + CODES_SUFFIX] = pack_bits(codes, bits)
         shapes[key] = list(weight.shape)
         dtypes[key] = str(weight.dtype).removeprefix("torch.")
+        specs[key] = {"scheme": q.scheme, "levels": q.levels, "low": q.low, "high": q.high, "scale": q.scale}
     tensors.update({k: v.cpu().contiguous() for k, v in state.items()})
     header = {
         "format": FORMAT,
-        "quantiser": json.dumps({"scheme": quantiser.scheme, "levels": quantiser.levels,
-                                 "low": quantiser.low, "high": quantiser.high}),
+        "quantisers": json.dumps(specs),
         "bits": str(bits),
         "shapes": json.dumps(shapes),
         "dtypes": json.dumps(dtypes),
@@ -94,7 +112,7 @@ def packed_bytes(
 def save_packed(
     model: nn.Module,
     path: str | Path,
-    quantiser: UniformQuantiser,
+    quantiser: Quantisers,
     bits: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> int:
@@ -111,8 +129,8 @@ def unpack(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     header = _header(data)
     if header.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} file (format {header.get('format')!r})")
-    spec = json.loads(header["quantiser"])
-    quantiser = UniformQuantiser(int(spec["levels"]), float(spec["low"]), float(spec["high"]))
+    quantisers = {key: UniformQuantiser(int(q["levels"]), float(q["low"]), float(q["high"]), str(q["scheme"]),
+                                        float(q["scale"])) for key, q in json.loads(header["quantisers"]).items()}
     bits = int(header["bits"])
     shapes = json.loads(header["shapes"])
     dtypes = json.loads(header["dtypes"])
@@ -125,7 +143,7 @@ def unpack(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             for s in shape:
                 count *= s
             codes = unpack_bits(value, bits, count).view(shape)
-            state[name] = quantiser.values(codes, getattr(torch, dtypes[name]))
+            state[name] = quantisers[name].values(codes, getattr(torch, dtypes[name]))
         else:
             state[key] = value
     return state, json.loads(header["user"])

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..nets.counting import kernel_layers
 from .masks import ElementMask, FilterMask, find_parametrization
-from .quantise import FakeQuant
+from .quantise import FakeQuant, layer_scale
 
 
 def output_dim(layer: nn.Module) -> int:
@@ -100,15 +100,18 @@ def pruned_filters(layer: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prune_weights_threshold(model: nn.Module, threshold: float = 0.02, layers: Sequence[str] | None = None) -> float:
-    """Mask every kernel weight with ``|w| < threshold`` in the named (default: all) convolution layers;
-    returns the sparsity of those layers' kernels afterwards."""
+def prune_weights_threshold(model: nn.Module, threshold: float = 0.02, layers: Sequence[str] | None = None,
+                            relative: bool = False) -> float:
+    """Mask every kernel weight with ``|w| < threshold`` in the named (default: all) convolution layers
+    (``relative=True``: ``|w| < threshold x layer_scale``, the thesis's threshold in each layer's own frame, see
+    ``quantise.layer_scale``); returns the sparsity of those layers' kernels afterwards."""
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     chosen = [(n, model.get_submodule(n)) for n in layers] if layers is not None else kernel_layers(model)
     for name, layer in chosen:
         _refuse_if_quantised(layer, name)
-        keep = (layer.weight.detach().abs() >= threshold).float()
+        limit = threshold * layer_scale(layer.weight) if relative else threshold
+        keep = (layer.weight.detach().abs() >= limit).float()
         existing = find_parametrization(layer, "weight", ElementMask)
         if existing is None:
             parametrize.register_parametrization(layer, "weight", ElementMask(keep))

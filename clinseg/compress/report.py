@@ -12,8 +12,7 @@ from torch.nn.utils import parametrize
 
 from ..nets.counting import count_parameters, kernel_layers
 from .masks import plain_state_dict
-from .pack import packed_bytes
-from .quantise import UniformQuantiser
+from .pack import Quantisers, packed_bytes
 
 
 class SizeReport(NamedTuple):
@@ -44,7 +43,7 @@ def _effective_parameters(model: nn.Module) -> list[torch.Tensor]:
 
 
 def model_size_report(
-    model: nn.Module, quantiser: UniformQuantiser | None = None, bits: int | None = None
+    model: nn.Module, quantiser: Quantisers | None = None, bits: int | None = None
 ) -> SizeReport:
     """Sizes of ``model`` as it computes now (masks applied); ``quantiser`` adds the packed file's size."""
     state = plain_state_dict(model)
