@@ -18,6 +18,7 @@ if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
 import slicer  # noqa: E402
+from OARSegLib.rtexport import RtExportJob, dicom_files_of, rt_export_available  # noqa: E402
 from OARSegLib.task import DEFAULT_MARGIN_MM, MAX_MARGIN_MM, OAR, organ_summary  # noqa: E402
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
@@ -67,9 +68,59 @@ class OARSegLogic(taskmodule.TaskModuleLogic):
             raise InputError(gtv.GetName(), "holds no segment: draw the GTV first, or select none")
         return super().createJob(inputVolume, *args, **options)
 
+    def createRtExportJob(self, segmentationNode, ctNode, outputPath, overwrite: bool = False, dicomFiles=None):
+        """The (unstarted) export of ``segmentationNode`` as an RTSTRUCT on ``ctNode``'s DICOM series; the slice
+        files come from Slicer's DICOM database unless given. An existing ``outputPath`` needs ``overwrite``."""
+        if dicomFiles is None:
+            dicomFiles = dicom_files_of(ctNode, getattr(slicer, "dicomDatabase", None))
+        return RtExportJob(segmentationNode, ctNode, outputPath, dicomFiles, overwrite,
+                           runner_factory=self.runnerFactory)
+
+    def exportRtStruct(self, segmentationNode, ctNode, outputPath, overwrite: bool = False, dicomFiles=None,
+                       timeout=None):
+        """Write the RTSTRUCT and return its path (blocking; raises ``RunError`` with the command's reason)."""
+        job = self.createRtExportJob(segmentationNode, ctNode, outputPath, overwrite, dicomFiles)
+        return job.run(timeout=timeout, on_event=self.logEvent)
+
 
 class OARSegWidget(taskmodule.TaskModuleWidget):
     logicClass = OARSegLogic
+
+    def setup(self):
+        super().setup()
+        self.ui.exportRtStructButton.visible = rt_export_available()
+        self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
+
+    def updateExtraButtons(self, parameterNode, hasSegments):
+        exporting = self.busy and self._taskRunner.applyButton is self.ui.exportRtStructButton
+        self.ui.exportRtStructButton.enabled = exporting or (hasSegments and not self.busy)
+
+    def onExportRtStruct(self):
+        if self._cancelIfRunning(self.ui.exportRtStructButton):
+            return
+        import os
+
+        import qt
+        from ClinicalSegLib.runner import SlicerTaskRunner
+
+        node = self._parameterNode
+        segmentation = node.outputSegmentation
+        # The save dialog asks before an existing file is chosen: only then is it replaced.
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Export RTSTRUCT",
+                                              f"{segmentation.GetName()}.dcm", "DICOM files (*.dcm)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("RTSTRUCT export failed.", waitCursor=True):
+            job = self.logic.createRtExportJob(segmentation, node.inputVolume, path, overwrite=os.path.exists(path))
+            self._taskRunner = SlicerTaskRunner(job, self.ui.exportRtStructButton, self.ui.progressBar,
+                                                self.ui.statusLabel, onFinished=self.onExportFinished)
+            self._taskRunner.start()
+            self.updateButtons()
+
+    def onExportFinished(self, success, path):
+        self.updateButtons()
+        if success:
+            self.ui.statusLabel.text = f"RTSTRUCT written to {path}."
 
     def taskOptions(self, parameterNode):
         if parameterNode.gtvSegmentation is None:

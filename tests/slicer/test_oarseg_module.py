@@ -3,7 +3,8 @@
 A stand-in runner plays the ``clinseg oar`` child: it returns the phantom's organ labels and grows a CTV from the
 GTV file it was given by the margin it was given, writing a real output folder with ``write_result``. This file
 checks the module's own part: the GTV segmentation reaching the child as a label map on the CT's grid, the margin,
-the organ segments and table, and the self-test on the generated head and neck CT.
+the organ segments and table, the self-test on the generated head and neck CT, and the RTSTRUCT export's inputs
+(the CT's own DICOM slices, the structures on its grid) with a stand-in ``clinseg rt export``.
 """
 
 from __future__ import annotations
@@ -156,3 +157,92 @@ def test_self_test_passes_headless(oar, app_scene):
     test.runTest()
     assert app_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # its CT
     assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancelled run added none
+
+
+# -- RTSTRUCT export -------------------------------------------------------------------------------------------
+class Database:
+    """Slicer's DICOM database as the export uses it: the file of each SOP instance UID."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def fileForInstance(self, uid: str) -> str:  # noqa: N802 (Slicer's name)
+        return str(self.files.get(uid, ""))
+
+
+class ExportRunner:
+    """Stands in for ``clinseg rt export``: checks what it was given and writes the output file."""
+
+    def __init__(self, args) -> None:
+        self.args, self.finished, self.returncode, self.seen = list(args), False, None, {}
+
+    def start(self) -> None:
+        from clinseg.io import read_segmentation
+
+        ct_folder = Path(self.args[self.args.index("--ct") + 1])
+        self.seen = {"slices": sorted(p.resolve() for p in ct_folder.iterdir()),
+                     "segmentation": read_segmentation(self.args[2])}
+        Path(self.args[self.args.index("-o") + 1]).write_bytes(b"RTSTRUCT")
+        self.finished, self.returncode = True, 0
+
+    def poll(self) -> list[dict]:
+        return []
+
+    def wait(self, timeout=None, on_event=None) -> dict:
+        return {"event": "result"}
+
+
+@pytest.fixture
+def dicom_ct(app_scene, tmp_path):
+    """The phantom CT as a DICOM series on disk and as the node Slicer's DICOM loader makes of it."""
+    from clinseg.io.dicom_write import write_dicom_series
+
+    written = write_dicom_series(phantom().ct, tmp_path / "dicom", patient_id="OARSEG")
+    ct = volume_node_from_volume(app_scene, read_volume(written.folder), name="CT")
+    ct.SetAttribute("DICOM.instanceUIDs", " ".join(written.instance_uids))
+    return ct, written
+
+
+def test_rtstruct_export_links_the_ct_series_and_writes_the_structures(oar, app_scene, dicom_ct, tmp_path):
+    from OARSegLib.rtexport import dicom_files_of, rt_export_available
+
+    from clinseg.cli import COMMAND_MODULES
+
+    assert rt_export_available() == ("rt" in COMMAND_MODULES)
+    ct, written = dicom_ct
+    database = Database(dict(zip(written.instance_uids, written.files)))
+    assert dicom_files_of(ct, database) == list(written.files)
+    truth = phantom()
+    structures = segmentation_node_from_labelmap(app_scene, truth.labels, truth.organs, reference_volume_node=ct)
+    logic = oar.OARSegLogic()
+    logic.runnerFactory = staticmethod(ExportRunner)
+    output = tmp_path / "rs.dcm"
+    job = logic.createRtExportJob(structures, ct, output, dicomFiles=dicom_files_of(ct, database))
+    assert logic.exportRtStruct(structures, ct, output, dicomFiles=job.dicom_files) == output
+    assert output.read_bytes() == b"RTSTRUCT"
+
+    job = logic.createRtExportJob(structures, ct, tmp_path / "second.dcm", dicomFiles=written.files)
+    job.run()
+    assert job.runner.args[:2] == ["rt", "export"] and "--overwrite" not in job.runner.args
+    assert job.runner.seen["slices"] == sorted(p.resolve() for p in written.files)  # exactly the CT's slices
+    labelmap, segments = job.runner.seen["segmentation"]
+    assert [s.name for s in segments] == [s.name for s in truth.organs]
+    np.testing.assert_array_equal(labelmap.array, truth.labels.array)  # on the CT's grid, voxel for voxel
+    assert not job.work_dir.exists()  # the work folder went with the run
+
+    with pytest.raises(InputError, match="exists; choose another file"):  # never replaced silently
+        logic.createRtExportJob(structures, ct, output, dicomFiles=written.files)
+    replaced = logic.createRtExportJob(structures, ct, output, overwrite=True, dicomFiles=written.files)
+    replaced.run()
+    assert replaced.runner.args[-1] == "--overwrite"
+
+    empty = app_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(InputError, match="no segment to export"):
+        logic.createRtExportJob(empty, ct, tmp_path / "x.dcm", dicomFiles=written.files)
+    ct.RemoveAttribute("DICOM.instanceUIDs")
+    with pytest.raises(InputError, match="was not loaded from DICOM"):
+        dicom_files_of(ct, database)
+    ct.SetAttribute("DICOM.instanceUIDs", " ".join(written.instance_uids))
+    written.files[0].unlink()
+    with pytest.raises(InputError, match="1 of its 57 DICOM files are not in the DICOM database"):
+        dicom_files_of(ct, database)
