@@ -92,6 +92,35 @@ def test_catalog_entries_and_option_checks():
         catalog.parse_tasks("airway,airway")
 
 
+@pytest.mark.parametrize("task, options_class, per_case", [
+    ("airway", "clinseg.tasks.airway:AirwayOptions", set()),
+    ("nodule", "clinseg.tasks.nodule:NoduleOptions", set()),
+    ("oar", "clinseg.tasks.oar:OarOptions", {"gtv"}),  # a per-case input, not a batch-wide option
+    ("stroke", "clinseg.tasks.stroke:StrokeOptions", set()),
+])
+def test_catalog_options_follow_the_pipelines(task, options_class, per_case):
+    """Every entry's defaults are its pipeline's options (a renamed option would break batch runs)."""
+    import dataclasses
+    import importlib
+
+    if task not in catalog.task_names():
+        pytest.skip(f"{task} pipeline not shipped")
+    module, name = options_class.split(":")
+    fields = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    for name in per_case:
+        del fields[name]
+    assert dict(catalog.get_task(task).defaults) == fields
+
+
+def test_optional_inputs_from_csv(tmp_path):
+    (tmp_path / "cases.csv").write_text("case,dwi,adc,t1\ns1,d.nii,a.nii,\ns2,,,t.nii\ns3,,,\n")
+    with pytest.raises(InputError, match="line 4.*names no input"):
+        discover_cases(tmp_path / "cases.csv", [], optional_names=("dwi", "adc", "flair", "t1"))
+    (tmp_path / "cases.csv").write_text("case,dwi,adc,t1\ns1,d.nii,a.nii,\ns2,,,t.nii\n")
+    cases = discover_cases(tmp_path / "cases.csv", [], optional_names=("dwi", "adc", "flair", "t1"))
+    assert [sorted(c.inputs) for c in cases] == [["adc", "dwi"], ["t1"]]
+
+
 def test_folder_and_csv_discovery(tmp_path):
     for name in ("a.nii", "a.nii.gz", "b c.nrrd", ".hidden.nii", "readme.md"):
         (tmp_path / name).write_bytes(b"x")

@@ -78,7 +78,7 @@ def _image_stem(path: Path) -> str:
 
 def _single_input(input_names: list[str], layout: str) -> str:
     if len(input_names) != 1:
-        wanted = ", ".join(input_names)
+        wanted = ", ".join(input_names) or "named by sequence"
         raise InputError(layout, f"the tasks need several volumes per case ({wanted}): give a CSV with those columns")
     return input_names[0]
 
@@ -91,9 +91,10 @@ def cases_from_folder(folder: Path, input_names: list[str]) -> list[Case]:
     return [Case(i, {name: CaseInput(str(p))}) for i, p in zip(ids, files)]
 
 
-def cases_from_csv(path: Path, input_names: list[str]) -> list[Case]:
+def cases_from_csv(path: Path, input_names: list[str], optional_names: tuple[str, ...] = ()) -> list[Case]:
     """Rows of a CSV with a header: a column per input name (or ``path`` for a one-input task), optional ``case``
-    (or ``case_id``) and ``series_uid``. Relative paths are relative to the CSV's folder."""
+    (or ``case_id``) and ``series_uid``, and a column per optional input (may be empty). Relative paths are
+    relative to the CSV's folder."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -109,16 +110,24 @@ def cases_from_csv(path: Path, input_names: list[str]) -> list[Case]:
     if missing:
         raise InputError(path.name, f"needs column(s) {', '.join(missing)} (or 'path' for a one-volume task); "
                                     f"found {', '.join(sorted(columns))}")
+    optional = {n: n for n in optional_names if n in columns and n not in mapping}
+    if not mapping and not optional:
+        raise InputError(path.name, f"needs a column for one of {', '.join(optional_names)}; "
+                                    f"found {', '.join(sorted(columns))}")
     id_column = next((c for c in CASE_COLUMNS if c in columns), None)
     cases, explicit = [], []
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         inputs = {}
-        for name, column in mapping.items():
+        for name, column in [*mapping.items(), *optional.items()]:
             value = (row.get(column) or "").strip()
+            if not value and name in optional:
+                continue
             if not value:
                 raise InputError(f"{path.name} line {number}", f"empty '{column}'")
             full = Path(value) if os.path.isabs(value) else path.parent / value
             inputs[name] = CaseInput(str(full), (row.get("series_uid") or "").strip() or None)
+        if not inputs:
+            raise InputError(f"{path.name} line {number}", "names no input volume")
         given = (row.get(id_column) or "").strip() if id_column else ""
         explicit.append(bool(given))
         cases.append((safe_id(given) if given else safe_id(_image_stem(Path(next(iter(inputs.values())).path))),
@@ -163,9 +172,11 @@ def _looks_like_dicom_tree(folder: Path) -> bool:
     return False
 
 
-def discover_cases(source: str | Path, input_names: list[str], layout: str = "auto") -> list[Case]:
-    """The cases of ``source`` for tasks needing ``input_names``. ``auto``: a ``.csv`` file is a CSV, a folder with
-    image files is a folder of images, else a folder holding DICOM files is a DICOM tree."""
+def discover_cases(source: str | Path, input_names: list[str], layout: str = "auto",
+                   optional_names: tuple[str, ...] = ()) -> list[Case]:
+    """The cases of ``source`` for tasks needing ``input_names`` (and accepting ``optional_names``, CSV only).
+    ``auto``: a ``.csv`` file is a CSV, a folder with image files is a folder of images, else a folder holding
+    DICOM files is a DICOM tree."""
     source = Path(source)
     if layout not in LAYOUTS:
         raise InputError("--layout", f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
@@ -183,7 +194,7 @@ def discover_cases(source: str | Path, input_names: list[str], layout: str = "au
     if layout == "csv":
         if not source.is_file():
             raise InputError(source.name, "is not a CSV file")
-        return cases_from_csv(source, input_names)
+        return cases_from_csv(source, input_names, optional_names)
     if not source.is_dir():
         raise InputError(source.name, "is not a folder")
     return cases_from_folder(source, input_names) if layout == "folder" else cases_from_dicom(source, input_names)

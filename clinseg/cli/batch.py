@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("source", help="a folder of images, a .csv of paths (columns: case, path or one per input, "
                                   "series_uid) or a DICOM tree (one case per series)")
     p.add_argument("-o", "--out", required=True, help="batch output folder (one sub-folder per case)")
-    p.add_argument("--tasks", default="airway", help="comma-separated chained tasks, e.g. airway,nodule")
+    p.add_argument("--tasks", default="airway", help="comma-separated chained tasks, e.g. airway,nodule "
+                   "(available: airway, nodule, oar, stroke once their pipelines ship)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="[TASK.]OPTION=VALUE",
                    help="a task option (JSON value or text), e.g. airway.engine=classical; repeatable")
     p.add_argument("--layout", choices=["auto", "folder", "csv", "dicom"], default="auto")
@@ -83,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     given = parse_settings(args.settings, [e.name for e in entries], {e.name: dict(e.defaults) for e in entries})
     tasks = {e.name: e.options(given[e.name]) for e in entries}
     inputs = list(dict.fromkeys(name for e in entries for name in e.inputs))
+    optional = tuple(dict.fromkeys(n for e in entries for n in e.optional_inputs if n not in inputs))
     # Absolute paths: a worker of a remote cluster has its own working folder.
-    cases = discover_cases(Path(args.source).resolve(), inputs, args.layout)
+    cases = discover_cases(Path(args.source).resolve(), inputs, args.layout, optional)
     if not cases:
         raise InputError(args.source, "holds no cases")
     plan = BatchPlan(str(Path(args.out).resolve()), tasks, __version__, preview=not args.no_preview,

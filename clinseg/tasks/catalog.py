@@ -2,12 +2,13 @@
 
 An entry says which volumes a case must provide, which options the task takes (with their defaults, so that a
 manifest can hash the full option set), how to run the task on one case and how to render its preview PNGs.
-Pipelines are imported only when an entry is used, so listing the catalog stays cheap. A new task adds one
-``_entry_<task>`` function and one line in ``_BUILDERS``.
+Pipelines are imported only when an entry is used, so listing the catalog stays cheap; a task whose package is
+not there is not listed. A new task adds one ``_entry_<task>`` function and one line in ``_BUILDERS``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ PreviewFn = Callable[[Result, Path, Volumes], list[Path]]
 class TaskEntry:
     """How to run one task on one case.
 
-    ``inputs`` names the volumes a case provides (the first is the one a single-image case fills);
+    ``inputs`` names the volumes a case must provide (the first is the one a single-image case fills),
+    ``optional_inputs`` those it may provide (a CSV column each);
     ``defaults`` lists every option the task accepts with its default value; ``run`` gets the case's volumes and
     the complete option dict; ``preview`` writes PNGs into the task's output folder and returns their paths
     (``montage`` picks the ones a QC montage shows, in order; empty: every PNG).
@@ -40,6 +42,7 @@ class TaskEntry:
     preview: PreviewFn | None = None
     montage: tuple[str, ...] = field(default_factory=tuple)
     description: str = ""
+    optional_inputs: tuple[str, ...] = ()
 
     def options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with ``given``; an unknown option name is refused (a typo would be hashed)."""
@@ -77,21 +80,105 @@ def _entry_airway() -> TaskEntry:
     )
 
 
-# Task name -> a builder of its entry; a task is listed only once its pipeline ships.
-_BUILDERS: dict[str, Callable[[], TaskEntry]] = {"airway": _entry_airway}
+# --- nodule ---------------------------------------------------------------------------------------------------
+def _nodule_run(volumes: Volumes, options: Mapping[str, Any], progress, cancel) -> Result:
+    from .nodule import NoduleOptions, run_nodule
+
+    return run_nodule(volumes["ct"], NoduleOptions(**options), progress, cancel)
+
+
+def _nodule_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path]:
+    from .nodule.preview import render_nodule_preview
+
+    return render_nodule_preview(result, folder, volumes.get("ct"))
+
+
+def _entry_nodule() -> TaskEntry:
+    from .nodule.pipeline import DEFAULT_MAX_NODULES, DEFAULT_MIN_SCORE
+
+    return TaskEntry(
+        "nodule", ("ct",),
+        {"engine": "auto", "model_id": None, "device": "auto", "min_score": DEFAULT_MIN_SCORE,
+         "max_nodules": DEFAULT_MAX_NODULES},
+        _nodule_run, _nodule_preview, ("preview.png",), "lung nodules, their sizes and types from a chest CT",
+    )
+
+
+# --- oar --------------------------------------------------------------------------------------------------------
+def _oar_run(volumes: Volumes, options: Mapping[str, Any], progress, cancel) -> Result:
+    from .oar import OarOptions, run_oar
+
+    # The drawn GTV is a per-case input (a CSV column), not an option: it differs from case to case.
+    return run_oar(volumes["ct"], OarOptions(gtv=volumes.get("gtv"), **options), progress, cancel)
+
+
+def _oar_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path]:
+    from .oar.preview import render_oar_preview
+
+    return render_oar_preview(result, folder, volumes.get("ct"))
+
+
+def _entry_oar() -> TaskEntry:
+    from .oar.pipeline import DEFAULT_MARGIN_MM
+
+    return TaskEntry(
+        "oar", ("ct",),
+        {"engine": "auto", "model_id": None, "device": "auto", "margin_mm": DEFAULT_MARGIN_MM, "stage2": True,
+         "check_region": True},
+        _oar_run, _oar_preview, ("preview.png",), "head & neck organs at risk (and a CTV from a GTV)",
+        optional_inputs=("gtv",),
+    )
+
+
+# --- stroke -----------------------------------------------------------------------------------------------------
+_STROKE_SEQUENCES = ("dwi", "adc", "flair", "t1")
+
+
+def _stroke_run(volumes: Volumes, options: Mapping[str, Any], progress, cancel) -> Result:
+    from .stroke import StrokeOptions, run_stroke
+
+    sequences = {name: volumes[name] for name in _STROKE_SEQUENCES if name in volumes}
+    return run_stroke(sequences, StrokeOptions(**options), progress, cancel)
+
+
+def _stroke_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path]:
+    from .stroke.pipeline import PRIMARY
+    from .stroke.preview import render_stroke_preview
+
+    return render_stroke_preview(result, folder, volumes.get(PRIMARY.get(result.metrics.get("mode"), "")))
+
+
+def _entry_stroke() -> TaskEntry:
+    # Which sequences a case needs depends on the mode (acute: DWI (+ADC, +FLAIR); chronic: T1): all optional.
+    return TaskEntry(
+        "stroke", (), {"mode": "auto", "engine": "auto", "model_id": None, "device": "auto"},
+        _stroke_run, _stroke_preview, ("preview.png",), "ischaemic stroke lesions from brain MRI",
+        optional_inputs=_STROKE_SEQUENCES,
+    )
+
+
+# Task name -> a builder of its entry; a task is listed only once its pipeline package is there.
+_SHIPPED = ("airway", "nodule", "oar", "stroke")
+_BUILDERS: dict[str, Callable[[], TaskEntry]] = {
+    "airway": _entry_airway, "nodule": _entry_nodule, "oar": _entry_oar, "stroke": _entry_stroke,
+}
+
+
+def _available(name: str) -> bool:
+    """Listed, and (for the shipped tasks) its package is installed: a pipeline still being written is not."""
+    if name not in _BUILDERS:
+        return False
+    return name not in _SHIPPED or importlib.util.find_spec(f"{__package__}.{name}") is not None
 
 
 def task_names() -> list[str]:
-    return list(_BUILDERS)
+    return [name for name in _BUILDERS if _available(name)]
 
 
 def get_task(name: str) -> TaskEntry:
-    try:
-        return _BUILDERS[name]()
-    except KeyError:
-        raise InputError("task", f"unknown task '{name}' (available: {', '.join(_BUILDERS)})") from None
-
-
+    if not _available(name):
+        raise InputError("task", f"unknown task '{name}' (available: {', '.join(task_names())})")
+    return _BUILDERS[name]()
 def parse_tasks(text: str) -> list[TaskEntry]:
     """``"airway,nodule"`` -> their entries in order; a name given twice is refused (one output folder each)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
