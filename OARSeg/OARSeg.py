@@ -5,6 +5,7 @@ Built on the shared task-module base (``ClinicalSegLib.taskmodule``): this file 
 on a generated head and neck CT.
 """
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
 import slicer  # noqa: E402
+from ClinicalSegLib.runner import SlicerTaskRunner  # noqa: E402
 from OARSegLib.rtexport import RtExportJob, dicom_files_of, rt_export_available  # noqa: E402
 from OARSegLib.task import DEFAULT_MARGIN_MM, MAX_MARGIN_MM, OAR, organ_summary  # noqa: E402
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
@@ -25,6 +27,7 @@ from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterN
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
 
 from ClinicalSegLib import mrml, taskmodule, widgets  # noqa: E402
+from clinseg.errors import InputError  # noqa: E402
 
 
 class OARSeg(ScriptedLoadableModule):
@@ -63,8 +66,6 @@ class OARSegLogic(taskmodule.TaskModuleLogic):
     def createJob(self, inputVolume, *args, **options):
         gtv = options.get("gtv")
         if isinstance(gtv, vtkMRMLSegmentationNode) and gtv.GetSegmentation().GetNumberOfSegments() == 0:
-            from clinseg.errors import InputError
-
             raise InputError(gtv.GetName(), "holds no segment: draw the GTV first, or select none")
         return super().createJob(inputVolume, *args, **options)
 
@@ -98,10 +99,7 @@ class OARSegWidget(taskmodule.TaskModuleWidget):
     def onExportRtStruct(self):
         if self._cancelIfRunning(self.ui.exportRtStructButton):
             return
-        import os
-
-        import qt
-        from ClinicalSegLib.runner import SlicerTaskRunner
+        import qt  # the Slicer application's; absent where the logic runs headless
 
         node = self._parameterNode
         segmentation = node.outputSegmentation
