@@ -20,7 +20,7 @@ if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
 
 import slicer  # noqa: E402
 from ClinicalSegLib.runner import SlicerTaskRunner  # noqa: E402
-from OARSegLib.rtexport import RtExportJob, dicom_files_of, rt_export_available  # noqa: E402
+from OARSegLib.rtexport import RtExportJob, dicom_files_of, rt_export_available, rt_runner  # noqa: E402
 from OARSegLib.task import DEFAULT_MARGIN_MM, MAX_MARGIN_MM, OAR, organ_summary  # noqa: E402
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
@@ -62,6 +62,7 @@ class OARSegLogic(taskmodule.TaskModuleLogic):
 
     task = OAR
     parameterNodeClass = OARSegParameterNode
+    rtRunnerFactory = staticmethod(rt_runner)  # `clinseg rt export` (no progress events); replaced in tests
 
     def createJob(self, inputVolume, *args, **options):
         gtv = options.get("gtv")
@@ -75,7 +76,7 @@ class OARSegLogic(taskmodule.TaskModuleLogic):
         if dicomFiles is None:
             dicomFiles = dicom_files_of(ctNode, getattr(slicer, "dicomDatabase", None))
         return RtExportJob(segmentationNode, ctNode, outputPath, dicomFiles, overwrite,
-                           runner_factory=self.runnerFactory)
+                           runner_factory=self.rtRunnerFactory)
 
     def exportRtStruct(self, segmentationNode, ctNode, outputPath, overwrite: bool = False, dicomFiles=None,
                        timeout=None):

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ClinicalSegLib.jobs import CommandJob, RunnerFactory, clinseg_runner
+from ClinicalSegLib.jobs import CommandJob, RunnerFactory
 from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
 from ClinicalSegLib.mrml_volume import volume_from_volume_node
+from ClinicalSegLib.runner import ProcessRunner, clinseg_command, clinseg_environment, slicer_python_executable
 
 from clinseg.errors import InputError
 
@@ -49,6 +50,13 @@ def dicom_files_of(volume_node: Any, database: Any) -> list[Path]:
     return [Path(path) for path in files]
 
 
+def rt_runner(args: Sequence[str]) -> ProcessRunner:
+    """``PythonSlicer -m clinseg rt ...`` without ``--progress``: the command has no progress output of its own
+    (it takes seconds) and says what it wrote in plain lines, which reach the console as log events."""
+    return ProcessRunner(clinseg_command(args, python=slicer_python_executable(), progress=False),
+                         env=clinseg_environment())
+
+
 def rt_export_arguments(segmentation_file: str | Path, ct_folder: str | Path, output: str | Path,
                         overwrite: bool = False) -> list[str]:
     """``clinseg rt export SEG --ct DICOMDIR -o OUT.dcm [--overwrite]``."""
@@ -60,7 +68,7 @@ class RtExportJob(CommandJob):
     """Writes the inputs to a work folder, runs ``clinseg rt export``, removes the work folder at the end."""
 
     def __init__(self, segmentation_node: Any, ct_node: Any, output: str | Path, dicom_files: Sequence[Path],
-                 overwrite: bool = False, runner_factory: RunnerFactory = clinseg_runner) -> None:
+                 overwrite: bool = False, runner_factory: RunnerFactory = rt_runner) -> None:
         super().__init__([], runner_factory)
         if segmentation_node is None or segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
             raise InputError("segmentation", "holds no segment to export")

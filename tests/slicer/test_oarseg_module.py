@@ -215,7 +215,7 @@ def test_rtstruct_export_links_the_ct_series_and_writes_the_structures(oar, app_
     truth = phantom()
     structures = segmentation_node_from_labelmap(app_scene, truth.labels, truth.organs, reference_volume_node=ct)
     logic = oar.OARSegLogic()
-    logic.runnerFactory = staticmethod(ExportRunner)
+    logic.rtRunnerFactory = staticmethod(ExportRunner)
     output = tmp_path / "rs.dcm"
     job = logic.createRtExportJob(structures, ct, output, dicomFiles=dicom_files_of(ct, database))
     assert logic.exportRtStruct(structures, ct, output, dicomFiles=job.dicom_files) == output
@@ -246,3 +246,30 @@ def test_rtstruct_export_links_the_ct_series_and_writes_the_structures(oar, app_
     written.files[0].unlink()
     with pytest.raises(InputError, match="1 of its 57 DICOM files are not in the DICOM database"):
         dicom_files_of(ct, database)
+
+
+def rt_registered() -> bool:
+    from clinseg.cli import COMMAND_MODULES
+
+    return "rt" in COMMAND_MODULES
+
+
+@pytest.mark.skipif(not rt_registered(), reason="this core has no `clinseg rt` command")
+def test_real_rtstruct_export_reads_back_on_the_ct(oar, app_scene, dicom_ct, tmp_path):
+    """``clinseg rt export`` itself in a child process; its RTSTRUCT read back on the CT series."""
+    from clinseg.io.rtstruct import read_rtstruct
+
+    ct, written = dicom_ct
+    truth = phantom()
+    organs = [s for s in truth.organs if s.name in ("Brain", "Mandible", "Parotid L", "Spinal cord")]
+    labels = np.where(np.isin(truth.labels.array, [s.label for s in organs]), truth.labels.array, 0)
+    structures = segmentation_node_from_labelmap(app_scene, truth.labels.with_array(labels.astype(np.uint8)), organs,
+                                                 reference_volume_node=ct)
+    output = oar.OARSegLogic().exportRtStruct(structures, ct, tmp_path / "rs.dcm", dicomFiles=written.files,
+                                              timeout=120)
+    rois = {s.name: s for s in read_rtstruct(output, read_volume(written.folder))}
+    assert set(rois) == {s.name for s in organs}
+    for segment in organs:
+        found, wanted = rois[segment.name].mask.array > 0, labels == segment.label
+        dice = 2.0 * np.count_nonzero(found & wanted) / (np.count_nonzero(found) + np.count_nonzero(wanted))
+        assert dice >= 0.98, (segment.name, dice)
