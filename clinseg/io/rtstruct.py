@@ -16,12 +16,36 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_write
 from ..volume import Volume, label_of
+from .atomic import atomic_write
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"  # "Detached Study Management", as RTSTRUCTs conventionally cite
+# RT ROI Interpreted Type (3006,00A4): the standard's defined terms.
+ROI_TYPES = ("EXTERNAL", "PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME", "OAR", "BOLUS", "AVOIDANCE", "ORGAN",
+             "MARKER", "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "CAVITY", "BRACHY_CHANNEL", "BRACHY_ACCESSORY",
+             "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD", "SUPPORT", "FIXATION", "DOSE_REGION", "CONTROL", "DOSE_MEASUREMENT")
+_NAME_TYPES = (("GTV", "GTV"), ("CTV", "CTV"), ("PTV", "PTV"), ("EXTERNAL", "EXTERNAL"), ("BODY", "EXTERNAL"))
+
+
+def roi_type_for(name: str) -> str:
+    """The interpreted type a structure's name implies: names starting GTV / CTV / PTV are targets, Body or
+    External the outline, everything else an ORGAN (AVOIDANCE and the rest only when asked for)."""
+    upper = name.strip().upper()
+    for prefix, kind in _NAME_TYPES:
+        if upper.startswith(prefix):
+            return kind
+    return "ORGAN"
+
+
+def check_roi_type(name: str, kind: str) -> str:
+    """``kind`` upper-cased if it is one of the standard's terms, else a one-line refusal."""
+    value = kind.strip().upper()
+    if value not in ROI_TYPES:
+        raise InputError(name, f"RT ROI Interpreted Type {kind!r} is not a DICOM term (e.g. ORGAN, GTV, CTV, PTV, "
+                               "AVOIDANCE, EXTERNAL)")
+    return value
 
 
 @dataclass
@@ -94,10 +118,12 @@ def _slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
 
 def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Volume, series: ReferenceSeries,
                    colors: dict[str, tuple[float, float, float]] | None = None,
-                   roi_types: dict[str, str] | None = None, label: str = "ClinSeg") -> Path:
-    """Write an RTSTRUCT with one ROI per mask (masks on ``reference``'s grid; colours 0-1 RGB).
+                   roi_types: dict[str, str] | None = None, label: str = "ClinSeg", overwrite: bool = True) -> Path:
+    """Write an RTSTRUCT with one ROI per mask (masks on ``reference``'s grid; colours 0-1 RGB), atomically.
 
-    ``roi_types`` gives RTROIInterpretedType per name (default ``ORGAN``; e.g. ``GTV``, ``CTV``).
+    ``roi_types`` gives RTROIInterpretedType per name (default: ``roi_type_for(name)``, so GTV / CTV / PTV
+    names are targets and the rest ORGAN); unknown terms are refused. ``overwrite=False`` refuses an
+    existing ``path``.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -105,6 +131,10 @@ def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Vo
 
     if len(series.instance_uids) != reference.shape[0]:
         raise InputError("series", f"{len(series.instance_uids)} slice UIDs for {reference.shape[0]} slices")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(label_of(path), "exists (choose another name or pass --overwrite)")
+    types = {name: check_roi_type(name, (roi_types or {}).get(name) or roi_type_for(name)) for name in masks}
     now = _dt.datetime.now()
     uid = generate_uid()
     meta = FileMetaDataset()
@@ -113,6 +143,7 @@ def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Vo
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: structure names are free text
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, uid
     ds.Modality = "RTSTRUCT"
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
@@ -120,8 +151,9 @@ def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Vo
         setattr(ds, key, series.patient.get(key, ""))
     ds.StudyDate = series.patient.get("StudyDate") or now.strftime("%Y%m%d")
     ds.StudyTime = series.patient.get("StudyTime") or now.strftime("%H%M%S")
+    # A new series in the CT's study; the frame of reference is cited per ROI and in the referenced-frame
+    # sequence (the RT Structure Set IOD has no Frame of Reference module of its own).
     ds.StudyInstanceUID, ds.SeriesInstanceUID = series.study_uid, generate_uid()
-    ds.FrameOfReferenceUID = series.frame_uid
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.Manufacturer, ds.OperatorsName = "ClinicalSeg", ""
     ds.StructureSetLabel = label[:16]
@@ -159,6 +191,7 @@ def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Vo
                 ijk = np.column_stack([poly[:, 1], poly[:, 0], np.full(len(poly), float(k))])
                 lps = reference.index_to_physical(ijk)
                 c = Dataset()
+                c.ContourNumber = len(items) + 1
                 c.ContourImageSequence = Sequence([image_ref(int(k))])
                 c.ContourGeometricType = "CLOSED_PLANAR"
                 c.NumberOfContourPoints = len(lps)
@@ -172,12 +205,11 @@ def write_rtstruct(path: str | Path, masks: dict[str, np.ndarray], reference: Vo
         contours.append(rc)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = number, number
-        obs.RTROIInterpretedType, obs.ROIInterpreter = (roi_types or {}).get(name, "ORGAN"), ""
+        obs.RTROIInterpretedType, obs.ROIInterpreter = types[name], ""
         observations.append(obs)
     ds.StructureSetROISequence = Sequence(rois)
     ds.ROIContourSequence = Sequence(contours)
     ds.RTROIObservationsSequence = Sequence(observations)
-    path = Path(path)
     with atomic_write(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return path
