@@ -1,6 +1,7 @@
 """``clinseg batch`` throughput: 20 small chest phantoms (18 good, 2 corrupt), airway task (classical engine).
 
 Runs, each into a fresh output folder unless said:
+0. this process alone (``--scheduler none``), the reference;
 1. a Dask LocalCluster of 1 worker, then of 2 workers (cases/min, cluster start included);
 2. the 2-worker batch again into the same folder (resume: every good case skipped; the 2 corrupt ones retried,
    which starts a cluster), and the 1-worker folder resumed in this process (``--scheduler none``);
@@ -88,7 +89,8 @@ def main() -> None:
         good = make_cases(root / "in", args.cases, grid, args.spacing)
         cases = discover_cases(root / "in", ["ct"])
         tasks = {"airway": get_task("airway").options({"engine": "classical"})}
-        print(f"{len(cases)} cases ({good} good, {len(cases) - good} corrupt), grid {grid} at {args.spacing} mm")
+        print(f"{len(cases)} cases ({good} good, {len(cases) - good} corrupt), grid {grid} at {args.spacing} mm; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
         def plan(name: str) -> BatchPlan:
             return BatchPlan(str(root / name), tasks, __version__)
@@ -99,6 +101,9 @@ def main() -> None:
                   f"skipped {summary.skipped}")
             assert summary.done == good and len(summary.failed) == len(cases) - good
 
+        start = time.perf_counter()
+        summary = run_batch(cases, plan("out0"), sequential_runner())
+        line("--scheduler none", time.perf_counter() - start, summary, len(cases))
         for workers in (1, 2):
             seconds, summary, _ = timed_run(cases, plan(f"out{workers}"), workers)
             line(f"{workers} worker{'s' if workers > 1 else ''}", seconds, summary, len(cases))
@@ -114,6 +119,7 @@ def main() -> None:
         ids = [o.case_id for o in summary.outcomes]
         assert killed and len(ids) == len(set(ids)) == len(cases)
         assert not [p for p in (root / "killed").iterdir() if p.name.startswith(".")]
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
