@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..post.margin import ctv_allowed_region, expand_ctv  # the CTV margin lives below the phantoms (one version)
 from ..terminology import Segment
 from ..volume import Volume
 from . import hn_anatomy as hn
@@ -307,47 +308,3 @@ def _paint_tumour(hu: np.ndarray, gtv: np.ndarray, spacing) -> None:
     hu[gtv] = TUMOUR_HU
     hu[gtv & (depth <= 2.5)] = RIM_HU
     hu[gtv & (depth > 8.0)] = NECROSIS_HU
-
-
-def ctv_allowed_region(body: np.ndarray, air: np.ndarray, bone_id: np.ndarray, gtv: np.ndarray) -> np.ndarray:
-    """Tissue a CTV may spread through: inside the body, not air, not bone unless the GTV invades that bone.
-
-    A bone structure (one id of ``bone_id``) is invaded when GTV voxels lie in it; touching is not invading.
-    """
-    gtv = np.asarray(gtv, bool)
-    invaded = np.unique(bone_id[gtv & (bone_id > 0)])
-    bone = (bone_id > 0) & ~np.isin(bone_id, invaded)
-    return (np.asarray(body, bool) & ~np.asarray(air, bool) & ~bone) | gtv
-
-
-def expand_ctv(gtv: np.ndarray, margin_mm: float, allowed: np.ndarray, spacing) -> np.ndarray:
-    """GTV grown by ``margin_mm`` along paths inside ``allowed`` (spacing in ``i, j, k`` order).
-
-    Geodesic distance by minimum-cost paths on the 26-neighbour grid (each step weighted by its length in
-    mm). That metric overestimates straight-line distance by up to ~8 % off the grid axes, so a voxel is
-    kept when its Euclidean distance is within the margin and its path length within 1.08 margins: exact
-    where nothing is in the way, and no leaking around or through barriers.
-    """
-    import edt
-    from skimage.graph import MCP_Geometric
-
-    gtv = np.asarray(gtv, bool)
-    if margin_mm < 0:
-        raise InputError("margin_mm", f"must be >= 0, got {margin_mm}")
-    box = hn._bbox(gtv)
-    if box is None:
-        return gtv.copy()
-    sp = np.asarray(spacing, float)[::-1]
-    pad = np.ceil(margin_mm / sp).astype(int) + 2
-    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, gtv.shape))
-    seed = gtv[box]
-    ok = np.asarray(allowed, bool)[box] | seed
-    euclid = edt.edt(~seed, anisotropy=tuple(sp), black_border=False)
-    costs = np.where(ok, 1.0, np.inf)
-    mcp = MCP_Geometric(costs, fully_connected=True, sampling=tuple(sp))
-    path, _ = mcp.find_costs(np.argwhere(seed))
-    # MCP charges half a step at each end of a path from the seed voxel centre; both distances start there.
-    grown = ok & (euclid <= margin_mm + 1e-6) & (path <= 1.08 * margin_mm + 1e-6)
-    out = np.zeros(gtv.shape, bool)
-    out[box] = grown | seed
-    return out
