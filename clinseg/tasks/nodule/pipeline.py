@@ -1,0 +1,140 @@
+"""The NoduleSeg pipeline: chest CT -> nodule instances (label map, one segment each) + "nodules" table.
+
+Steps: check the input, find body and lungs, run the engine (the classical one: blob candidates, a
+mask per candidate, a false-positive score), keep the candidates scoring at least ``min_score``, write
+them as labels 1..n (best first) and measure each into the table. No nodule above the threshold is a
+valid answer: the label map is empty, the table has no rows, and the metrics say so.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ...anatomy.lungs import chest_masks
+from ...checks import require_ct
+from ...errors import InputError
+from ...post.nodules import nodule_table
+from ...preprocess import fill_ct_padding
+from ...progress import CancelToken, Progress, ProgressCallback
+from ...result import Result
+from ...terminology import NODULE
+from ...volume import Volume
+from .classical import Finding, find_nodules
+
+DEFAULT_MIN_SCORE = 0.5
+DEFAULT_MAX_NODULES = 100
+# Smaller than the airway task's: a nodule needs a few centimetres of lung, and real thin-slab series
+# (e.g. 12 slices of 1.25 mm) hold whole nodules.
+MIN_EXTENT_MM = (80.0, 80.0, 10.0)
+MIN_SLICES = 8
+EMPTY_MESSAGE = "no nodule above threshold"
+
+
+@dataclass
+class NoduleOptions:
+    engine: str = "auto"  # "classical", "model" or "auto" (a model when one is installed, else classical)
+    model_id: str | None = None
+    device: str = "auto"
+    min_score: float = DEFAULT_MIN_SCORE
+    max_nodules: int = DEFAULT_MAX_NODULES
+
+
+class _Stages:
+    """Per-stage progress, cancel checks and wall times."""
+
+    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        self.progress, self.cancel = progress, cancel
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._start = time.perf_counter()
+
+    def begin(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.timings[self._stage] = round(now - self._start, 3)
+        if self.cancel is not None:
+            self.cancel.check("nodule")
+        self._stage, self._start = stage, now
+        if self.progress is not None:
+            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
+
+    def end(self) -> dict[str, float]:
+        self.begin("done")
+        return self.timings
+
+
+def require_volume(ct: Volume, subject: str) -> None:
+    """A 3-D scan covering enough of the chest (the nodule task's own minimum, see ``MIN_EXTENT_MM``)."""
+    if min(ct.shape) < MIN_SLICES or ct.array.ndim != 3:
+        raise InputError(subject, f"is too small ({'x'.join(map(str, ct.size_ijk))} voxels); a 3-D scan is expected")
+    extent = [n * s for n, s in zip(ct.size_ijk, ct.spacing)]
+    short = [f"{e:.0f} < {m:.0f} mm" for e, m in zip(extent, MIN_EXTENT_MM) if e < m]
+    if short:
+        raise InputError(subject, f"covers too little anatomy ({', '.join(short)})")
+
+
+def _resolve_engine(options: NoduleOptions) -> str:
+    if options.engine not in ("auto", "classical", "model"):
+        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
+    if options.engine == "model" or options.model_id:
+        from ...registry import get_registry
+
+        if not options.model_id:
+            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
+        get_registry().card(options.model_id)  # an unknown id: a clear error
+        raise InputError(options.model_id, "NoduleNet inference is not shipped yet; use --engine classical")
+    return "classical"  # "auto": no nodule model ships yet
+
+
+def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:
+    """Label map (1 = best score; a voxel belongs to the first finding that claims it) and scores by label."""
+    labels = np.zeros(shape, np.uint16)
+    scores: dict[int, float] = {}
+    for f in findings:
+        view = labels[f.mask.box]
+        free = f.mask.mask & (view == 0)
+        if not free.any():
+            continue
+        label = len(scores) + 1
+        view[free] = label
+        scores[label] = f.score
+    return labels, scores
+
+
+def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> Result:
+    options = options or NoduleOptions()
+    subject = ct.name or "CT"
+    stages = _Stages(progress, cancel)
+
+    stages.begin("checks")
+    require_volume(ct, subject)
+    require_ct(ct, subject)
+    engine = _resolve_engine(options)
+    if not 0.0 <= options.min_score <= 1.0:
+        raise InputError("min-score", f"must be between 0 and 1, got {options.min_score}")
+
+    stages.begin("lungs")
+    masks = chest_masks(ct, subject)  # before padding is filled: it tells the field of view's edge
+    ct = fill_ct_padding(ct)
+
+    stages.begin("detection")
+    findings = find_nodules(ct.array, masks, ct.spacing, progress, cancel)
+    kept = [f for f in findings if f.score >= options.min_score][: options.max_nodules]
+
+    stages.begin("measurement")
+    labels, scores = labels_from_findings(kept, ct.shape)
+    labelmap = ct.with_array(labels, name="nodule")
+    segments = [replace(NODULE, label=n, name=f"Nodule {n}") for n in sorted(scores)]
+    table = nodule_table(labelmap, ct, scores)
+    result = Result("nodule", labelmap=labelmap, segments=segments, tables=[table])
+    result.metrics.update(
+        engine=engine, min_score=options.min_score, count=len(scores), candidates=len(findings),
+        message=EMPTY_MESSAGE if not scores else f"{len(scores)} nodule(s) at score >= {options.min_score:g}",
+        types={k: table.columns["type"].count(k) for k in sorted(set(table.columns["type"]))},
+    )
+    result.metrics["timings_s"] = stages.end()
+    return result
