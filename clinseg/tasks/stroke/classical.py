@@ -25,8 +25,9 @@ DWI_SEED, DWI_GROW = 1.4, 1.3  # x the brain's median DWI
 ASYMMETRY = 0.25  # DWI ratio above the mirrored voxel's (half of it while growing)
 RIM_MM = 4.0  # seeds lie this deep inside the brain (the cortex's edge has partial-volume outliers)
 MIN_LESION_ML = 0.02
-T1_SEED, T1_GROW = 0.45, 0.7  # x the brain's median T1 (chronic cavity is CSF-dark)
-T1_ASYMMETRY = 0.3
+T1_SEED, T1_GROW = 0.45, 0.6  # x the brain's median T1 (chronic cavity is CSF-dark)
+T1_ASYMMETRY = 0.45
+CHRONIC_DEPTH_MM = 8.0  # seeds, and each lesion's median voxel, lie this deep: asymmetric sulci are shallow
 
 
 def adc_to_micro(adc: np.ndarray, brain: np.ndarray, subject: str = "ADC") -> tuple[np.ndarray, str]:
@@ -99,8 +100,13 @@ def acute_lesion(dwi: Volume, adc_micro: np.ndarray | None, brain: np.ndarray) -
 
 
 def chronic_lesion(t1: Volume, brain: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Chronic infarct mask on the T1 grid: CSF-dark tissue loss where the mirrored hemisphere is not dark."""
+    """Chronic infarct mask on the T1 grid: CSF-dark tissue loss where the mirrored hemisphere is not dark.
+
+    Brain extraction leaves a cortical cavity out (it is as dark as CSF), so the mask is first joined with its
+    own mirror image: the healthy hemisphere's outline restores the lost tissue's place.
+    """
     spacing = np.asarray(t1.spacing[::-1])
+    brain = brain | (mirrored(brain.astype(np.float32), t1, brain) > 0.5)
     depth = ndimage.distance_transform_edt(brain, sampling=spacing)
     t = ndimage.gaussian_filter(t1.array.astype(np.float32), 0.7)
     reference = float(np.median(t[brain])) if brain.any() else 0.0
@@ -108,6 +114,11 @@ def chronic_lesion(t1: Volume, brain: np.ndarray) -> tuple[np.ndarray, dict]:
         raise InputError(t1.name or "T1", "has no signal inside the brain")
     ratio = t / reference
     loss = mirrored(ratio, t1, brain) - ratio  # positive where this side is darker than the other
-    seeds = brain & (depth > RIM_MM) & (ratio < T1_SEED) & (loss > T1_ASYMMETRY)
+    seeds = brain & (depth > CHRONIC_DEPTH_MM) & (ratio < T1_SEED) & (loss > T1_ASYMMETRY)
     region = brain & (ratio < T1_GROW) & (loss > T1_ASYMMETRY / 2)
-    return _grow(seeds, region, float(np.prod(t1.spacing)) / 1000.0), {"t1_reference": reference}
+    mask = _grow(seeds, region, float(np.prod(t1.spacing)) / 1000.0)
+    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
+    if n:
+        median_depth = np.array([np.median(depth[labels == k]) for k in range(1, n + 1)])
+        mask = np.isin(labels, np.nonzero(median_depth >= CHRONIC_DEPTH_MM)[0] + 1)
+    return mask, {"t1_reference": reference}
