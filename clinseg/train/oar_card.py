@@ -1,0 +1,137 @@
+"""The model card of a trained OAR cascade: inputs, stage-2 crops, labels, document settings and deviations.
+
+``oar_card(...)`` returns the card as a dict (checked against the registry schema by ``write_model_folder``);
+the pipeline reads the stage-1 spacing, patch and window from ``inputs`` and each stage-2 organ's crop from a
+``postprocessing`` op ``stage2``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..nets.counting import count_parameters
+from ..nets.oar_unet import THESIS_WEIGHT_COUNT, OARCascade
+from ..registry.card import validate_card
+from ..registry.store import sha256_file
+from ..terminology import HN_ORGANS
+from .oar import HU_WINDOW, N_CLASSES, OarTrainConfig, organ_key
+
+DOCUMENT = "XJTU 2020 thesis on head & neck OARs with a two-stage 3-D U-Net (../shared/seeds/oar.md, " \
+           "original 001_453b58f5af266994.txt)"
+
+
+def _deviations(config: OarTrainConfig, stage2: bool) -> list[dict]:
+    return [
+        {"setting": "training data", "document": "30 own H&N CT scans + MICCAI 2015",
+         "ours": "CT phantoms synthesised around the real DeepMind/TCIA organ masks (test split, oncologist)",
+         "why": "no real H&N CT on this machine; the masks are real anatomy, the CT numbers are synthetic"},
+        {"setting": "organs", "document": "8 (brainstem, eyes, optic nerves, parotids, mandible); 9 outputs",
+         "ours": f"{len(HN_ORGANS)} organs ({N_CLASSES} outputs): the real masks' 21 plus the optic chiasm",
+         "why": "the issue asks for the organs RT users contour and the masks cover"},
+        {"setting": "width", "document": "base width 24 (3,154,896 kernel weights)",
+         "ours": f"base width {config.width} (stage 2: {config.stage2_width})",
+         "why": "CPU budget: ~25 min of training on one shared core"},
+        {"setting": "stage-1 input", "document": "whole volume resized to 208x208x72",
+         "ours": f"resampled to {list(config.spacing)} mm (i, j, k), {list(config.patch)} cuboids in training, "
+                 "sliding window at inference",
+         "why": "a fixed spacing keeps organ sizes in voxels constant whatever the scan's field of view"},
+        {"setting": "normalisation", "document": "HU [-1000, 600] -> [0, 1], then z-score with dataset statistics",
+         "ours": "HU [-1000, 600] -> [0, 1] only", "why": "a fixed affine rescaling is absorbed by the first layer"},
+        {"setting": "stage 2", "document": "8 binary models on resized crops (eyes/optic nerves 32^3, brainstem and "
+         "parotids 64^3, mandible 64x128x128)",
+         "ours": (f"binary models for {', '.join(config.stage2_organs)}: fixed {list(config.stage2_patch)} crops at "
+                  f"{list(config.stage2_spacing)} mm centred on stage 1's organ" if stage2 else "not trained"),
+         "why": "large organs are already well served by stage 1 on phantoms; the small ones gain from resolution"},
+        {"setting": "schedule", "document": "Adam 1e-3, 6000 steps, batch 1",
+         "ours": f"Adam, lr /10 at 80 %, batch {config.batch}, steps in training.steps",
+         "why": "time budget"},
+        {"setting": "augmentation", "document": "translation +-8, rotation +-5 deg, scale 0.9-1.1",
+         "ours": "random cuboid position, rotation +-5 deg, scale 0.9-1.1, mild noise/blur/gamma; no flips",
+         "why": "a left-right flip would swap paired organs' labels"},
+        {"setting": "dropout", "document": "dropout at the bottom (rate not stated)", "ours": "none",
+         "why": "short training; dropout slowed convergence"},
+    ]
+
+
+def oar_card(cascade: OARCascade, config: OarTrainConfig, summary: dict, figures: dict, weights: Path,
+             version: str = "1.0.0", model_id: str = "oar-unet-phantom",
+             inference_patch: tuple[int, int, int] = (64, 128, 128)) -> dict:
+    stage2_ops = []
+    by_name = {s.name: s for s in HN_ORGANS}
+    for organ in config.stage2_organs:
+        if organ_key(organ) in cascade.stage2:
+            stage2_ops.append({"op": "stage2", "organ": organ, "key": organ_key(organ), "label": by_name[organ].label,
+                               "spacing": list(config.stage2_spacing), "patch": list(config.stage2_patch)})
+    labels = []
+    for s in HN_ORGANS:
+        entry = {"value": s.label, "name": s.name, "color": list(s.color), "category": list(s.category),
+                 "type": list(s.type)}
+        if s.modifier:
+            entry["modifier"] = list(s.modifier)
+        labels.append(entry)
+    counts = count_parameters(cascade)
+    stage1_counts = count_parameters(cascade.stage1)
+    return {
+        "id": model_id, "version": version, "task": "oar", "licence": "Apache-2.0",
+        "description": (f"The thesis's two-stage head & neck OAR 3-D U-Net at base width {config.width}: stage 1 "
+                        f"({stage1_counts.full:,} parameters) on the whole scan at {list(config.spacing)} mm for "
+                        f"{len(HN_ORGANS)} organs, {len(stage2_ops)} binary stage-2 models on crops for small organs. "
+                        "Trained on phantoms only (CT synthesised around real organ masks): not validated on "
+                        "patient CT."),
+        "citation": "Network after the XJTU 2020 thesis (two-stage 3-D U-Net); phantoms and weights: ClinicalSeg. "
+                    "Organ masks: DeepMind/TCIA H&N set (CC BY 4.0).",
+        "training_data": {"description": "Phantoms built by clinseg.phantoms.headneck around the oncologist masks of "
+                          "the 16 test-split scans of the DeepMind/TCIA H&N set; no patient CT.", "synthetic": True},
+        "architecture": {"class": "oar_unet:OARCascade", "kwargs": {
+            "stage1": {"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0},
+            "stage2": {op["key"]: {"width": config.stage2_width, "dropout": 0.0} for op in stage2_ops}}},
+        "inputs": {"modalities": ["CT"], "channels": 1, "spacing": list(config.spacing),
+                   "patch_size": list(inference_patch), "overlap": 0.25,
+                   "intensity": {"clip": list(HU_WINDOW), "scale": [0, 1]}},
+        "inference": {"activation": "softmax", "precision": "float32", "batch_size": 1},
+        "postprocessing": [*stage2_ops, {"op": "largest_component_per_organ", "connectivity": 26}],
+        "labels": labels,
+        "files": [{"name": weights.name, "sha256": sha256_file(weights), "size": weights.stat().st_size,
+                   "format": "safetensors"}],
+        "figures": figures,
+        "document": {"source": DOCUMENT, "settings": {
+            "stage1_weights_only_parameters": THESIS_WEIGHT_COUNT, "base_width": 24, "poolings": 3,
+            "stage1_input": [208, 208, 72], "losses": "stage 1 focal, stage 2 class-weighted CE",
+            "published_mean_dice": {"stage1": 0.670, "two_stage": 0.730}},
+            "deviations": _deviations(config, bool(stage2_ops))},
+        "training": {"command": "clinseg train oar (see training.settings)", **summary},
+        "parameter_count": counts.full,
+    }
+
+
+def write_model_folder(card: dict, weights: Path, folder: Path) -> Path:
+    """Validate the card and write ``card.json`` plus the weights into ``folder``."""
+    problems = validate_card(card)
+    if problems:
+        raise ValueError("; ".join(problems))
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights.resolve() != (folder / weights.name).resolve():
+        shutil.copyfile(weights, folder / weights.name)
+    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return folder
+
+
+def card_from_run(run_dir: str | Path, folder: str | Path, figures: dict | None = None, **kwargs) -> Path:
+    """The model folder (card + weights) of a ``clinseg train oar`` run folder."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    raw = summary.pop("config")
+    config = OarTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    weights = run_dir / "model.safetensors"
+    state = load_file(str(weights))
+    keys = sorted({k.split(".")[1] for k in state if k.startswith("stage2.")})
+    cascade = OARCascade({"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0},
+                         {k: {"width": config.stage2_width, "dropout": 0.0} for k in keys})
+    cascade.load_state_dict(state)
+    summary["settings"] = raw
+    card = oar_card(cascade, config, summary, figures or {}, weights, **kwargs)
+    return write_model_folder(card, weights, Path(folder))
