@@ -37,7 +37,8 @@ MODEL_ID = "stroke-dunet-phantom"
 ISLES_CASE = "sub-strokecase0009_ses-0001"
 
 
-def build_card(weights: Path, net: str, width: float, parameters: int, figures: dict, description: str) -> dict:
+def build_card(weights: Path, net: str, width: float, parameters: int, figures: dict, description: str,
+               threshold: float = 0.5) -> dict:
     classes = {"dunet": "stroke:DUNet", "agmr": "stroke:AGMRNet", "tsrl": "stroke:TSRLNet"}
     return {
         "id": MODEL_ID, "version": "0.1.0", "task": "stroke", "licence": "Apache-2.0",
@@ -49,7 +50,7 @@ def build_card(weights: Path, net: str, width: float, parameters: int, figures: 
         "architecture": {"class": classes[net], "kwargs": {"width": width}},
         "inputs": {"modalities": ["DWI"], "channels": 4, "spacing": [2.0, 2.0, 2.0], "patch_size": [4, 96, 96],
                    "overlap": 0.0, "intensity": {"scale": [0, 1]}},
-        "inference": {"activation": "sigmoid", "threshold": 0.5},
+        "inference": {"activation": "sigmoid", "threshold": threshold},
         "labels": [{"value": 1, "name": "Stroke lesion", "color": [0.85, 0.2, 0.2],
                     "category": ["SCT", "49755003", "Morphologically Altered Structure"],
                     "type": ["SCT", "55641003", "Infarct"]}],
@@ -60,7 +61,7 @@ def build_card(weights: Path, net: str, width: float, parameters: int, figures: 
     }
 
 
-def install_temporary(weights: Path, net: str, width: float) -> None:
+def install_temporary(weights: Path, net: str, width: float, threshold: float) -> None:
     from clinseg.train.stroke import NETS
 
     home = Path(tempfile.mkdtemp(prefix="stroke-bench-"))
@@ -68,7 +69,7 @@ def install_temporary(weights: Path, net: str, width: float) -> None:
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(weights.read_bytes())
     parameters = sum(p.numel() for p in NETS[net](width=width).parameters())
-    card = build_card(folder / "model.safetensors", net, width, parameters, {}, "bench copy")
+    card = build_card(folder / "model.safetensors", net, width, parameters, {}, "bench copy", threshold)
     (folder / "card.json").write_text(json.dumps(card, indent=1))
     os.environ["CLINSEG_HOME"] = str(home)
 
@@ -117,11 +118,13 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, help="trained stroke network (.safetensors) to bench too")
     parser.add_argument("--net", default="dunet", choices=["dunet", "agmr", "tsrl"])
     parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--threshold", type=float, default=0.5, help="the network's probability threshold "
+                        "(choose it on the training run's validation cases, never on these)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     engines = ["classical"]
     if args.weights is not None:
-        install_temporary(args.weights, args.net, args.width)
+        install_temporary(args.weights, args.net, args.width, args.threshold)
         engines.append("model")
     cases = list(phantom_cases())
     real = isles_case()
