@@ -72,7 +72,7 @@ def test_builtin_atm_card(clinseg_home):
     registry = get_registry()
     assert registry.home == clinseg_home
     card = registry.card(ATM_ID)
-    assert [c.id for c in registry.list()] == ["airway-unet-phantom", ATM_ID]  # both built in
+    assert {"airway-unet-phantom", ATM_ID} <= {c.id for c in registry.list()}  # built in, beside the other tasks' cards
     assert (card.task, card.licence, card.synthetic) == ("airway", "MIT", False)
     assert "102957" in card.data["citation"]
     assert card.parameter_count == sum(p.numel() for p in ATM22BaselineUNet().parameters())
@@ -133,7 +133,7 @@ def test_card_validation_names_each_problem():
 
 def test_unknown_and_missing_models(clinseg_home):
     registry = get_registry()
-    with pytest.raises(ModelError, match="unknown model 'nope'; known: airway-unet-phantom, atm22-baseline"):
+    with pytest.raises(ModelError, match="unknown model 'nope'; known: airway-unet-phantom, atm22-baseline, "):
         registry.card("nope")
     (clinseg_home / "card.json").parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(registry.builtin_dir / ATM_ID / "card.json", clinseg_home / "card.json")
@@ -152,7 +152,7 @@ def test_pack_of_a_new_model_installs_lists_and_loads(clinseg_home, tmp_path):
     registry = get_registry()
     card = registry.import_file(pack)  # import_file hands packs to import_pack
     assert card.id == "test-net" and card.synthetic
-    assert [c.id for c in registry.list()] == ["airway-unet-phantom", ATM_ID, "test-net"]
+    assert [c.id for c in registry.list()][-1] == "test-net" and ATM_ID in {c.id for c in registry.list()}
     assert registry.verify("test-net") == []
     net = registry.load_network("test-net")
     assert not net.training
