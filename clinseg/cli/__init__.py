@@ -10,7 +10,10 @@ from ..errors import ClinsegError
 from ..progress import cancel_on_signals
 
 # Modules under clinseg.cli that add subcommands, in help order.
-COMMAND_MODULES = ["info", "models", "airway", "nodule", "oar", "compress", "rt", "stroke", "phantom", "gallery", "eval", "train", "demo", "batch"]
+COMMAND_MODULES = [
+    "info", "models", "airway", "nodule", "oar", "stroke", "batch", "compress", "rt",
+    "phantom", "gallery", "eval", "train", "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
