@@ -114,13 +114,12 @@ def test_run_oar_refuses_chest_and_honours_cancel(headneck, chest, tiny_model):
         run_oar(headneck.ct, OarOptions(engine="classical", model_id=tiny_model))
 
 
-def test_gtv_without_margin_tool_is_reported(headneck, tiny_model, monkeypatch):
-    import clinseg.tasks.oar.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "MARGIN_TOOL", ("clinseg.no_such_module", "grow"))
-    result = run_oar(headneck.ct, OarOptions(model_id=tiny_model, gtv=headneck.gtv))
-    assert result.metrics["ctv_volume_ml"] is None
-    assert "CTV skipped: the GTV margin tool is not installed" in result.metrics["warnings"]
+def test_gtv_grows_a_ctv_with_the_margin_tool(headneck, tiny_model):
+    result = run_oar(headneck.ct, OarOptions(model_id=tiny_model, gtv=headneck.gtv, margin_mm=5.0))
+    gtv_ml = float((headneck.gtv.array != 0).sum()) * float(np.prod(headneck.ct.spacing)) / 1000.0
+    assert result.metrics["ctv_volume_ml"] > gtv_ml  # the margin adds tissue around the GTV
+    assert "CTV" in [s.name for s in result.segments]
+    assert not any("CTV skipped" in w for w in result.metrics.get("warnings", []))
 
 
 def test_gtv_with_a_margin_tool_adds_a_ctv(headneck, tiny_model, monkeypatch):

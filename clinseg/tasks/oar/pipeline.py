@@ -7,7 +7,6 @@ volume table. With a GTV, the CTV is grown from it by the anatomy-constrained ma
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass
 
@@ -27,7 +26,6 @@ DEFAULT_MODEL = "oar-unet-phantom"
 MIN_EXTENT_MM = (80.0, 80.0, 60.0)
 DEFAULT_MARGIN_MM = 5.0
 # Part B's GTV -> CTV tool (module, function); imported only when a GTV is given.
-MARGIN_TOOL = ("clinseg.post.margin", "anatomic_margin")
 
 
 @dataclass
@@ -72,14 +70,11 @@ def _model_id(options: OarOptions) -> str:
     return model_id
 
 
-def grow_ctv(ct: Volume, gtv: Volume, margin_mm: float) -> Volume | None:
-    """The CTV from the margin tool, or ``None`` when the tool is not installed."""
-    module, name = MARGIN_TOOL
-    try:
-        tool = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-    return tool(ct, gtv, margin_mm)
+def grow_ctv(ct: Volume, gtv: Volume, margin_mm: float) -> Volume:
+    """The CTV grown from the GTV through soft tissue only (``clinseg.post.margin``)."""
+    from ...post.margin import ctv_from_gtv
+
+    return ctv_from_gtv(gtv, ct, margin_mm)
 
 
 def _gtv_on_grid(gtv: Volume, ct: Volume) -> Volume:
@@ -124,14 +119,11 @@ def run_oar(
     if gtv is not None:
         stages.begin("ctv")
         ctv = grow_ctv(ct, gtv, options.margin_mm)
-        if ctv is None:
-            warnings.append("CTV skipped: the GTV margin tool is not installed")
-        else:
-            inside = np.asarray(ctv.array) != 0
-            ctv_ml = float(inside.sum()) * float(np.prod(ct.spacing)) / 1000.0
-            # One label per voxel: the CTV keeps the voxels no organ holds (its full extent: ctv_volume_ml).
-            labels[inside & (labels == 0)] = CTV.label
-            segments.append(CTV)
+        inside = np.asarray(ctv.array) != 0
+        ctv_ml = float(inside.sum()) * float(np.prod(ct.spacing)) / 1000.0
+        # One label per voxel: the CTV keeps the voxels no organ holds (its full extent: ctv_volume_ml).
+        labels[inside & (labels == 0)] = CTV.label
+        segments.append(CTV)
     stages.begin("done")
     labelmap = ct.with_array(labels, name="organs")
     table = organ_table(labelmap, segments)
