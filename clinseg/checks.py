@@ -11,10 +11,12 @@ from .volume import Volume
 MIN_VOXELS_PER_AXIS = 16
 
 
-def require_3d_extent(volume: Volume, subject: str, min_extent_mm: tuple[float, float, float]) -> None:
-    """Refuse volumes too small to hold the anatomy a task needs (extent in i, j, k mm)."""
+def require_3d_extent(volume: Volume, subject: str, min_extent_mm: tuple[float, float, float],
+                      min_voxels: int = MIN_VOXELS_PER_AXIS) -> None:
+    """Refuse volumes too small to hold the anatomy a task needs (extent in i, j, k mm; at least ``min_voxels``
+    along every axis)."""
     extent = [n * s for n, s in zip(volume.size_ijk, volume.spacing)]
-    if min(volume.shape) < MIN_VOXELS_PER_AXIS:
+    if volume.array.ndim != 3 or min(volume.shape) < min_voxels:
         size = "x".join(map(str, volume.size_ijk))
         raise InputError(subject, f"is too small ({size} voxels); a 3-D scan is expected")
     short = [f"{e:.0f} < {m:.0f} mm" for e, m in zip(extent, min_extent_mm) if e < m]

@@ -94,3 +94,28 @@ def cancel_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class Stages:
+    """A task pipeline's named stages: a progress event as each begins, a cancel check between them, and each
+    stage's wall time (``end()`` returns them, seconds by stage name)."""
+
+    def __init__(self, task: str, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        self.task, self.progress, self.cancel = task, progress, cancel
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._start = time.perf_counter()
+
+    def begin(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.timings[self._stage] = round(now - self._start, 3)
+        if self.cancel is not None:
+            self.cancel.check(self.task)
+        self._stage, self._start = stage, now
+        if self.progress is not None:
+            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
+
+    def end(self) -> dict[str, float]:
+        self.begin("done")
+        return self.timings

@@ -103,7 +103,7 @@ def _write_manifest(folder: Path, record: dict) -> None:
 
 def _run_tasks(case: Case, plan: BatchPlan, folder: Path, log: _CaseLog, cancel: CancelToken | None) -> tuple:
     """Read each input once, run the tasks in order; the tasks' folders are written under ``folder``."""
-    from ..io import read_segmentation, read_volume
+    from ..io import read_mask
     from ..output import write_result
     from ..tasks.catalog import get_task
 
@@ -114,8 +114,7 @@ def _run_tasks(case: Case, plan: BatchPlan, folder: Path, log: _CaseLog, cancel:
         for name, inp in case.inputs.items():
             stage = f"reading {name}"
             log.line(f"read {name}: {inp.path}" + (f" series {inp.series_uid}" if inp.series_uid else ""))
-            volumes[name] = read_segmentation(inp.path)[0] if inp.path.endswith(".seg.nrrd") else \
-                read_volume(inp.path, series_uid=inp.series_uid)  # a mask input (a drawn GTV) may be a .seg.nrrd
+            volumes[name] = read_mask(inp.path, inp.series_uid)  # a mask input (a drawn GTV) may be a .seg.nrrd
         metrics: dict[str, Any] = {}
         previews: list[Path] = []
         for task, options in plan.tasks.items():

@@ -32,6 +32,7 @@ __all__ = [
     "read_image",
     "read_segmentation",
     "read_volume",
+    "read_mask",
     "write_image",
     "write_segmentation",
     "write_volume",
@@ -55,6 +56,13 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         return read_dicom_series(path, series_uid)
     expected = ", ".join(IMAGE_SUFFIXES)
     raise InputError(subject, f"unsupported format '{full_suffix(path)}' (expected {expected}, .dcm or a DICOM folder)")
+
+
+def read_mask(path: str | Path, series_uid: str | None = None) -> Volume:
+    """A mask or label map: the label layer of a Slicer ``.seg.nrrd``, else any volume ``read_volume`` reads."""
+    if str(path).lower().endswith(".seg.nrrd"):
+        return read_segmentation(path)[0]
+    return read_volume(path, series_uid=series_uid)
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:

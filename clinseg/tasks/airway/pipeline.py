@@ -7,7 +7,6 @@ fill holes, extract the tree, plan the route to an optional target.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ from ...post.components import component_near, component_report, fill_holes, lar
 from ...post.route import plan_route
 from ...post.tree import extract_tree
 from ...preprocess import fill_ct_padding
-from ...progress import CancelToken, Progress, ProgressCallback
+from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import AIRWAY
 from ...volume import Volume
@@ -41,30 +40,6 @@ class AirwayOptions:
     device: str = "auto"
     target_lps: tuple[float, float, float] | None = None
     scope_diameter_mm: float | None = None
-
-
-class _Stages:
-    """Forwards per-stage progress and records each stage's wall time."""
-
-    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
-        self.progress, self.cancel = progress, cancel
-        self.timings: dict[str, float] = {}
-        self._start = time.perf_counter()
-        self._stage = None
-
-    def begin(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self._stage is not None:
-            self.timings[self._stage] = round(now - self._start, 3)
-        if self.cancel is not None:
-            self.cancel.check("airway")
-        self._stage, self._start = stage, now
-        if self.progress is not None:
-            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
-
-    def end(self) -> dict[str, float]:
-        self.begin("done")
-        return self.timings
 
 
 def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
@@ -110,7 +85,7 @@ def run_airway(
 ) -> Result:
     options = options or AirwayOptions()
     subject = ct.name or "CT"
-    stages = _Stages(progress, cancel)
+    stages = Stages("airway", progress, cancel)
 
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM)
@@ -163,7 +138,7 @@ def update_from_mask(
 ) -> Result:
     """Recompute tree and route from an (edited) airway mask, e.g. after Segment Editor work."""
     options = options or AirwayOptions()
-    stages = _Stages(progress, cancel)
+    stages = Stages("airway", progress, cancel)
     stages.begin("postprocess")
     binary = mask.array > 0
     if not binary.any():
@@ -173,7 +148,7 @@ def update_from_mask(
     return result
 
 
-def _tree_result(mask: Volume, options: AirwayOptions, stages: _Stages) -> Result:
+def _tree_result(mask: Volume, options: AirwayOptions, stages: Stages) -> Result:
     stages.begin("tree")
     result = Result("airway", labelmap=mask, segments=[AIRWAY])
     try:

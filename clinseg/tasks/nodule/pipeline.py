@@ -8,17 +8,16 @@ valid answer: the label map is empty, the table has no rows, and the metrics say
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ...anatomy.lungs import chest_masks
-from ...checks import require_ct
+from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
 from ...post.nodules import nodule_table
 from ...preprocess import fill_ct_padding
-from ...progress import CancelToken, Progress, ProgressCallback
+from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import NODULE
 from ...volume import Volume
@@ -40,40 +39,6 @@ class NoduleOptions:
     device: str = "auto"
     min_score: float = DEFAULT_MIN_SCORE
     max_nodules: int = DEFAULT_MAX_NODULES
-
-
-class _Stages:
-    """Per-stage progress, cancel checks and wall times."""
-
-    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
-        self.progress, self.cancel = progress, cancel
-        self.timings: dict[str, float] = {}
-        self._stage: str | None = None
-        self._start = time.perf_counter()
-
-    def begin(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self._stage is not None:
-            self.timings[self._stage] = round(now - self._start, 3)
-        if self.cancel is not None:
-            self.cancel.check("nodule")
-        self._stage, self._start = stage, now
-        if self.progress is not None:
-            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
-
-    def end(self) -> dict[str, float]:
-        self.begin("done")
-        return self.timings
-
-
-def require_volume(ct: Volume, subject: str) -> None:
-    """A 3-D scan covering enough of the chest (the nodule task's own minimum, see ``MIN_EXTENT_MM``)."""
-    if min(ct.shape) < MIN_SLICES or ct.array.ndim != 3:
-        raise InputError(subject, f"is too small ({'x'.join(map(str, ct.size_ijk))} voxels); a 3-D scan is expected")
-    extent = [n * s for n, s in zip(ct.size_ijk, ct.spacing)]
-    short = [f"{e:.0f} < {m:.0f} mm" for e, m in zip(extent, MIN_EXTENT_MM) if e < m]
-    if short:
-        raise InputError(subject, f"covers too little anatomy ({', '.join(short)})")
 
 
 def _resolve_engine(options: NoduleOptions) -> str:
@@ -108,10 +73,10 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
                cancel: CancelToken | None = None) -> Result:
     options = options or NoduleOptions()
     subject = ct.name or "CT"
-    stages = _Stages(progress, cancel)
+    stages = Stages("nodule", progress, cancel)
 
     stages.begin("checks")
-    require_volume(ct, subject)
+    require_3d_extent(ct, subject, MIN_EXTENT_MM, min_voxels=MIN_SLICES)
     require_ct(ct, subject)
     engine = _resolve_engine(options)
     if not 0.0 <= options.min_score <= 1.0:

@@ -7,7 +7,6 @@ volume table. With a GTV, the CTV is grown from it by the anatomy-constrained ma
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
 from ...preprocess import fill_ct_padding, resample_to
-from ...progress import CancelToken, Progress, ProgressCallback
+from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import CTV
 from ...volume import Volume
@@ -37,24 +36,6 @@ class OarOptions:
     margin_mm: float = DEFAULT_MARGIN_MM
     stage2: bool = True
     check_region: bool = True
-
-
-class _Stages:
-    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
-        self.progress, self.cancel = progress, cancel
-        self.timings: dict[str, float] = {}
-        self._stage: str | None = None
-        self._start = time.perf_counter()
-
-    def begin(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self._stage is not None:
-            self.timings[self._stage] = round(now - self._start, 3)
-        if self.cancel is not None:
-            self.cancel.check("oar")
-        self._stage, self._start = stage, now
-        if self.progress is not None:
-            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
 
 
 def _model_id(options: OarOptions) -> str:
@@ -97,7 +78,7 @@ def run_oar(
 
     options = options or OarOptions()
     subject = ct.name or "CT"
-    stages = _Stages(progress, cancel)
+    stages = Stages("oar", progress, cancel)
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM)
     require_ct(ct, subject)

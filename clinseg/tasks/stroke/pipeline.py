@@ -9,13 +9,12 @@ label the lesions and measure them.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import InputError
-from ...progress import CancelToken, Progress, ProgressCallback
+from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import INFARCT
 from ...volume import Volume
@@ -39,30 +38,6 @@ class StrokeOptions:
     engine: str = "auto"  # "model", "classical", or "auto" (a default model when installed, else classical)
     model_id: str | None = None
     device: str = "auto"
-
-
-class _Stages:
-    """Per-stage progress events, cancel checks between stages, and each stage's wall time."""
-
-    def __init__(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
-        self.progress, self.cancel = progress, cancel
-        self.timings: dict[str, float] = {}
-        self._stage: str | None = None
-        self._start = time.perf_counter()
-
-    def begin(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self._stage is not None:
-            self.timings[self._stage] = round(now - self._start, 3)
-        if self.cancel is not None:
-            self.cancel.check("stroke")
-        self._stage, self._start = stage, now
-        if self.progress is not None:
-            self.progress(Progress(stage, 0, 1, 0.0, None, stage))
-
-    def end(self) -> dict[str, float]:
-        self.begin("done")
-        return self.timings
 
 
 def resolve_mode(mode: str, volumes: dict[str, Volume]) -> str:
@@ -118,7 +93,7 @@ def run_stroke(
 ) -> Result:
     """Lesion segmentation of one case; ``volumes`` maps sequence names (dwi, adc, flair, t1) to volumes."""
     options = options or StrokeOptions()
-    stages = _Stages(progress, cancel)
+    stages = Stages("stroke", progress, cancel)
     stages.begin("checks")
     unknown = [name for name in volumes if name not in SEQUENCES]
     if unknown:
