@@ -9,7 +9,6 @@ test_noduleseg_e2e.py.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,9 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is not installed")
 
 from ClinicalSegLib.mrml import segmentation_node_from_labelmap, volume_node_from_volume  # noqa: E402
+from stand_in_child import WritingChild  # noqa: E402
 
 from clinseg.errors import InputError  # noqa: E402
-from clinseg.output import write_result  # noqa: E402
 from clinseg.result import Result  # noqa: E402
 from clinseg.terminology import AIRWAY, NODULE  # noqa: E402
 from clinseg.volume import Volume  # noqa: E402
@@ -50,22 +49,11 @@ def nodule_result() -> Result:
     return Result("nodule", labelmap, segments, tables=[table], metrics={"engine": "classical", "nodules": 2})
 
 
-class WritingRunner:
-    """Stands in for the child: writes the output folder the real command would write, then ends."""
+class WritingRunner(WritingChild):
+    """Stands in for the child: writes the output folder the real command would write."""
 
-    def __init__(self, args) -> None:
-        self.args, self.cancelled, self.finished = list(args), False, False
-
-    def start(self) -> None:
-        out = Path(self.args[self.args.index("-o") + 1])
-        write_result(nodule_result(), out)
-        self.result, self.finished = {"event": "result", "out": str(out)}, True
-
-    def poll(self) -> list[dict]:
-        return []
-
-    def wait(self, timeout=None, on_event=None) -> dict:
-        return self.result
+    def result(self):
+        return nodule_result()
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is no
 
 from ClinicalSegLib.mrml import segmentation_node_from_labelmap, volume_node_from_volume  # noqa: E402
 from scipy import ndimage  # noqa: E402
+from stand_in_child import WritingChild  # noqa: E402
 
-from clinseg.errors import Cancelled, InputError  # noqa: E402
+from clinseg.errors import InputError  # noqa: E402
 from clinseg.io import read_volume  # noqa: E402
-from clinseg.output import write_result  # noqa: E402
 from clinseg.result import Result  # noqa: E402
 from clinseg.tasks.oar.organs import organ_table  # noqa: E402
 from clinseg.terminology import CTV, Segment  # noqa: E402
@@ -55,34 +55,11 @@ def organs_and_ctv(gtv_file: str | None, margin_mm: float) -> Result:
     return Result("oar", labelmap, segments, tables=[organ_table(labelmap, segments)], metrics=metrics)
 
 
-class OrganRunner:
+class OrganRunner(WritingChild):
     """Stands in for the child: reads its --gtv file and --margin, writes the output folder; honours cancel."""
 
-    def __init__(self, args) -> None:
-        self.args, self.cancelled, self.finished, self.returncode = list(args), False, False, None
-
-    def option(self, name):
-        return self.args[self.args.index(name) + 1] if name in self.args else None
-
-    def start(self) -> None:
-        pass
-
-    def poll(self) -> list[dict]:
-        return []
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def wait(self, timeout=None, on_event=None) -> dict:
-        self.finished = True
-        if self.cancelled:
-            self.returncode = 130
-            raise Cancelled()
-        out = Path(self.option("-o"))
-        if not out.exists():
-            write_result(organs_and_ctv(self.option("--gtv"), float(self.option("--margin") or 0.0)), out)
-        self.returncode = 0
-        return {"event": "result", "out": str(out)}
+    def result(self):
+        return organs_and_ctv(self.option("--gtv"), float(self.option("--margin") or 0.0))
 
 
 @pytest.fixture

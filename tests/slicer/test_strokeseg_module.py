@@ -20,10 +20,10 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (headless MRML) is no
 
 from ClinicalSegLib.mrml import volume_node_from_volume  # noqa: E402
 from scipy import ndimage  # noqa: E402
+from stand_in_child import WritingChild  # noqa: E402
 
-from clinseg.errors import Cancelled, InputError  # noqa: E402
+from clinseg.errors import InputError  # noqa: E402
 from clinseg.io import read_volume  # noqa: E402
-from clinseg.output import write_result  # noqa: E402
 from clinseg.result import Result, Table  # noqa: E402
 from clinseg.terminology import INFARCT  # noqa: E402
 from clinseg.volume import Volume  # noqa: E402
@@ -49,31 +49,11 @@ def low_adc_lesions(dwi: Volume, adc: Volume) -> Result:
     return Result("stroke", labelmap, [INFARCT], tables=[Table("lesions", rows)], metrics=metrics)
 
 
-class LesionRunner:
+class LesionRunner(WritingChild):
     """Stands in for the child: reads its input files, writes the output folder; honours cancel."""
 
-    def __init__(self, args) -> None:
-        self.args, self.cancelled, self.finished, self.returncode = list(args), False, False, None
-
-    def start(self) -> None:
-        self.inputs = self.args[1:self.args.index("-o")]
-
-    def poll(self) -> list[dict]:
-        return []
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def wait(self, timeout=None, on_event=None) -> dict:
-        self.finished = True
-        if self.cancelled:
-            self.returncode = 130
-            raise Cancelled()
-        out = Path(self.args[self.args.index("-o") + 1])
-        if not out.exists():
-            write_result(low_adc_lesions(read_volume(self.inputs[0]), read_volume(self.inputs[1])), out)
-        self.returncode = 0
-        return {"event": "result", "out": str(out)}
+    def result(self):
+        return low_adc_lesions(read_volume(self.inputs[0]), read_volume(self.inputs[1]))
 
 
 @pytest.fixture
