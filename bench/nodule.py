@@ -21,15 +21,7 @@ import numpy as np
 
 from clinseg.anatomy.lungs import chest_masks
 from clinseg.errors import InputError
-from clinseg.metrics.detection import (
-    Detection,
-    ReferenceNodule,
-    froc,
-    match_detections,
-    nodule_overlaps,
-    nodule_rows,
-    nodule_summary,
-)
+from clinseg.metrics.detection import Detection, ReferenceNodule, evaluate_detections, match_detections
 from clinseg.phantoms.chest import generate_chest
 from clinseg.preprocess import fill_ct_padding
 from clinseg.tasks.nodule import NoduleOptions, run_nodule
@@ -109,7 +101,7 @@ def detections_of(case: str, result) -> list[Detection]:
 
 
 def bench_phantoms(seeds: tuple[int, ...] = HELD_OUT_SEEDS) -> dict:
-    detections, nodules, overlaps = [], [], {}
+    detections, nodules, label_maps = [], [], {}
     times = []
     for seed in seeds:
         ph = phantom(seed)
@@ -118,19 +110,14 @@ def bench_phantoms(seeds: tuple[int, ...] = HELD_OUT_SEEDS) -> dict:
         result = run_nodule(ph.ct, NoduleOptions(engine="classical", min_score=0.0))
         times.append(time.perf_counter() - t)
         dets, refs = detections_of(case, result), reference(case, ph)
-        matching = match_detections(dets, refs)
-        pairs = {refs[n].label: dets[d].label for n, d in matching.detection_of.items()}
-        overlaps[case] = nodule_overlaps(result.labelmap.array, ph.nodule_labels.array, pairs)
+        found = len(match_detections(dets, refs).detection_of)
+        label_maps[case] = (result.labelmap.array, ph.nodule_labels.array)
         detections += dets
         nodules += refs
-        found = len(matching.detection_of)
         print(f"{case}: {len(refs)} nodules, {found} found, {len(dets)} detections, {times[-1]:.1f} s", flush=True)
-    matching = match_detections(detections, nodules)
-    curve = froc(detections, nodules, len(seeds), matching)
-    rows = nodule_rows(nodules, detections, matching, overlaps)
-    summary = nodule_summary(rows)
-    out = {"seeds": list(seeds), "cpm": curve.cpm(),
-           "sensitivity_at": dict(zip(["1/8", "1/4", "1/2", "1", "2", "4", "8"], curve.sensitivity_at().tolist())),
+    evaluation = evaluate_detections(detections, nodules, len(seeds), label_maps)
+    summary = evaluation["summary"]
+    out = {"seeds": list(seeds), "cpm": evaluation["cpm"], "sensitivity_at": evaluation["sensitivity_at"],
            "summary": summary, "seconds_per_scan": float(np.mean(times))}
     at = {k: round(v, 3) for k, v in out["sensitivity_at"].items()}
     print(f"CPM {out['cpm']:.3f}; sensitivity at FPs/scan {json.dumps(at)}")

@@ -317,15 +317,7 @@ def read_detections(path: Path, case: str) -> list:
 def evaluate_nodules(cases: list[dict]) -> dict:
     """Match, FROC, CPM and per-nodule overlap over all cases (one scan per case)."""
     from ..io import read_volume
-    from ..metrics.detection import (
-        FP_RATES,
-        ReferenceNodule,
-        froc,
-        match_detections,
-        nodule_overlaps,
-        nodule_rows,
-        nodule_summary,
-    )
+    from ..metrics.detection import ReferenceNodule, evaluate_detections
     from ..post.nodules import measure_nodules
 
     detections, nodules, label_maps = [], [], {}
@@ -343,23 +335,7 @@ def evaluate_nodules(cases: list[dict]) -> dict:
                 raise InputError(c["pred_labels"].name, f"grid {pred.size_ijk} differs from the reference's "
                                  f"{gt.size_ijk}")
             label_maps[c["case"]] = (pred.array, gt.array)
-    matching = match_detections(detections, nodules)
-    overlaps = {}
-    for case, (pred, gt) in label_maps.items():
-        labelled = any(d.label for d in detections if d.case == case)
-        pairs = {nodules[n].label: detections[d].label for n, d in matching.detection_of.items()
-                 if nodules[n].case == case} if labelled else None
-        overlaps[case] = nodule_overlaps(pred, gt, pairs)
-    curve = froc(detections, nodules, len(cases), matching)
-    rows = nodule_rows(nodules, detections, matching, overlaps)
-    counts = {k: matching.outcome.count(k) for k in ("tp", "fp", "duplicate")}
-    return {
-        "cases": [c["case"] for c in cases], "nodules": len(nodules), "detections": len(detections), **counts,
-        "froc": {"fps_per_scan": curve.fps_per_scan.tolist(), "sensitivity": curve.sensitivity.tolist(),
-                 "thresholds": [float(t) if math.isfinite(t) else None for t in curve.thresholds]},
-        "sensitivity_at": dict(zip((f"{r:g}" for r in FP_RATES), curve.sensitivity_at().tolist())),
-        "cpm": curve.cpm(), "per_nodule": rows, "summary": nodule_summary(rows),
-    }
+    return {"cases": [c["case"] for c in cases], **evaluate_detections(detections, nodules, len(cases), label_maps)}
 
 
 def _stat_text(stats: dict) -> str:

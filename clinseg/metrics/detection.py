@@ -247,3 +247,31 @@ def nodule_summary(rows: Sequence[dict]) -> dict:
 def _bin_order(name: str) -> float:
     digits = name.lstrip("<>=").split("-")[0]
     return float(digits) - (0.5 if name.startswith("<") else 0.0) + (0.5 if name.startswith(">") else 0.0)
+
+
+def evaluate_detections(detections: Sequence[Detection], nodules: Sequence[ReferenceNodule], n_scans: int,
+                        label_maps: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """The whole nodule evaluation of ``n_scans`` scans: matching, FROC, CPM, sensitivity at ``FP_RATES`` and,
+    for the cases in ``label_maps`` (case -> predicted and reference instance labels), per-nodule overlap.
+
+    A case whose detections carry labels pairs each matched nodule with its detection's instance; otherwise
+    instances are paired by overlap."""
+    import math
+
+    matching = match_detections(detections, nodules)
+    overlaps = {}
+    for case, (pred, gt) in (label_maps or {}).items():
+        labelled = any(d.label for d in detections if d.case == case)
+        pairs = {nodules[n].label: detections[d].label for n, d in matching.detection_of.items()
+                 if nodules[n].case == case} if labelled else None
+        overlaps[case] = nodule_overlaps(pred, gt, pairs)
+    curve = froc(detections, nodules, n_scans, matching)
+    rows = nodule_rows(nodules, detections, matching, overlaps)
+    return {
+        "nodules": len(nodules), "detections": len(detections),
+        **{k: matching.outcome.count(k) for k in ("tp", "fp", "duplicate")},
+        "froc": {"fps_per_scan": curve.fps_per_scan.tolist(), "sensitivity": curve.sensitivity.tolist(),
+                 "thresholds": [float(t) if math.isfinite(t) else None for t in curve.thresholds]},
+        "sensitivity_at": dict(zip((f"{r:g}" for r in FP_RATES), curve.sensitivity_at().tolist())),
+        "cpm": curve.cpm(), "per_nodule": rows, "summary": nodule_summary(rows),
+    }
