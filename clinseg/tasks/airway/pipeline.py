@@ -23,6 +23,7 @@ from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import AIRWAY
 from ...volume import Volume
+from ..engines import resolve_engine
 from .classical import segment_airway_classical
 from .model import airway_probability
 
@@ -40,25 +41,6 @@ class AirwayOptions:
     device: str = "auto"
     target_lps: tuple[float, float, float] | None = None
     scope_diameter_mm: float | None = None
-
-
-def _resolve_engine(options: AirwayOptions) -> tuple[str, str | None]:
-    if options.engine == "classical":
-        return "classical", None
-    from ...registry import get_registry
-
-    registry = get_registry()
-    model_id = options.model_id or DEFAULT_MODEL
-    if options.engine == "model" or options.model_id:
-        if model_id is None:
-            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
-        registry.card(model_id)  # unknown id: clear error
-        if not registry.is_installed(model_id):
-            raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
-        return "model", model_id
-    if options.engine != "auto":
-        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
-    return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
 
 
 def _airway_component(
@@ -90,7 +72,7 @@ def run_airway(
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM)
     require_ct(ct, subject)
-    engine, model_id = _resolve_engine(options)
+    engine, model_id = resolve_engine("airway", options.engine, options.model_id, DEFAULT_MODEL)
 
     stages.begin("lungs")
     masks = chest_masks(ct, subject)  # sees the scanner's padding, to tell the field of view's edge

@@ -21,6 +21,7 @@ from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import NODULE
 from ...volume import Volume
+from ..engines import resolve_engine
 from .classical import Finding, find_nodules
 
 DEFAULT_MIN_SCORE = 0.5
@@ -42,16 +43,10 @@ class NoduleOptions:
 
 
 def _resolve_engine(options: NoduleOptions) -> str:
-    if options.engine not in ("auto", "classical", "model"):
-        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
-    if options.engine == "model" or options.model_id:
-        from ...registry import get_registry
-
-        if not options.model_id:
-            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
-        get_registry().card(options.model_id)  # an unknown id: a clear error
-        raise InputError(options.model_id, "NoduleNet inference is not shipped yet; use --engine classical")
-    return "classical"  # "auto": no nodule model ships yet
+    engine, model_id = resolve_engine("nodule", options.engine, options.model_id, None)
+    if engine == "model":
+        raise InputError(model_id, "NoduleNet inference is not shipped yet; use --engine classical")
+    return engine
 
 
 def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:

@@ -18,6 +18,7 @@ from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import CTV
 from ...volume import Volume
+from ..engines import resolve_engine
 from .organs import keep_one_component, organ_table, segments_of
 from .region import require_head_and_neck
 
@@ -39,16 +40,7 @@ class OarOptions:
 
 
 def _model_id(options: OarOptions) -> str:
-    from ...registry import get_registry
-
-    if options.engine not in ("auto", "model"):
-        raise InputError("engine", f"OARSeg has no '{options.engine}' engine: organs need the network (model)")
-    model_id = options.model_id or DEFAULT_MODEL
-    registry = get_registry()
-    registry.card(model_id)  # unknown id: clear error
-    if not registry.is_installed(model_id):
-        raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
-    return model_id
+    return resolve_engine("oar", options.engine, options.model_id, DEFAULT_MODEL, engines=("auto", "model"))[1]
 
 
 def grow_ctv(ct: Volume, gtv: Volume, margin_mm: float) -> Volume:

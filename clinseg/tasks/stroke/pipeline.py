@@ -18,6 +18,7 @@ from ...progress import CancelToken, ProgressCallback, Stages
 from ...result import Result
 from ...terminology import INFARCT
 from ...volume import Volume
+from ..engines import resolve_engine as resolve_task_engine
 from .align import adc_on_dwi_grid, flair_on_dwi_grid
 from .brain import brain_mask
 from .classical import acute_lesion, adc_to_micro, chronic_lesion
@@ -53,28 +54,16 @@ def resolve_mode(mode: str, volumes: dict[str, Volume]) -> str:
 
 
 def resolve_engine(options: StrokeOptions, mode: str) -> tuple[str, str | None]:
-    if options.engine == "classical":
-        return "classical", None
-    if options.engine not in ("model", "auto"):
-        raise InputError("engine", f"unknown engine '{options.engine}' (model, classical or auto)")
-    from ...registry import get_registry
+    """The shared engine rule, plus: the model must read the mode's primary sequence."""
+    engine, model_id = resolve_task_engine("stroke", options.engine, options.model_id, DEFAULT_MODEL[mode])
+    if engine == "model":
+        from ...registry import get_registry
 
-    registry = get_registry()
-    model_id = options.model_id or DEFAULT_MODEL[mode]
-    if options.engine == "model" or options.model_id:
-        if model_id is None:
-            raise InputError("engine", "engine 'model' needs a model id (--model); see 'clinseg models list'")
-        card = registry.card(model_id)
-        if card.task != "stroke":
-            raise InputError(model_id, f"is a {card.task} model, not a stroke model")
+        modalities = get_registry().card(model_id).inputs["modalities"]
         wanted = PRIMARY[mode].upper()
-        if wanted not in [m.upper() for m in card.inputs["modalities"]]:
-            raise InputError(model_id, f"reads {', '.join(card.inputs['modalities'])}, not the {mode} mode's "
-                             f"{wanted}")
-        if not registry.is_installed(model_id):
-            raise InputError(model_id, f"model is not installed (run: clinseg models install {model_id})")
-        return "model", model_id
-    return ("model", model_id) if model_id and registry.is_installed(model_id) else ("classical", None)
+        if wanted not in [m.upper() for m in modalities]:
+            raise InputError(model_id, f"reads {', '.join(modalities)}, not the {mode} mode's {wanted}")
+    return engine, model_id
 
 
 def _extent_mm(volume: Volume, mask: np.ndarray) -> tuple[float, float, float]:
