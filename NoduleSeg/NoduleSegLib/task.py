@@ -111,5 +111,4 @@ NODULE = TaskSpec(
     arguments=nodule_options,
     layout=LAYOUT,
     import_result=import_nodules,
-    available=False,  # until `clinseg nodule` ships: Apply stays disabled and the logic says so plainly
 )

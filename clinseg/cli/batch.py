@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                                   "series_uid) or a DICOM tree (one case per series)")
     p.add_argument("-o", "--out", required=True, help="batch output folder (one sub-folder per case)")
     p.add_argument("--tasks", default="airway", help="comma-separated chained tasks, e.g. airway,nodule "
-                   "(available: airway, nodule, oar, stroke once their pipelines ship)")
+                   "(airway, nodule, oar, stroke)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="[TASK.]OPTION=VALUE",
                    help="a task option (JSON value or text), e.g. airway.engine=classical; repeatable")
     p.add_argument("--layout", choices=["auto", "folder", "csv", "dicom"], default="auto")

@@ -8,7 +8,6 @@ not there is not listed. A new task adds one ``_entry_<task>`` function and one 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,26 +156,18 @@ def _entry_stroke() -> TaskEntry:
     )
 
 
-# Task name -> a builder of its entry; a task is listed only once its pipeline package is there.
-_SHIPPED = ("airway", "nodule", "oar", "stroke")
+# Task name -> a builder of its entry (built on demand: each imports its own pipeline).
 _BUILDERS: dict[str, Callable[[], TaskEntry]] = {
     "airway": _entry_airway, "nodule": _entry_nodule, "oar": _entry_oar, "stroke": _entry_stroke,
 }
 
 
-def _available(name: str) -> bool:
-    """Listed, and (for the shipped tasks) its package is installed: a pipeline still being written is not."""
-    if name not in _BUILDERS:
-        return False
-    return name not in _SHIPPED or importlib.util.find_spec(f"{__package__}.{name}") is not None
-
-
 def task_names() -> list[str]:
-    return [name for name in _BUILDERS if _available(name)]
+    return list(_BUILDERS)
 
 
 def get_task(name: str) -> TaskEntry:
-    if not _available(name):
+    if name not in _BUILDERS:
         raise InputError("task", f"unknown task '{name}' (available: {', '.join(task_names())})")
     return _BUILDERS[name]()
 def parse_tasks(text: str) -> list[TaskEntry]:

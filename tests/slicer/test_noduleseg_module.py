@@ -59,8 +59,7 @@ class WritingRunner(WritingChild):
 @pytest.fixture
 def nodule(load_module, app_scene):
     module = load_module("NoduleSeg")
-    assert not module.NoduleSegLogic.task.available  # `clinseg nodule` is not shipped yet
-    module.NoduleSegLogic.task = dataclasses.replace(module.NoduleSegLogic.task, available=True)
+    assert module.NoduleSegLogic.task.available
     module.NoduleSegLogic.runnerFactory = staticmethod(WritingRunner)
     return module
 
@@ -130,3 +129,10 @@ def test_route_to_a_nodule_goes_through_airwaysegs_planner(nodule, load_module, 
     end = slicer.util.arrayFromMarkupsControlPoints(route["route"][0], world=True)[-1]
     assert np.linalg.norm(end - np.array([-50.0, -24.0, 20.0])) < 10.0  # the route ends at the nodule's bronchus
     assert route["metrics"]["route"]["scope_stop"] is None
+
+
+def test_the_module_self_test_passes_headless_with_the_real_child(load_module, app_scene, clinseg_home):
+    """What Testing/run_selftests.py runs inside Slicer: a real `clinseg nodule` child on a generated chest
+    (every nodule of 6 mm or more found at its centre), refusal of a filled output, then cancel."""
+    load_module("NoduleSeg").NoduleSegTest().runTest()
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancel test's clean scene
