@@ -92,23 +92,16 @@ def test_catalog_entries_and_option_checks():
         catalog.parse_tasks("airway,airway")
 
 
-@pytest.mark.parametrize("task, options_class, per_case", [
-    ("airway", "clinseg.tasks.airway:AirwayOptions", set()),
-    ("nodule", "clinseg.tasks.nodule:NoduleOptions", set()),
-    ("oar", "clinseg.tasks.oar:OarOptions", {"gtv"}),  # a per-case input, not a batch-wide option
-    ("stroke", "clinseg.tasks.stroke:StrokeOptions", set()),
-])
-def test_catalog_options_follow_the_pipelines(task, options_class, per_case):
-    """Every entry's defaults are its pipeline's options (a renamed option would break batch runs)."""
-    import dataclasses
-    import importlib
-
-    assert task in catalog.task_names()
-    module, name = options_class.split(":")
-    fields = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
-    for name in per_case:
-        del fields[name]
-    assert dict(catalog.get_task(task).defaults) == fields
+def test_catalog_options_are_the_pipelines_less_per_case_inputs():
+    """Batch options are the pipeline's option fields; a per-case input (the OAR's drawn GTV) is not one, and an
+    unknown option is refused rather than hashed into the manifest."""
+    assert catalog.task_names() == ["airway", "nodule", "oar", "stroke"]
+    oar = catalog.get_task("oar")
+    assert "gtv" not in oar.defaults and oar.optional_inputs == ("gtv",)
+    assert oar.options({"margin_mm": 8.0})["margin_mm"] == 8.0
+    assert catalog.get_task("nodule").defaults["min_score"] == 0.5
+    with pytest.raises(InputError, match=r"unknown option\(s\) margin"):
+        catalog.get_task("stroke").options({"margin": 3})
 
 
 def test_optional_inputs_from_csv(tmp_path):

@@ -2,12 +2,14 @@
 
 An entry says which volumes a case must provide, which options the task takes (with their defaults, so that a
 manifest can hash the full option set), how to run the task on one case and how to render its preview PNGs.
-Pipelines are imported only when an entry is used, so listing the catalog stays cheap; a task whose package is
-not there is not listed. A new task adds one ``_entry_<task>`` function and one line in ``_BUILDERS``.
+The defaults are the pipeline's own option dataclass, so batch and the pipeline cannot drift apart. Pipelines
+are imported only when an entry is used, so listing the catalog stays cheap. A new task adds one
+``_entry_<task>`` function and one line in ``_BUILDERS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,11 @@ class TaskEntry:
         return {**self.defaults, **given}
 
 
+def option_defaults(options_class: type, per_case: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every field of a pipeline's options dataclass with its default, less the per-case inputs."""
+    return {f.name: f.default for f in dataclasses.fields(options_class) if f.name not in per_case}
+
+
 # --- airway ---------------------------------------------------------------------------------------------------
 def _airway_run(volumes: Volumes, options: Mapping[str, Any], progress, cancel) -> Result:
     from .airway import AirwayOptions, run_airway
@@ -71,9 +78,10 @@ def _airway_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path
 
 
 def _entry_airway() -> TaskEntry:
+    from .airway import AirwayOptions
+
     return TaskEntry(
-        "airway", ("ct",),
-        {"engine": "auto", "model_id": None, "device": "auto", "target_lps": None, "scope_diameter_mm": None},
+        "airway", ("ct",), option_defaults(AirwayOptions),
         _airway_run, _airway_preview, ("preview.png", "tree3d.png"),
         "airway tree and centerlines from a chest CT",
     )
@@ -93,12 +101,10 @@ def _nodule_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path
 
 
 def _entry_nodule() -> TaskEntry:
-    from .nodule.pipeline import DEFAULT_MAX_NODULES, DEFAULT_MIN_SCORE
+    from .nodule import NoduleOptions
 
     return TaskEntry(
-        "nodule", ("ct",),
-        {"engine": "auto", "model_id": None, "device": "auto", "min_score": DEFAULT_MIN_SCORE,
-         "max_nodules": DEFAULT_MAX_NODULES},
+        "nodule", ("ct",), option_defaults(NoduleOptions),
         _nodule_run, _nodule_preview, ("preview.png",), "lung nodules, their sizes and types from a chest CT",
     )
 
@@ -118,12 +124,10 @@ def _oar_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path]:
 
 
 def _entry_oar() -> TaskEntry:
-    from .oar.pipeline import DEFAULT_MARGIN_MM
+    from .oar import OarOptions
 
     return TaskEntry(
-        "oar", ("ct",),
-        {"engine": "auto", "model_id": None, "device": "auto", "margin_mm": DEFAULT_MARGIN_MM, "stage2": True,
-         "check_region": True},
+        "oar", ("ct",), option_defaults(OarOptions, per_case=("gtv",)),
         _oar_run, _oar_preview, ("preview.png",), "head & neck organs at risk (and a CTV from a GTV)",
         optional_inputs=("gtv",),
     )
@@ -148,9 +152,11 @@ def _stroke_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path
 
 
 def _entry_stroke() -> TaskEntry:
+    from .stroke import StrokeOptions
+
     # Which sequences a case needs depends on the mode (acute: DWI (+ADC, +FLAIR); chronic: T1): all optional.
     return TaskEntry(
-        "stroke", (), {"mode": "auto", "engine": "auto", "model_id": None, "device": "auto"},
+        "stroke", (), option_defaults(StrokeOptions),
         _stroke_run, _stroke_preview, ("preview.png",), "ischaemic stroke lesions from brain MRI",
         optional_inputs=_STROKE_SEQUENCES,
     )
