@@ -2,10 +2,8 @@
 in ``taskwidget``).
 
 Slicer finds a module's ``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test`` classes by name in
-its module file. A module with a pipeline subclasses these bases and states its task as data (a
-``TaskSpec``: CLI arguments, node layout, import hook) plus what is particular to it (extra widgets, its
-own self-test input). A module whose pipeline is not shipped yet states only its texts and self-test input
-and gets the four classes from ``placeholderModuleClasses``.
+its module file. A module subclasses these bases and states its task as data (a ``TaskSpec``: CLI
+arguments, node layout, import hook) plus what is particular to it (extra widgets, its own self-test input).
 
 Modules import this file as a module (``from ClinicalSegLib import taskmodule``), not its classes:
 Slicer's unit-test runner collects every TestCase bound to a name in the module file, so an imported
@@ -15,15 +13,12 @@ Slicer's unit-test runner collects every TestCase bound to a name in the module 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
 )
@@ -35,7 +30,7 @@ from .taskwidget import TaskModuleWidget, warningText
 from .widgets import DEFAULT_DEVICE, DEVICE_CHOICES, PipelineUnavailableError, pipeline_unavailable_message
 
 __all__ = ["TaskModuleLogic", "TaskModuleTest", "TaskModuleWidget", "TaskParameterNode", "describeModule",
-           "placeholderModuleClasses", "warningText"]
+           "warningText"]
 
 MODULE_CATEGORY = "Segmentation.ClinicalSeg"
 MODULE_CONTRIBUTORS = ["ClinicalSeg team"]
@@ -152,42 +147,15 @@ class TaskModuleLogic(ScriptedLoadableModuleLogic):
             slicer.app.processEvents()
 
 
-def ellipsoidMask(shape: tuple[int, int, int], center: tuple[float, float, float],
-                  radii: tuple[float, float, float]) -> np.ndarray:
-    """Boolean [k, j, i] mask of an axis-aligned ellipsoid (voxel units), for synthetic test inputs."""
-    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    return ((k - center[0]) / radii[0]) ** 2 + ((j - center[1]) / radii[1]) ** 2 + \
-        ((i - center[2]) / radii[2]) ** 2 <= 1.0
-
-
-Ellipsoid = tuple[tuple[float, float, float], tuple[float, float, float], int]  # center, radii (voxels), value
-
-
-@dataclass(frozen=True)
-class SyntheticInput:
-    """Input volume of a self-test: ``background`` with ellipsoids painted over it, later ones on top."""
-
-    shape: tuple[int, int, int]  # [k, j, i]
-    spacing: tuple[float, float, float]  # mm, i j k order
-    background: int
-    ellipsoids: tuple[Ellipsoid, ...] = ()
-
-    def voxels(self) -> np.ndarray:
-        voxels = np.full(self.shape, self.background, dtype=np.int16)
-        for center, radii, value in self.ellipsoids:
-            voxels[ellipsoidMask(self.shape, center, radii)] = value
-        return voxels
-
-
 class TaskModuleTest(ScriptedLoadableModuleTest):
     """Self-test of a module, downloading nothing: its logic on an input built in the scene.
 
     A module with a pipeline overrides ``makeInput`` (a generated phantom) and ``checkResult``; the base
-    then runs the task to the end, then once more and cancels it. A placeholder checks the plain refusal.
+    then runs the task to the end, then once more and cancels it. A task marked unavailable checks the plain
+    refusal instead.
     """
 
     logicClass = TaskModuleLogic
-    syntheticInput = SyntheticInput(shape=(16, 16, 16), spacing=(1.0, 1.0, 1.0), background=0)
     runOptions: dict[str, Any] = {"device": "CPU"}
 
     def setUp(self) -> None:
@@ -195,23 +163,19 @@ class TaskModuleTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         self.setUp()
-        self.test_LogicOnSyntheticInput()
+        self.test_LogicOnGeneratedInput()
         if self.logicClass.task.available:
             self.setUp()
             self.test_CancelStopsTheRun()
 
     def makeInput(self):
-        """The input volume node (and whatever ``checkResult`` needs): the synthetic volume by default."""
-        voxels = self.syntheticInput.voxels()
-        volume = slicer.util.addVolumeFromArray(voxels, name=f"{self.__class__.__name__}Input")
-        volume.SetSpacing(*self.syntheticInput.spacing)
-        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), voxels)
-        return volume, None
+        """The input volume node(s) and whatever ``checkResult`` needs (each module generates its phantom)."""
+        raise NotImplementedError(f"{self.__class__.__name__} must build its self-test input")
 
     def checkResult(self, nodes: dict, truth: Any) -> None:
         self.assertGreater(nodes["segmentation"].GetSegmentation().GetNumberOfSegments(), 0)
 
-    def test_LogicOnSyntheticInput(self) -> None:
+    def test_LogicOnGeneratedInput(self) -> None:
         self.delayDisplay("Creating the input volume")
         volume, truth = self.makeInput()
         logic = self.logicClass()
@@ -252,32 +216,3 @@ class TaskModuleTest(ScriptedLoadableModuleTest):
         with self.assertRaises(InputError):
             logic.process(volume, device="TPU")
         self.delayDisplay("Test passed")
-
-
-def placeholderModuleClasses(moduleName: str, *, taskTitle: str, title: str, helpText: str,
-                             acknowledgementText: str, syntheticInput: SyntheticInput) -> tuple[type, type, type, type]:
-    """``<Name>``, ``<Name>Widget``, ``<Name>Logic`` and ``<Name>Test`` of a module whose pipeline is not shipped.
-
-    Called from the module file as ``A, AWidget, ALogic, ATest = placeholderModuleClasses(__name__, ...)``.
-    The classes carry the file's name and ``__module__``: Slicer derives the module name (and so the
-    parameter node) from the class names, and ``ScriptedLoadableModule.runTest`` looks ``<Name>Test`` up
-    in the module named by ``__module__``. The texts may be wrapped like docstrings.
-    """
-    name = moduleName.rsplit(".", 1)[-1]
-
-    def named(suffix: str, base: type, attributes: dict) -> type:
-        className = name + suffix
-        return type(className, (base,), {"__module__": moduleName, "__qualname__": className, **attributes})
-
-    def describe(self, parent) -> None:
-        ScriptedLoadableModule.__init__(self, parent)
-        describeModule(self.parent, title, helpText, acknowledgementText)
-
-    task = TaskSpec(name.removesuffix("Seg").lower(), taskTitle, available=False)
-    logic = named("Logic", TaskModuleLogic, {"task": task})
-    return (
-        named("", ScriptedLoadableModule, {"__init__": describe}),
-        named("Widget", TaskModuleWidget, {"logicClass": logic}),
-        logic,
-        named("Test", TaskModuleTest, {"logicClass": logic, "syntheticInput": syntheticInput}),
-    )
