@@ -15,9 +15,10 @@ from ClinicalSegLib.mrml_result import NodeRole, ResultLayout
 from ClinicalSegLib.task import TaskSpec
 
 from clinseg.errors import InputError
+from clinseg.tasks.stroke.sequences import MODES as CLI_MODES
+from clinseg.tasks.stroke.sequences import PRIMARY, parse_sequence_list, sequence_from_text
 
 MODES = ("acute", "chronic")  # the selector's stages; the CLI also has "auto", the module always states one
-PRIMARY = {"acute": "dwi", "chronic": "t1"}  # as clinseg.tasks.stroke.pipeline.PRIMARY (a test keeps them equal)
 LESION_TABLE = "lesions"
 
 LAYOUT = ResultLayout("Stroke results", "ClinicalSeg.StrokeSeg.", (
@@ -29,13 +30,8 @@ LAYOUT = ResultLayout("Stroke results", "ClinicalSeg.StrokeSeg.", (
 def guess_sequences(names: Sequence[str]) -> dict[str, int]:
     """Index of the first volume named like each sequence: ``["T1", "DWI", "ADC"]`` -> {t1: 0, dwi: 1, adc: 2}.
 
-    The words are the core's (the CLI tells unnamed inputs the same way). Nothing is guessed until the core's
-    stroke package can be imported: it needs PyTorch, which Slicer installs on the first run.
+    The words are the core's (the CLI tells unnamed inputs the same way).
     """
-    try:
-        from clinseg.tasks.stroke.sequences import sequence_from_text
-    except ImportError:
-        return {}
     found: dict[str, int] = {}
     for index, name in enumerate(names):
         sequence = sequence_from_text(name)
@@ -69,19 +65,11 @@ def stroke_options(options: dict[str, Any]) -> list[str]:
     args: list[str] = []
     sequences = options.get("sequences")
     if sequences is not None:
-        from clinseg.tasks.stroke.sequences import SEQUENCES
-
-        names = [s.strip().lower() for s in (sequences.split(",") if isinstance(sequences, str) else sequences)]
-        bad = [s for s in names if s not in SEQUENCES]
-        if bad or not names:
-            raise InputError("sequences", f"unknown sequence(s) {bad or names} (use {', '.join(SEQUENCES)})")
-        if len(set(names)) != len(names):
-            raise InputError("sequences", f"each sequence may be given once, got {','.join(names)}")
+        text = sequences if isinstance(sequences, str) else ",".join(sequences)
+        names = parse_sequence_list(text, len(text.split(",")))
         args += ["--sequences", ",".join(names)]
     mode = options.get("mode")
     if mode is not None:
-        from clinseg.tasks.stroke.pipeline import MODES as CLI_MODES
-
         if mode not in CLI_MODES:
             raise InputError("mode", f"unknown mode '{mode}' (use {', '.join(CLI_MODES)})")
         args += ["--mode", mode]

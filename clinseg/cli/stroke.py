@@ -36,8 +36,8 @@ def read_inputs(paths: list[str], sequences: str | None, series_uid: str | None 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.stroke import StrokeOptions, run_stroke
-    from ..tasks.stroke.pipeline import PRIMARY
     from ..tasks.stroke.preview import render_stroke_preview
+    from ..tasks.stroke.sequences import PRIMARY
 
     reporter = Reporter.from_args(args)
     out = output_folder(args)

@@ -145,8 +145,8 @@ def _stroke_run(volumes: Volumes, options: Mapping[str, Any], progress, cancel) 
 
 
 def _stroke_preview(result: Result, folder: Path, volumes: Volumes) -> list[Path]:
-    from .stroke.pipeline import PRIMARY
     from .stroke.preview import render_stroke_preview
+    from .stroke.sequences import PRIMARY
 
     return render_stroke_preview(result, folder, volumes.get(PRIMARY.get(result.metrics.get("mode"), "")))
 

@@ -24,10 +24,8 @@ from .brain import brain_mask
 from .classical import acute_lesion, adc_to_micro, chronic_lesion
 from .lesions import lesion_table
 from .model import lesion_probability
-from .sequences import SEQUENCES, require_brain, require_mri
+from .sequences import MODES, PRIMARY, SEQUENCES, require_brain, require_mri
 
-MODES = ("auto", "acute", "chronic")
-PRIMARY = {"acute": "dwi", "chronic": "t1"}
 # The model ``auto`` runs when installed; None: the classical engine (no model beats it on held-out
 # phantoms yet, see bench/stroke.py).
 DEFAULT_MODEL: dict[str, str | None] = {"acute": None, "chronic": None}

@@ -17,6 +17,9 @@ import numpy as np
 from ...errors import InputError
 from ...volume import Volume
 
+MODES = ("auto", "acute", "chronic")
+PRIMARY = {"acute": "dwi", "chronic": "t1"}  # the sequence a mode segments on (its grid is the result's)
+
 SEQUENCES = ("dwi", "adc", "flair", "t1")
 # Tried in this order: an ADC map is usually named after its diffusion series ("ep2d_diff_ADC").
 _WORDS = (
