@@ -49,7 +49,7 @@ def test_lesion_table_rows_match_the_mask(acute, acute_run):
     # Restricted diffusion: the phantom's core is ~450e-6, normal tissue 720-850e-6 (measured mean 653e-6).
     assert largest["mean_adc_1e-6_mm2_s"] < 700
     # The centre lies on the phantom's lesion side (LPS +x is the patient's left).
-    assert np.sign(largest["centre_x_mm"]) == (1 if acute.side == "left" else -1)
+    assert np.sign(largest["center_lps_x_mm"]) == (1 if acute.side == "left" else -1)
 
 
 def test_adc_on_another_grid_is_resampled(acute, acute_run):
@@ -153,7 +153,7 @@ def test_cli_writes_every_output(acute, tmp_path, capsys):
     assert summary["metrics"]["lesion_count"] >= 1
     labels, segments = read_segmentation(out / "stroke.seg.nrrd")
     assert segments[0].name == "Stroke lesion" and labels.array.sum() > 0
-    assert (out / "lesions.csv").read_text().splitlines()[0].startswith("label,volume_ml,centre_x_mm")
+    assert (out / "lesions.csv").read_text().splitlines()[0].startswith("label,volume_ml,center_lps_x_mm")
     # Names alone cannot tell these two inputs apart: a one-line error asks for --sequences.
     code = main(["stroke", str(dwi), str(adc), "-o", str(tmp_path / "again"), "--no-preview"])
     assert code == 2 and "--sequences" in capsys.readouterr().err

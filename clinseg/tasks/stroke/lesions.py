@@ -9,7 +9,7 @@ from ...result import Table
 from ...volume import Volume
 
 TABLE_NAME = "lesions"
-COLUMNS = ("label", "volume_ml", "centre_x_mm", "centre_y_mm", "centre_z_mm", "mean_adc_1e-6_mm2_s")
+COLUMNS = ("label", "volume_ml", "center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm", "mean_adc_1e-6_mm2_s")
 
 
 def lesion_table(mask: Volume, adc_micro: np.ndarray | None = None) -> tuple[Table, np.ndarray]:
@@ -29,7 +29,7 @@ def lesion_table(mask: Volume, adc_micro: np.ndarray | None = None) -> tuple[Tab
             labels[inside] = row
             columns["label"].append(row)
             columns["volume_ml"].append(round(float(counts[index]) * voxel_ml, 4))
-            for axis, name in enumerate(("centre_x_mm", "centre_y_mm", "centre_z_mm")):
+            for axis, name in enumerate(("center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm")):
                 columns[name].append(round(float(centroids[index][axis]), 2))
             mean_adc = "" if adc_micro is None else round(float(adc_micro[inside].mean()), 1)
             columns["mean_adc_1e-6_mm2_s"].append(mean_adc)

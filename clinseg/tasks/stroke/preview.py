@@ -19,7 +19,7 @@ def render_stroke_preview(result: Result, folder: Path, image: Volume | None) ->
     centre = None
     if table is not None and table.n_rows:
         row = table.rows()[0]
-        centre = np.array([row["centre_x_mm"], row["centre_y_mm"], row["centre_z_mm"]], float)
+        centre = np.array([row["center_lps_x_mm"], row["center_lps_y_mm"], row["center_lps_z_mm"]], float)
     brain = image.array[image.array > 0]
     high = float(np.percentile(brain, 99.5)) if brain.size else 1.0
     path = Path(folder) / "preview.png"
