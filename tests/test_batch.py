@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_airway import load_bench
 
 from clinseg import __version__
 from clinseg.batch import (
@@ -248,19 +246,6 @@ def test_without_dask_says_how_to_install(source, tmp_path, monkeypatch, capsys)
 
 
 # --- Dask: a worker killed mid-case -------------------------------------------------------------------------------
-def _kill_first_worker_holding_a_case(out: Path, stop: threading.Event, killed: list) -> None:
-    """Watch for a case being written (its hidden temporary folder's log names the worker), SIGKILL that worker."""
-    while not stop.is_set() and not killed:
-        for log in out.glob(".case*.tmp/log.txt"):
-            text = log.read_text()
-            if " on worker " in text:
-                pid = int(text.split(" on worker ")[1].split()[0].rsplit(":", 1)[1])
-                os.kill(pid, signal.SIGKILL)
-                killed.append((log.parent.name.split(".")[1], pid))
-                return
-        time.sleep(0.01)
-
-
 def test_killed_worker_case_is_retried_elsewhere(source, tmp_path):
     pytest.importorskip("distributed")
     cases = discover_cases(source, ["ct"])
@@ -268,7 +253,7 @@ def test_killed_worker_case_is_retried_elsewhere(source, tmp_path):
     out.mkdir()
     plan = BatchPlan(str(out), {"airway": catalog.get_task("airway").options({"engine": "classical"})}, __version__)
     stop, killed = threading.Event(), []
-    watcher = threading.Thread(target=_kill_first_worker_holding_a_case, args=(out, stop, killed), daemon=True)
+    watcher = threading.Thread(target=load_bench("batch").kill_one_worker, args=(out, stop, killed), daemon=True)
     watcher.start()
     try:
         with dask_runner(workers=2) as runner:
