@@ -19,7 +19,11 @@ from ..volume import Volume
 
 AIR_HU = -400.0
 LUNG_BOX_MARGIN_MM = 10.0  # crop margin around lungs + airways, shared by training and inference
-MIN_LUNG_ML = 150.0  # both lungs together; smaller means no lungs in the field of view
+# The largest air region inside the body must hold what lungs hold in a scan of this length: 150 ml, or
+# 50 cm^2 per centimetre of superior-inferior extent for a thin slab (a real 15 mm chest slab: 150-200 cm^2
+# per lung per slice; sinuses, airways and bowel gas: a few to a few tens of cm^2).
+MIN_LUNG_ML = 150.0
+MIN_LUNG_CM2 = 50.0
 
 
 @dataclass
@@ -89,6 +93,17 @@ def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(filled, 0, axis)
 
 
+def _extent_mm(ct: Volume) -> float:
+    axis, _ = array_axis(ct, SUPERIOR)
+    return float(ct.shape[axis] * ct.spacing[2 - axis])
+
+
+def min_lung_ml(ct: Volume) -> float:
+    """Air a scan of ``ct``'s superior-inferior extent must hold in one region to count as holding lungs:
+    ``MIN_LUNG_ML``, or ``MIN_LUNG_CM2`` per centimetre of a thinner slab."""
+    return min(MIN_LUNG_ML, MIN_LUNG_CM2 * _extent_mm(ct) / 10.0)
+
+
 def chest_masks(ct: Volume, subject: str = "CT") -> ChestMasks:
     """Body, inside-air and left/right lung masks of a chest CT (HU; scanner padding below -1500 HU marks
     voxels outside the reconstruction circle, so pass the CT before ``fill_ct_padding``)."""
@@ -115,9 +130,12 @@ def chest_masks(ct: Volume, subject: str = "CT") -> ChestMasks:
     counts = np.bincount(labels.ravel()) if n else np.zeros(1, dtype=np.int64)
     counts[0] = 0
     order = np.argsort(counts)[::-1]
-    if n == 0 or counts[order[0]] * voxel_ml < MIN_LUNG_ML:
-        found = 0.0 if n == 0 else counts[order[0]] * voxel_ml
-        raise InputError(subject, f"no lungs in the field of view (largest air region inside the body {found:.0f} ml)")
+    found = 0.0 if n == 0 else float(counts[order[0]] * voxel_ml)
+    required = min_lung_ml(ct)
+    if found < required:
+        extent = _extent_mm(ct)
+        raise InputError(subject, f"no lungs in the field of view (largest air region inside the body {found:.0f} ml; "
+                                  f"a chest scan {extent:.0f} mm long holds at least {required:.0f} ml of lung)")
     keep = [order[0]] + ([order[1]] if n > 1 and counts[order[1]] > 0.3 * counts[order[0]] else [])
     lungs_any = np.isin(labels, keep)
 
