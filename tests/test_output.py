@@ -44,9 +44,11 @@ def test_markups_reader_converts_ras_files(tmp_path):
 
 
 def test_table_round_trip(tmp_path):
-    table = Table("branches", {"id": [1, 2], "name": ["Trachea", ""], "length_mm": [110.25, 31.0]})
+    table = Table("branches", {"id": [1, 2], "name": ["Trachea", ""], "length_mm": [110.25, 31.0],
+                               "z_mm": [-1234.56, 1 / 3]})
     back = read_table(write_table(tmp_path / "b.csv", table))
-    assert back.columns == {"id": ["1", "2"], "name": ["Trachea", ""], "length_mm": ["110.2", "31"]}
+    assert back.columns == {"id": ["1", "2"], "name": ["Trachea", ""], "length_mm": ["110.25", "31"],
+                            "z_mm": ["-1234.56", "0.3333333"]}
 
 
 def test_write_result_is_complete_and_refuses_to_overwrite(tmp_path):
