@@ -21,9 +21,16 @@ import numpy as np
 
 from clinseg.anatomy.lungs import chest_masks
 from clinseg.errors import InputError
-from clinseg.metrics.detection import Detection, ReferenceNodule, evaluate_detections, match_detections
+from clinseg.metrics.detection import (
+    Detection,
+    ReferenceNodule,
+    evaluate_detections,
+    match_detections,
+    nodule_overlaps,
+)
 from clinseg.phantoms.chest import generate_chest
 from clinseg.preprocess import fill_ct_padding
+from clinseg.shared import shared_dir
 from clinseg.tasks.nodule import NoduleOptions, run_nodule
 from clinseg.tasks.nodule.classical import find_nodules
 from clinseg.tasks.nodule.features import FEATURES
@@ -31,7 +38,8 @@ from clinseg.tasks.nodule.features import FEATURES
 TRAIN_SEEDS = tuple(range(100, 108))
 HELD_OUT_SEEDS = tuple(range(200, 210))
 N_NODULES, N_DISTRACTORS = 8, 6
-LIDC = Path("/work/shared/data/lidc")
+SHARED = shared_dir()
+LIDC = SHARED / "data" / "lidc" if SHARED is not None else None
 
 
 def phantom(seed: int):
@@ -137,50 +145,71 @@ def _print_groups(summary: dict) -> None:
 
 
 # --- real LIDC slabs --------------------------------------------------------------------------------------------
-def bench_lidc(folder: Path = LIDC, level: int = 3) -> dict:
-    from clinseg.datasets.lidc import group_nodules, nodule_mask, read_lidc_case
-    from clinseg.post.nodules import measure_nodules
+def bench_lidc(folder: Path | None = LIDC, level: int = 3) -> dict:
+    """Each slab: detection of the nodules >= ``level`` readers outlined (hit: within the readers' mean radius;
+    fewer readers: ignored, as LUNA16's irrelevant findings), FPs per scan at score 0.5 / 0.3, and for each
+    found nodule our mean axial diameter against the readers' mean (``clinseg.datasets.lidc.ReadNodule``) and
+    Dice / IoU of our instance against the voxels >= ``level`` of its readers agree on."""
+    from clinseg.datasets.lidc import read_lidc_case, read_nodules
 
-    out = {}
+    out: dict = {}
+    if folder is None:
+        return out
     for case_dir in sorted(p for p in folder.glob("LIDC-IDRI-*") if p.is_dir()):
+        name = case_dir.name
         case = read_lidc_case(case_dir)
         ct = case.ct
         try:
             result = run_nodule(ct, NoduleOptions(engine="classical", min_score=0.0))
-        except InputError as error:  # e.g. a 15 mm slab holds less lung than the chest-mask check asks for
-            out[case_dir.name] = {"refused": str(error)}
-            print(case_dir.name, "refused:", error, flush=True)
+        except InputError as error:
+            out[name] = {"refused": str(error)}
+            print(name, "refused:", error, flush=True)
             continue
-        dets = detections_of(case_dir.name, result)
-        truth = []
-        pixel = float(ct.spacing[0])
-        for group in group_nodules(case.reading.nodules, pixel_mm=pixel):
-            if len({n.reader for n in group}) < level:
-                continue
-            diameters, centres = [], []
-            for n in group:
-                mask = ct.with_array(nodule_mask(n, ct).astype(np.uint8), "reader")
-                m = measure_nodules(mask)[0]
-                diameters.append(m.axes.mean_mm)
-                centres.append(m.center_lps)
-            truth.append((np.mean(centres, axis=0), float(np.mean(diameters)), float(np.max(diameters))))
-        refs = [ReferenceNodule(case_dir.name, tuple(c), max(d, 6.0)) for c, d, _ in truth]
-        row = {"nodules": len(refs), "detections": len(dets)}
+        dets = detections_of(name, result)
+        read = read_nodules(case)
+        truth = [r for r in read if r.readers >= level]
+        refs = [ReferenceNodule(name, tuple(r.center_lps), max(r.mean_diameter_mm, 6.0), n + 1,
+                                ignore=r.readers < level) for n, r in enumerate(read)]
+        reference_labels = np.zeros(ct.shape, np.uint16)
+        for n, r in enumerate(read):
+            if r.readers >= level:
+                reference_labels[r.agreement(level) & (reference_labels == 0)] = n + 1
+        matching = match_detections(dets, refs)
+        pairs = {n + 1: dets[d].label for n, d in matching.detection_of.items()}
+        overlap = nodule_overlaps(result.labelmap.array, reference_labels, pairs)
+        table = {r["label"]: r for r in next(t for t in result.tables if t.name == "nodules").rows()}
+        ranked = sorted(table, key=lambda k: -table[k]["score"])
+        row = {"consensus_nodules": len(truth), "detections": len(dets)}
         for threshold in (0.5, 0.3):
             kept = [d for d in dets if d.score >= threshold]
-            m = match_detections(kept, refs) if refs else None
-            row[f"found@{threshold}"] = len(m.detection_of) if m else 0
-            row[f"fps@{threshold}"] = (m.outcome.count("fp") if m else len(kept))
-        table = {r["label"]: r for r in next(t for t in result.tables if t.name == "nodules").rows()}
-        if refs:
-            m = match_detections(dets, refs)
-            for n, d in m.detection_of.items():
-                r = table[dets[d].label]
-                row[f"nodule{n + 1}"] = {"readers_mean_diameter_mm": round(truth[n][1], 2),
-                                         "found_mean_diameter_mm": r["mean_diameter_mm"], "score": r["score"],
-                                         "rank": sorted(table, key=lambda k: -table[k]["score"]).index(r["label"]) + 1}
-        out[case_dir.name] = row
-        print(case_dir.name, json.dumps(row), flush=True)
+            m = match_detections(kept, refs)
+            row[f"found@{threshold}"] = sum(1 for n in m.detection_of if not refs[n].ignore)
+            row[f"fps@{threshold}"] = m.outcome.count("fp")
+        print(f"{name}: {len(truth)} nodule(s) >= {level} readers; {row['found@0.5']} found at score 0.5 with "
+              f"{row['fps@0.5']} FP, {row['found@0.3']} at 0.3 with {row['fps@0.3']} FP ({len(dets)} detections)")
+        for n, r in enumerate(read):
+            d = matching.detection_of.get(n)
+            found = table[dets[d].label] if d is not None else None
+            info = {"readers": r.readers, "readers_diameters_mm": [round(float(v), 2) for v in r.diameters_mm],
+                    "readers_mean_diameter_mm": round(r.mean_diameter_mm, 2), "found": found is not None}
+            if found is not None:
+                info.update(mean_diameter_mm=found["mean_diameter_mm"],
+                            diameter_error_mm=round(found["mean_diameter_mm"] - r.mean_diameter_mm, 2),
+                            score=found["score"], rank=ranked.index(found["label"]) + 1)
+            if r.readers >= level and found is not None:
+                info.update(dice=round(overlap[n + 1]["dice"], 3), iou=round(overlap[n + 1]["iou"], 3))
+            row[f"nodule{n + 1}"] = info
+            tag = f">= {level} readers" if r.readers >= level else f"{r.readers} reader(s), not counted"
+            if found is None:
+                print(f"  nodule {n + 1} ({tag}): not found; readers' mean diameter {r.mean_diameter_mm:.1f} mm")
+                continue
+            print(f"  nodule {n + 1} ({tag}): rank {info['rank']}, score {found['score']:.2f}, mean diameter "
+                  f"{found['mean_diameter_mm']:.1f} mm vs readers' mean {r.mean_diameter_mm:.1f} mm "
+                  f"({info['diameter_error_mm']:+.1f}; readers {', '.join(f'{v:.1f}' for v in r.diameters_mm)})"
+                  + (f", Dice {info['dice']:.3f} / IoU {info['iou']:.3f} vs >= {level} readers" if "dice" in info
+                     else ""))
+        out[name] = row
+        print(name, json.dumps(row), flush=True)
     return out
 
 
@@ -220,7 +249,7 @@ def main() -> None:
         return
     if args.part in ("all", "phantoms"):
         bench_phantoms(tuple(args.seeds) if args.seeds else HELD_OUT_SEEDS)
-    if args.part in ("all", "lidc") and LIDC.is_dir():
+    if args.part in ("all", "lidc") and LIDC is not None and LIDC.is_dir():
         bench_lidc()
     if args.part in ("all", "speed"):
         bench_speed()

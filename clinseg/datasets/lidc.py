@@ -292,6 +292,65 @@ def group_nodules(nodules: list[ReaderNodule], pixel_mm: float, distance_mm: flo
 
 
 @dataclass
+class ReadNodule:
+    """One physical nodule as its readers outlined it (one annotation per reader, see :func:`group_nodules`).
+
+    Its size is the readers' mean of each reader's Lung-RADS mean axial diameter: (long + short axis) / 2 on
+    the axial plane where that reader's outline is largest, measured on the filled outline (contour pixels
+    included) by :func:`clinseg.post.nodules.measure_nodules`, as NoduleSeg measures its own masks. LIDC
+    records no diameter; on a slab that covers the nodule in part, only the covered slices count.
+    """
+
+    annotations: list[ReaderNodule]
+    masks: list[np.ndarray]  # bool [k, j, i], one per annotation
+    centres_lps: np.ndarray  # (n, 3)
+    long_mm: np.ndarray
+    short_mm: np.ndarray
+
+    @property
+    def readers(self) -> int:
+        return len({a.reader for a in self.annotations})
+
+    @property
+    def center_lps(self) -> np.ndarray:
+        return self.centres_lps.mean(axis=0)
+
+    @property
+    def diameters_mm(self) -> np.ndarray:
+        return (self.long_mm + self.short_mm) / 2
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        return float(self.diameters_mm.mean())
+
+    def agreement(self, level: int) -> np.ndarray:
+        """bool ``[k, j, i]``: voxels at least ``level`` of this nodule's readers outlined."""
+        return np.sum(self.masks, axis=0) >= level
+
+
+def read_nodules(case: LidcCase, distance_mm: float = 10.0) -> list[ReadNodule]:
+    """The case's >= 3 mm nodules with at least one outlined slice on the CT, readers' annotations grouped."""
+    from ..post.nodules import measure_nodules
+
+    ct = case.ct
+    positions = slice_positions(ct)
+    out = []
+    for group in group_nodules(case.reading.nodules, pixel_mm=float(ct.spacing[0]), distance_mm=distance_mm):
+        kept, masks, measured = [], [], []
+        for annotation in group:
+            mask = nodule_mask(annotation, ct, positions)
+            if mask.any():
+                kept.append(annotation)
+                masks.append(mask)
+                measured.append(measure_nodules(ct.with_array(mask.view(np.uint8), "reader"))[0])
+        if kept:
+            out.append(ReadNodule(kept, masks, np.array([m.center_lps for m in measured]),
+                                  np.array([m.axes.long_mm for m in measured]),
+                                  np.array([m.axes.short_mm for m in measured])))
+    return out
+
+
+@dataclass
 class LidcCase:
     """One LIDC-IDRI scan: the CT and its reading."""
 
