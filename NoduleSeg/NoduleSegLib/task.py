@@ -26,6 +26,8 @@ LAYOUT = ResultLayout("Nodule results", "ClinicalSeg.NoduleSeg.", (
 ), segmentation_suffix="nodules")
 POINTS_ROLE = LAYOUT.role("centers")
 POINT_COLOR = (0.95, 0.45, 0.2)
+# A CSV carries no column types: a category column holding only "2" and "3" reads back as numbers (shown "2.0").
+TEXT_COLUMNS = ("type", "lung_rads_size_category", "lung_rads_note")
 
 
 def nodule_options(options: dict[str, Any]) -> list[str]:
@@ -64,6 +66,10 @@ def center_points(scene: slicer.vtkMRMLScene, table_node, name: str) -> slicer.v
 
 def import_nodules(scene: slicer.vtkMRMLScene, result: Result, request: ImportRequest) -> dict[str, Any]:
     """The shared import (segmentation + tables) plus the centre points, which replace any earlier ones."""
+    for table in result.tables:
+        for key in TEXT_COLUMNS:
+            if key in table.columns:
+                table.columns[key] = ["" if v is None else str(v) for v in table.columns[key]]
     nodes = import_result(scene, result, LAYOUT, request)
     segmentation = nodes["segmentation"]
     remove_derived(scene, segmentation, [POINTS_ROLE], keep_folder=nodes["folder"])

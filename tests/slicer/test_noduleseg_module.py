@@ -2,8 +2,9 @@
 
 A stand-in runner plays the ``clinseg nodule`` child (it writes a real output folder with ``write_result``),
 so this file checks the module's own part: the task options, the per-nodule segments, table and centre
-points, the score threshold, and the route to a nodule through AirwaySeg's logic. The real child runs in
-test_noduleseg_e2e.py.
+points, the score threshold, and the route to a nodule through AirwaySeg's logic. The real ``clinseg nodule``
+child then runs on a small generated chest (three nodules; a nodule-free twin for the empty answer) and every
+output is checked as MRML nodes against the phantom's truth.
 """
 
 from __future__ import annotations
@@ -133,6 +134,118 @@ def test_route_to_a_nodule_goes_through_airwaysegs_planner(nodule, load_module, 
 
 def test_the_module_self_test_passes_headless_with_the_real_child(load_module, app_scene, clinseg_home):
     """What Testing/run_selftests.py runs inside Slicer: a real `clinseg nodule` child on a generated chest
-    (every nodule of 6 mm or more found at its centre), refusal of a filled output, then cancel."""
+    (each of its three nodules found within its radius), refusal of a filled output, then cancel."""
     load_module("NoduleSeg").NoduleSegTest().runTest()
     assert app_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the cancel test's clean scene
+
+
+# -- the real child ---------------------------------------------------------------------------------------------
+# The issue's table columns: centre, axial long / short axis (and the plane), equivalent diameter, volume, mean HU,
+# type, score, Lung-RADS size category with its "information only" note.
+ISSUE_COLUMNS = ("label", "center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm", "long_axis_mm", "short_axis_mm",
+                 "axial_plane_z_mm", "equivalent_diameter_mm", "volume_ml", "mean_hu", "type", "score",
+                 "lung_rads_size_category", "lung_rads_note")
+
+
+@pytest.fixture(scope="module")
+def chest():
+    """Small chest (160 x 160 x 128 at 1.4 mm) with three solid nodules of 4.0, 4.4 and 7.1 mm (one juxta-pleural)."""
+    from clinseg.phantoms import generate_chest
+
+    return generate_chest(seed=2, preset="small", with_vessels=False, n_nodules=3, n_distractors=0)
+
+
+def table_rows(table_node) -> list[dict]:
+    table = table_node.GetTable()
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    return [{n: table.GetColumnByName(n).GetValue(r) for n in names} for r in range(table.GetNumberOfRows())]
+
+
+def ras(lps) -> np.ndarray:
+    return np.array([-lps[0], -lps[1], lps[2]], float)
+
+
+def test_real_child_gives_every_nodule_output_as_mrml_nodes(load_module, app_scene, chest, clinseg_home):
+    from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
+
+    from clinseg.post.nodules import LUNG_RADS_NOTE, lung_rads_size_category
+
+    module = load_module("NoduleSeg")
+    ct = volume_node_from_volume(app_scene, chest.ct, name="chest")
+    nodes = module.NoduleSegLogic().process(ct, engine="classical", device="CPU", minScore=0.5, timeout=300)
+    metrics = nodes["metrics"]
+    assert metrics["engine"] == "classical" and metrics["min_score"] == 0.5
+    rows = table_rows(nodes["noduleTable"])
+    table = nodes["noduleTable"].GetTable()
+    assert set(ISSUE_COLUMNS) <= {table.GetColumnName(c) for c in range(table.GetNumberOfColumns())}
+    assert len(rows) == metrics["count"] == len(chest.nodules) == 3
+    assert module.noduleSummary(metrics) == "3 nodule(s) at score >= 0.5"
+
+    # The threshold went to the child: every row scores at least 0.5, best first.
+    scores = [row["score"] for row in rows]
+    assert min(scores) >= 0.5 and scores == sorted(scores, reverse=True)
+
+    # One segment per row, coded as a nodule (SNOMED CT 27925004), holding the row's voxels.
+    segmentation = nodes["segmentation"].GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(rows)
+    voxel_ml = float(np.prod(chest.ct.spacing)) / 1000.0
+    for n, row in enumerate(rows):
+        segment = segmentation.GetNthSegment(n)
+        assert segment.GetName() == f"Nodule {int(row['label'])}"
+        assert segment.GetTerminology() == NODULE.terminology_entry()
+        labels, _ = labelmap_from_segmentation_node(nodes["segmentation"], [segmentation.GetNthSegmentID(n)],
+                                                    reference=chest.ct)
+        mask = np.asarray(labels.array) > 0
+        assert np.count_nonzero(mask) * voxel_ml == pytest.approx(row["volume_ml"], rel=1e-3)
+        centre = chest.ct.index_to_physical(np.argwhere(mask).mean(axis=0)[::-1])
+        np.testing.assert_allclose(centre, [row[f"center_lps_{a}_mm"] for a in "xyz"], atol=0.01)
+
+    # One locked centre point per row, at the table's centre in RAS.
+    centers = nodes["centers"]
+    assert centers.GetNumberOfControlPoints() == len(rows)
+    for n, row in enumerate(rows):
+        assert centers.GetNthControlPointLabel(n) == f"Nodule {int(row['label'])}"
+        position = [0.0, 0.0, 0.0]
+        centers.GetNthControlPointPositionWorld(n, position)
+        np.testing.assert_allclose(position, ras([row[f"center_lps_{a}_mm"] for a in "xyz"]), atol=1e-3)
+        assert centers.GetNthControlPointLocked(n)
+
+    # Measurements: each phantom nodule is a row at its centre with its size; Lung-RADS from size and type only.
+    for truth in chest.nodules:
+        row = min(rows, key=lambda r: np.linalg.norm(np.subtract([r[f"center_lps_{a}_mm"] for a in "xyz"],
+                                                                  truth.center_lps)))
+        assert np.linalg.norm(np.subtract([row[f"center_lps_{a}_mm"] for a in "xyz"], truth.center_lps)) < 1.5
+        assert row["equivalent_diameter_mm"] == pytest.approx(truth.diameter_mm, abs=1.5)
+        assert row["volume_ml"] == pytest.approx(np.pi * row["equivalent_diameter_mm"] ** 3 / 6000, rel=1e-2)
+        assert row["long_axis_mm"] >= row["short_axis_mm"] > 0
+        assert row["type"] == truth.kind and -800 < row["mean_hu"] < 100
+        assert row["lung_rads_size_category"] == lung_rads_size_category(
+            row["type"], row["mean_diameter_mm"], row["solid_mean_diameter_mm"])
+        assert row["lung_rads_note"] == LUNG_RADS_NOTE == "size only, not a diagnosis"
+
+    # The widget's slider: a threshold between the two lowest scores hides exactly the lowest nodule.
+    display = nodes["segmentation"].GetDisplayNode()
+    cut = (scores[-1] + scores[-2]) / 2
+    assert module.show_above(nodes, cut) == len(rows) - 1
+    assert [display.GetSegmentVisibility(segmentation.GetNthSegmentID(n)) for n in range(len(rows))] == \
+        [True] * (len(rows) - 1) + [False]
+    assert not centers.GetNthControlPointVisibility(len(rows) - 1) and centers.GetNthControlPointVisibility(0)
+
+
+def test_real_child_without_nodules_still_gives_the_table(load_module, app_scene, clinseg_home):
+    """The same chest without nodules: "no nodule above threshold", an empty segmentation, table and points."""
+    from clinseg.phantoms import generate_chest
+    from clinseg.post.nodules import TABLE_COLUMNS
+
+    module = load_module("NoduleSeg")
+    empty = generate_chest(seed=2, preset="small", with_vessels=False, n_nodules=0, n_distractors=0)
+    ct = volume_node_from_volume(app_scene, empty.ct, name="clear chest")
+    nodes = module.NoduleSegLogic().process(ct, engine="classical", device="CPU", timeout=300)
+    assert nodes["metrics"]["count"] == 0 and nodes["metrics"]["candidates"] > 0
+    assert module.noduleSummary(nodes["metrics"]) == "no nodule above threshold"
+    table = nodes["noduleTable"].GetTable()
+    assert table.GetNumberOfRows() == 0
+    assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == TABLE_COLUMNS
+    assert nodes["segmentation"].GetSegmentation().GetNumberOfSegments() == 0
+    assert nodes["centers"].GetNumberOfControlPoints() == 0
+    assert module.show_above(nodes, 0.5) == 0
