@@ -24,6 +24,7 @@ from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterN
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
 
 from ClinicalSegLib import mrml, taskmodule, widgets  # noqa: E402
+from clinseg.errors import InputError  # noqa: E402
 
 
 class NoduleSeg(ScriptedLoadableModule):
@@ -70,9 +71,9 @@ class NoduleSegLogic(taskmodule.TaskModuleLogic):
         """A bronchoscopic route to nodule ``index`` through AirwaySeg's route planner (same tree, same scope
         check). The modules meet only through MRML and Slicer's module registry: no import of AirwaySeg."""
         if centersNode is None or not 0 <= index < centersNode.GetNumberOfControlPoints():
-            raise ValueError("Select a nodule in the table first.")
+            raise InputError("nodule", "select a nodule in the table first")
         if airwaySegmentationNode is None:
-            raise ValueError("Select the airway segmentation (run Airway Segmentation on this CT first).")
+            raise InputError("airway segmentation", "select one (run Airway Segmentation on this CT first)")
         airwayLogic = airwayLogic or slicer.util.getModuleLogic("AirwaySeg")
         ras = [0.0, 0.0, 0.0]
         centersNode.GetNthControlPointPositionWorld(index, ras)

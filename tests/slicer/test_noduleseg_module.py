@@ -122,7 +122,7 @@ def test_route_to_a_nodule_goes_through_airwaysegs_planner(nodule, load_module, 
     airway_segmentation = segmentation_node_from_labelmap(app_scene, volume(mask.astype(np.uint8), "airway"), [AIRWAY],
                                                           reference_volume_node=ct)
     logic = nodule.NoduleSegLogic()
-    with pytest.raises(ValueError, match="Select a nodule"):
+    with pytest.raises(InputError, match="select a nodule in the table"):
         logic.planRouteToNodule(nodes["centers"], 5, airway_segmentation, airwayLogic=airway.AirwaySegLogic())
     route = logic.planRouteToNodule(nodes["centers"], 0, airway_segmentation, 2.0,
                                     airwayLogic=airway.AirwaySegLogic())
@@ -166,6 +166,7 @@ def ras(lps) -> np.ndarray:
 
 
 def test_real_child_gives_every_nodule_output_as_mrml_nodes(load_module, app_scene, chest, clinseg_home):
+    """Run, check every node against the table and the truth, the slider, then a route from the table."""
     from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
 
     from clinseg.post.nodules import LUNG_RADS_NOTE, lung_rads_size_category
@@ -230,6 +231,25 @@ def test_real_child_gives_every_nodule_output_as_mrml_nodes(load_module, app_sce
     assert [display.GetSegmentVisibility(segmentation.GetNthSegmentID(n)) for n in range(len(rows))] == \
         [True] * (len(rows) - 1) + [False]
     assert not centers.GetNthControlPointVisibility(len(rows) - 1) and centers.GetNthControlPointVisibility(0)
+
+    # A route to each nodule from its table row, through AirwaySeg's planner on the phantom's airway.
+    airway_module = load_module("AirwaySeg")
+    airway = segmentation_node_from_labelmap(app_scene, chest.lumen.with_array(
+        (np.asarray(chest.lumen.array) > 0).astype(np.uint8)), [AIRWAY], reference_volume_node=ct)
+    airway_logic, logic = airway_module.AirwaySegLogic(), module.NoduleSegLogic()
+    for n, row in enumerate(rows):
+        planned = logic.planRouteToNodule(centers, n, airway, 1.0, airwayLogic=airway_logic)
+        route = planned["metrics"]["route"]
+        end = slicer.util.arrayFromMarkupsControlPoints(planned["route"][0], world=True)[-1]
+        target = ras([row[f"center_lps_{a}_mm"] for a in "xyz"])
+        # The route ends at the airway point nearest the nodule (within the planner's 40 mm reach).
+        assert np.linalg.norm(end - target) == pytest.approx(route["remaining_mm"], abs=0.05)
+        assert route["remaining_mm"] < 40 and route["path_length_mm"] > 100 and route["scope_stop"] is None
+        np.testing.assert_allclose(route["target_lps"], [row[f"center_lps_{a}_mm"] for a in "xyz"], atol=0.006)
+    assert app_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsCurveNode") == 1  # each route replaced the last
+    # The same scope check as AirwaySeg's: a 4 mm scope stops where the lumen gets narrower.
+    stop = logic.planRouteToNodule(centers, 0, airway, 4.0, airwayLogic=airway_logic)["metrics"]["route"]["scope_stop"]
+    assert stop is not None and stop["lumen_diameter_mm"] < 4.0
 
 
 def test_real_child_without_nodules_still_gives_the_table(load_module, app_scene, clinseg_home):
