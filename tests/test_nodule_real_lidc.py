@@ -1,45 +1,80 @@
-"""NoduleSeg on the real LIDC-IDRI-0001 slab (16 slices of 2.5 mm): the nodule that all four readers outlined
-is found within its radius with no false positive scoring above it; skipped without ../shared."""
+"""NoduleSeg on the real LIDC slabs (skipped without ../shared): LIDC-IDRI-0001 (16 slices of 2.5 mm), whose
+nodule all four readers outlined, and LIDC-IDRI-0002 (12 slices of 1.25 mm, 15 mm of chest), which holds no
+nodule >= 3 readers agree on (its ground-glass nodule: 2 readers, partly covered). Every nodule >= 3 readers
+outlined is the best-scoring detection, within its radius, measured within 2 mm of the readers' mean
+diameter (each reader's Lung-RADS mean axial diameter, ``clinseg.datasets.lidc.ReadNodule``), its mask close
+to the voxels >= 3 readers agree on; each slab has <= 4 false positives at the default score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from clinseg.datasets.lidc import group_nodules, nodule_mask, read_lidc_case
-from clinseg.post.nodules import measure_nodules
+from clinseg.datasets.lidc import read_lidc_case, read_nodules
+from clinseg.metrics.detection import nodule_overlaps
 from clinseg.tasks.nodule import NoduleOptions, run_nodule
+from clinseg.tasks.nodule.pipeline import DEFAULT_MIN_SCORE
+
+CONSENSUS = 3
+MAX_FPS = 4
 
 
-@pytest.fixture(scope="module")
-def case_and_result(shared):
-    folder = shared / "data" / "lidc" / "LIDC-IDRI-0001"
+@pytest.fixture(scope="module", params=["LIDC-IDRI-0001", "LIDC-IDRI-0002"])
+def case_and_result(request, shared):
+    folder = shared / "data" / "lidc" / request.param
     if not folder.is_dir():
-        pytest.skip("LIDC-IDRI-0001 is absent")
+        pytest.skip(f"{request.param} is absent")
     case = read_lidc_case(folder)
     result = run_nodule(case.ct, NoduleOptions(engine="classical", min_score=0.0))
-    groups = [g for g in group_nodules(case.reading.nodules, pixel_mm=case.ct.spacing[0])
-              if len({n.reader for n in g}) >= 3]
-    assert len(groups) == 1
-    readers = [measure_nodules(case.ct.with_array(nodule_mask(n, case.ct).astype(np.uint8)))[0] for n in groups[0]]
-    return case, result, readers
+    return request.param, case, result, read_nodules(case)
 
 
-def _top(result) -> dict:
-    return next(t for t in result.tables if t.name == "nodules").rows()[0]
+def _rows(result) -> list[dict]:
+    return next(t for t in result.tables if t.name == "nodules").rows()  # best score first
 
 
-def test_consensus_nodule_is_the_best_scoring_detection(case_and_result):
-    _, result, readers = case_and_result
-    centre = np.mean([m.center_lps for m in readers], axis=0)
-    radius = np.mean([m.axes.mean_mm for m in readers]) / 2
-    top = _top(result)
-    found = np.array([top["center_lps_x_mm"], top["center_lps_y_mm"], top["center_lps_z_mm"]])
-    assert np.linalg.norm(found - centre) <= radius  # rank 1: no false positive above it (<= 4 FPs/scan)
-    assert top["score"] >= 0.5 and top["type"] == "solid"
+def _centre(row: dict) -> np.ndarray:
+    return np.array([row["center_lps_x_mm"], row["center_lps_y_mm"], row["center_lps_z_mm"]])
 
 
-@pytest.mark.xfail(strict=True, reason="mask under-reads the 30 mm nodule: 23.8 mm vs the readers' 29.7 mm")
+def _consensus(read) -> list:
+    return [r for r in read if r.readers >= CONSENSUS]
+
+
+def test_known_reader_agreement(case_and_result):
+    name, _, _, read = case_and_result
+    assert [r.readers for r in read] == {"LIDC-IDRI-0001": [4], "LIDC-IDRI-0002": [2]}[name]
+
+
+def test_consensus_nodules_are_the_best_scoring_detections(case_and_result):
+    _, _, result, read = case_and_result
+    rows = _rows(result)
+    for rank, nodule in enumerate(_consensus(read)):
+        row = rows[rank]  # no false positive scores above it
+        assert np.linalg.norm(_centre(row) - nodule.center_lps) <= nodule.mean_diameter_mm / 2
+        assert row["score"] >= DEFAULT_MIN_SCORE and row["type"] == "solid"
+
+
+def test_few_false_positives_at_the_default_score(case_and_result):
+    _, _, result, read = case_and_result
+    fps = 0
+    for row in _rows(result):
+        if row["score"] < DEFAULT_MIN_SCORE:
+            break
+        hits = [np.linalg.norm(_centre(row) - r.center_lps) <= max(r.mean_diameter_mm, 6.0) / 2 for r in read]
+        fps += not any(hits)  # a hit on a 1-2 reader nodule is no false positive either (LUNA16)
+    assert fps <= MAX_FPS
+
+
 def test_consensus_nodule_diameter_within_2_mm_of_readers(case_and_result):
-    _, result, readers = case_and_result
-    assert abs(_top(result)["mean_diameter_mm"] - np.mean([m.axes.mean_mm for m in readers])) <= 2.0
+    _, _, result, read = case_and_result
+    rows = _rows(result)
+    for rank, nodule in enumerate(_consensus(read)):
+        assert abs(rows[rank]["mean_diameter_mm"] - nodule.mean_diameter_mm) <= 2.0
+
+
+def test_consensus_nodule_mask_overlaps_the_readers(case_and_result):
+    _, _, result, read = case_and_result
+    for rank, nodule in enumerate(_consensus(read)):
+        truth = nodule.agreement(CONSENSUS).view(np.uint8)
+        assert nodule_overlaps(result.labelmap.array, truth, {1: rank + 1})[1]["dice"] >= 0.85
