@@ -6,15 +6,7 @@ import argparse
 
 from ..errors import InputError
 from .reporting import Reporter
-from .task_command import add_task_arguments, finish_task, output_folder
-
-
-def parse_point(text: str, frame: str = "LPS") -> tuple[float, float, float]:
-    try:
-        x, y, z = (float(v) for v in text.split(","))
-    except ValueError as error:
-        raise InputError("--target", f"'{text}' is not X,Y,Z in mm") from error
-    return (-x, -y, z) if frame == "RAS" else (x, y, z)
+from .task_command import add_task_arguments, finish_task, output_folder, parse_point
 
 
 def register(subparsers) -> None:

@@ -27,6 +27,15 @@ def add_task_arguments(p: argparse.ArgumentParser, engines: tuple[str, ...] = ("
     add_common_arguments(p)
 
 
+def parse_point(text: str, frame: str = "LPS", option: str = "--target") -> tuple[float, float, float]:
+    """``X,Y,Z`` in mm (``frame`` LPS or RAS) as an LPS point; ``option`` names the argument in the error."""
+    try:
+        x, y, z = (float(v) for v in text.split(","))
+    except ValueError as error:
+        raise InputError(option, f"'{text}' is not X,Y,Z in mm") from error
+    return (-x, -y, z) if frame == "RAS" else (x, y, z)
+
+
 def output_folder(args: argparse.Namespace) -> Path:
     """``--out``, refused now (not after minutes of work) when it holds files and ``--overwrite`` is not given."""
     out = Path(args.out)
