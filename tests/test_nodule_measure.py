@@ -253,3 +253,30 @@ def test_segmentation_keeps_lobulations_and_cuts_the_vessel():
     assert abs(ours.axes.long_mm - truth.axes.long_mm) <= 1.5
     away = ndimage.distance_transform_edt(~nodule, sampling=spacing_ijk[::-1])
     assert not np.any(mask & vessel & (away > 4.0))  # at most the fillet where the vessel grazes the nodule
+
+
+def test_juxta_pleural_nodule_reaches_the_chest_wall():
+    """A broad-based nodule on a flat chest wall, in the real search region (each lung closed with a ball):
+    the closing fills its dent only to a curved surface; the mask still reaches the wall, never into it."""
+    from clinseg.tasks.nodule.region import CLOSE_MM, close_mask
+    from clinseg.tasks.nodule.segment import segment_candidate
+
+    spacing_ijk, radius, inset = (0.7, 0.7, 2.5), 11.0, 4.0
+    spacing = np.asarray(spacing_ijk[::-1])
+    shape = tuple(int(round(100 / s)) | 1 for s in spacing)
+    z, y, x = (np.indices(shape).T * spacing).T - (np.asarray(shape) // 2 * spacing)[:, None, None, None]
+    wall = x > inset
+    nodule = (z ** 2 + y ** 2 + x ** 2 <= radius ** 2) & ~wall
+    hu = ndimage.gaussian_filter(np.where(wall | nodule, 40.0, -860.0), 0.6 / spacing)
+    hu += np.random.default_rng(0).normal(0, 20, shape)
+    region = close_mask(hu < -400, tuple(spacing), CLOSE_MM)
+    assert np.count_nonzero(nodule & ~region) > 0.1 * np.count_nonzero(nodule)  # the closing alone cuts it
+    seg = segment_candidate(hu.astype(np.float32), region, spacing_ijk, (np.asarray(shape) // 2).astype(float), 9.0)
+    mask = np.zeros(shape, bool)
+    mask[seg.box] = seg.mask
+    assert 2 * np.count_nonzero(mask & nodule) / (np.count_nonzero(mask) + np.count_nonzero(nodule)) >= 0.95
+    assert not np.any(mask & wall)
+    grid = Volume(np.zeros(shape, np.uint8), spacing_ijk)
+    [ours] = measure_nodules(grid.with_array(mask.view(np.uint8)))
+    [truth] = measure_nodules(grid.with_array(nodule.view(np.uint8)))
+    assert abs(ours.axes.short_mm - truth.axes.short_mm) <= 1.0 and abs(ours.axes.long_mm - truth.axes.long_mm) <= 1.0

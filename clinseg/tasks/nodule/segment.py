@@ -2,6 +2,8 @@
 
 The mask stays inside the search region (each lung closed with a ball larger than any nodule: a
 juxta-pleural nodule is a dent in the lung's air that the closing fills, the chest wall stays out).
+The closing fills a broad-based dent only to a curved surface, so the tissue outside the region
+within the mask's convex hull (slice by slice) is added: the nodule then reaches the wall's line.
 The threshold is half-way between the lung background and the nodule's density (a centre above
 -350 HU counts as solid tissue of at least 0 HU, as blur lowers a small nodule's peak), so the
 boundary sits where the edge crosses half the contrast, as a voxel-centre truth does. Tissue
@@ -179,6 +181,23 @@ def _recentre(above: np.ndarray, allowed: np.ndarray, dist: np.ndarray, centre: 
     return np.asarray(best, float), max(radius_mm, inscribed)
 
 
+def _against_the_wall(mask: np.ndarray, tissue: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``mask`` with the tissue outside ``allowed`` that lies within its convex hull, slice by slice. The search
+    region's closing fills a juxta-pleural nodule's dent in the lung only to a curved surface that cuts a
+    lens off the nodule (deeper the broader its base); the hull of what is left reaches back to where the
+    nodule meets the chest wall, whose line is the wall's own."""
+    outside = tissue & ~allowed
+    if not np.any(ndimage.binary_dilation(mask) & outside):
+        return mask
+    from skimage.morphology import convex_hull_image
+
+    out = mask.copy()
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        if np.count_nonzero(mask[k]) >= 3:
+            out[k] |= convex_hull_image(mask[k]) & outside[k]
+    return out
+
+
 def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
                       centre_kji: np.ndarray, radius_mm: float) -> NoduleMask | None:
     """The nodule mask around ``centre_kji`` (float index) of estimated ``radius_mm``; None when nothing
@@ -219,4 +238,5 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     out = crop.coarse(mask)
     if not out.any():
         return None
+    out = _against_the_wall(out, hu > threshold, allowed)
     return NoduleMask(box, out, allowed, float(threshold), background, core, leak, halo)
