@@ -41,9 +41,13 @@ def _consensus(read) -> list:
     return [r for r in read if r.readers >= CONSENSUS]
 
 
-def test_known_reader_agreement(case_and_result):
+def test_known_reader_agreement_and_sizes(case_and_result):
     name, _, _, read = case_and_result
     assert [r.readers for r in read] == {"LIDC-IDRI-0001": [4], "LIDC-IDRI-0002": [2]}[name]
+    # Each reader's (long + short) / 2 on their largest axial outline: 0001 all on z = -117.5 mm, long 32.5-34.3.
+    expected = {"LIDC-IDRI-0001": 29.7, "LIDC-IDRI-0002": 17.1}[name]
+    assert read[0].mean_diameter_mm == pytest.approx(expected, abs=0.05)
+    assert np.all(read[0].long_mm >= read[0].short_mm)
 
 
 def test_consensus_nodules_are_the_best_scoring_detections(case_and_result):
