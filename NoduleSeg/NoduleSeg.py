@@ -18,7 +18,16 @@ if (_checkout / "ClinicalSegLib" / "ClinicalSegLib").is_dir():
     sys.path[:0] = [p for p in (str(_checkout / "ClinicalSegLib"), str(_checkout)) if p not in sys.path]
 
 import slicer  # noqa: E402
-from NoduleSegLib.task import NODULE, show_above  # noqa: E402
+from ClinicalSegLib.mrml_result import ImportRequest  # noqa: E402
+from NoduleSegLib.task import (  # noqa: E402
+    NODULE,
+    add_nodule,
+    next_label,
+    nodule_nodes,
+    remove_nodule,
+    show_above,
+    table_rows,
+)
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper  # noqa: E402
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule  # noqa: E402
@@ -80,18 +89,75 @@ class NoduleSegLogic(taskmodule.TaskModuleLogic):
         return airwayLogic.planRoute(airwaySegmentationNode, tuple(ras), scopeDiameterMm)
 
 
+    def _searchSpace(self, volumeNode):
+        """The CT and its nodule search region (``clinseg.tasks.nodule.interactive.search_space``), kept for the
+        last volume until its voxels change: the first click on a CT pays for the lungs, the next ones do not."""
+        from clinseg.tasks.nodule.interactive import search_space
+
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("volume", "select the chest CT the nodules are on")
+        key = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), volumeNode.GetMTime())
+        cached = getattr(self, "_space", None)
+        if cached is None or cached[0] != key:
+            self._space = (key, search_space(mrml.volume_from_volume_node(volumeNode)))
+        return self._space[1]
+
+    def addNoduleAt(self, volumeNode, pointRAS, segmentationNode=None):
+        """Segment the nodule at ``pointRAS`` (a click) with the detector's own segmenter and measurements, and add
+        it to the result of ``segmentationNode`` (a segment, a table row and a centre point); without a result,
+        start one. Returns the result's nodes with the new nodule's ``label``. A click off a nodule, or on one
+        already in the table, raises a one-line ``InputError``."""
+        from clinseg.tasks.nodule.interactive import clicked_result, nodule_at
+
+        space = self._searchSpace(volumeNode)
+        ras = np.asarray(pointRAS, dtype=float).reshape(-1)
+        if ras.shape != (3,):
+            raise InputError("point", f"expected three RAS coordinates, got {pointRAS!r}")
+        lps = np.array([-ras[0], -ras[1], ras[2]])
+        nodes = nodule_nodes(segmentationNode) if segmentationNode is not None else None
+        if nodes is None or nodes["noduleTable"] is None or nodes["centers"] is None:
+            clicked = nodule_at(space, lps, label=1)
+            request = ImportRequest(volumeNode, segmentationNode, overwrite=False)
+            nodes = NODULE.import_result(self.scene, clicked_result(space.ct, clicked, 1), request)
+            return {**nodes, "label": 1}
+        label = next_label(nodes)
+        clicked = nodule_at(space, lps, label=label)
+        for row in table_rows(nodes["noduleTable"]):
+            centre = np.array([row[f"center_lps_{a}_mm"] for a in "xyz"], float)
+            if np.linalg.norm(centre - clicked.measurement.center_lps) < max(row["equivalent_diameter_mm"] / 2, 1.0):
+                raise InputError("point", f"this nodule is already in the table as Nodule {int(row['label'])}")
+        add_nodule(nodes, clicked, space.ct)
+        return {**nodes, "label": label}
+
+    def removeNodule(self, segmentationNode, label):
+        """Remove nodule ``label`` (its segment, table row and centre point together); returns the result's nodes."""
+        nodes = nodule_nodes(segmentationNode)
+        remove_nodule(nodes, int(label))
+        return nodes
+
+
 class NoduleSegWidget(taskmodule.TaskModuleWidget):
     logicClass = NoduleSegLogic
 
     def setup(self):
         self._nodes = None
+        self._clickNode = self._clickObserver = None
         super().setup()
         self.ui.noduleTableView.connect("clicked(QModelIndex)", self.onNoduleClicked)
         self.ui.planRouteButton.connect("clicked(bool)", self.onPlanRoute)
+        self.ui.addNoduleButton.connect("clicked(bool)", self.onAddNodule)
+        self.ui.removeNoduleButton.connect("clicked(bool)", self.onRemoveNodule)
+
+    def cleanup(self):
+        self._endClick()
+        super().cleanup()
 
     def updateExtraButtons(self, parameterNode, hasSegments):
         hasNodules = self._nodes is not None and self._nodes.get("centers") is not None
         self.ui.planRouteButton.enabled = hasNodules and parameterNode.airwaySegmentation is not None
+        self.ui.addNoduleButton.enabled = not self.busy and parameterNode is not None \
+            and parameterNode.inputVolume is not None
+        self.ui.removeNoduleButton.enabled = not self.busy and hasNodules
         if hasNodules:
             show_above(self._nodes, parameterNode.minScore)
 
@@ -113,6 +179,56 @@ class NoduleSegWidget(taskmodule.TaskModuleWidget):
         centers = self._nodes.get("centers") if self._nodes else None
         if centers is not None and 0 <= index.row() < centers.GetNumberOfControlPoints():
             slicer.modules.markups.logic().JumpSlicesToNthPointInMarkup(centers.GetID(), index.row(), True)
+
+    # -- click to add, remove ----------------------------------------------------------------------------
+    def onAddNodule(self):
+        """Place one point in a slice view; the nodule under it is added when the point lands (onNoduleClick)."""
+        self._endClick()
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "NoduleSeg click")
+        node.CreateDefaultDisplayNodes()
+        self._clickNode = node
+        self._clickObserver = node.AddObserver(slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onNoduleClick)
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
+        selection.SetActivePlaceNodeID(node.GetID())
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetPlaceModePersistence(0)
+        interaction.SetCurrentInteractionMode(interaction.Place)
+        self.ui.statusLabel.text = "Click on the nodule in a slice view."
+
+    def onNoduleClick(self, caller, event):
+        import qt  # lazily: the module file loads outside Slicer (headless tests)
+
+        ras = [0.0, 0.0, 0.0]
+        caller.GetNthControlPointPositionWorld(caller.GetNumberOfControlPoints() - 1, ras)
+        qt.QTimer.singleShot(0, lambda: self._addNoduleAt(ras))  # change the scene after the markups event
+
+    def _addNoduleAt(self, ras):
+        self._endClick()
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("No nodule added.", waitCursor=True):
+            segmentation = self._nodes["segmentation"] if self._nodes else node.outputSegmentation
+            nodes = self.logic.addNoduleAt(node.inputVolume, ras, segmentation)
+            node.outputSegmentation = nodes["segmentation"]
+            self.showResults(nodes)
+            self.ui.statusLabel.text = f"Nodule {nodes['label']} added."
+
+    def _endClick(self):
+        if self._clickNode is not None:
+            self._clickNode.RemoveObserver(self._clickObserver)
+            if self._clickNode.GetScene() is not None:
+                slicer.mrmlScene.RemoveNode(self._clickNode)
+        self._clickNode = self._clickObserver = None
+
+    def onRemoveNodule(self):
+        row = self._selectedRow()
+        with slicer.util.tryWithErrorDisplay("Could not remove the nodule.", waitCursor=True):
+            rows = table_rows(self._nodes["noduleTable"]) if self._nodes else []
+            if not 0 <= row < len(rows):
+                raise InputError("nodule", "select a nodule in the table first")
+            label = int(rows[row]["label"])
+            self.showResults(self.logic.removeNodule(self._nodes["segmentation"], label))
+            self.ui.statusLabel.text = f"Nodule {label} removed."
 
     def onPlanRoute(self):
         node = self._parameterNode

@@ -137,6 +137,16 @@ def segmentation_node_from_labelmap(
     return node
 
 
+def add_segment(node: slicer.vtkMRMLSegmentationNode, labelmap: Volume, segment: Segment) -> str:
+    """Add the ``segment.label`` voxels of ``labelmap`` to ``node`` as one more segment (on a layer of its own:
+    the others stay as they are); returns its segment id. For a result that grows one item at a time."""
+    array = _checked_labels(labelmap, [segment], segment.name)
+    if not np.any(array):
+        raise InputError(segment.name, "is empty")
+    local = np.linalg.inv(node_to_world(node)) @ labelmap.ijk_to_ras()
+    return _add_segment(node.GetSegmentation(), segment, _oriented_image(array, local))
+
+
 def _segment_labels(segmentation: slicer.vtkSegmentation, segment_ids: list[str]) -> list[int]:
     """Our label per segment: its ``ClinicalSeg.Label`` tag when unique, else the lowest free value."""
     labels: list[int | None] = []

@@ -63,6 +63,40 @@ def table_node_from_table(scene: slicer.vtkMRMLScene, table: Table, name: str | 
     return node
 
 
+def append_rows(node: slicer.vtkMRMLTableNode, table: Table) -> None:
+    """Append the rows of ``table`` to ``node``, each value under the node's column of the same name (a column the
+    node lacks is refused; one ``table`` lacks gets empty cells). An empty node's columns take their types from
+    the rows (an empty result's table has no types yet); otherwise a value takes its column's type."""
+    check_table(table, node.GetName())
+    vtk_table = node.GetTable()
+    names = [vtk_table.GetColumnName(c) for c in range(vtk_table.GetNumberOfColumns())]
+    missing = [str(key) for key in table.columns if str(key) not in names]
+    if missing:
+        raise InputError(node.GetName(), f"has no column {', '.join(missing)}")
+    count = len(next(iter(table.columns.values()), []))
+    rows = {name: list(table.columns.get(name, [None] * count)) for name in names}
+    was_modifying = node.StartModify()
+    try:
+        if vtk_table.GetNumberOfRows() == 0:
+            for name in names:
+                vtk_table.RemoveColumnByName(name)
+            for name in names:
+                vtk_table.AddColumn(_column(name, rows[name]))
+        else:
+            for name in names:
+                array = vtk_table.GetColumnByName(name)
+                numeric = isinstance(array, vtk.vtkDataArray)
+                for v in rows[name]:
+                    if numeric:
+                        array.InsertNextValue(float(v) if _is_number(v) and not _is_missing(v) else math.nan)
+                    else:
+                        array.InsertNextValue("" if v is None else str(v))
+        vtk_table.Modified()
+    finally:
+        node.EndModify(was_modifying)
+    node.Modified()
+
+
 def table_from_table_node(node: slicer.vtkMRMLTableNode) -> Table:
     """A ``Table`` from a table node: numeric columns as floats, others as strings."""
     if node is None:

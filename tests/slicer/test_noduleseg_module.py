@@ -251,6 +251,18 @@ def test_real_child_gives_every_nodule_output_as_mrml_nodes(load_module, app_sce
     stop = logic.planRouteToNodule(centers, 0, airway, 4.0, airwayLogic=airway_logic)["metrics"]["route"]["scope_stop"]
     assert stop is not None and stop["lumen_diameter_mm"] < 4.0
 
+    # Remove the weakest nodule, then click it back: the same segmenter and measurements give the same row.
+    weakest = rows[-1]
+    logic.removeNodule(nodes["segmentation"], int(weakest["label"]))
+    assert len(table_rows(nodes["noduleTable"])) == segmentation.GetNumberOfSegments() == len(rows) - 1
+    click = ras([weakest[f"center_lps_{a}_mm"] for a in "xyz"])
+    added = logic.addNoduleAt(ct, click, nodes["segmentation"])
+    back = table_rows(added["noduleTable"])[-1]
+    assert added["label"] == len(rows) + 1 and centers.GetNumberOfControlPoints() == len(rows)
+    for key in ("voxels", "volume_ml", "long_axis_mm", "short_axis_mm", "mean_hu", "type", "score"):
+        assert back[key] == pytest.approx(weakest[key], abs=1e-4) if isinstance(back[key], float) else \
+            back[key] == weakest[key], key
+
 
 def test_real_child_without_nodules_still_gives_the_table(load_module, app_scene, clinseg_home):
     """The same chest without nodules: "no nodule above threshold", an empty segmentation, table and points."""
@@ -269,3 +281,76 @@ def test_real_child_without_nodules_still_gives_the_table(load_module, app_scene
     assert nodes["segmentation"].GetSegmentation().GetNumberOfSegments() == 0
     assert nodes["centers"].GetNumberOfControlPoints() == 0
     assert module.show_above(nodes, 0.5) == 0
+
+
+# -- click to add, remove --------------------------------------------------------------------------------------
+def test_nodules_are_added_by_a_click_and_removed_with_their_segment_row_and_point(load_module, app_scene, chest):
+    from clinseg.tasks.nodule.interactive import nodule_at
+
+    module = load_module("NoduleSeg")
+    logic = module.NoduleSegLogic()
+    ct = volume_node_from_volume(app_scene, chest.ct, name="chest")
+    first, second = chest.nodules[0], chest.nodules[2]
+    nodes = logic.addNoduleAt(ct, ras(first.center_lps))  # no result yet: one is started
+    segmentation = nodes["segmentation"]
+    assert nodes["label"] == 1 and segmentation.GetName() == "chest nodules"
+    nodes = logic.addNoduleAt(ct, ras(second.center_lps) + [0.8, -0.5, 0.3], segmentationNode=segmentation)
+    assert nodes["label"] == 2
+    rows = table_rows(nodes["noduleTable"])
+    assert [int(r["label"]) for r in rows] == [1, 2] and isinstance(rows[1]["volume_ml"], float)
+    expected = nodule_at(chest.ct, second.center_lps, label=2).measurement  # the core, on the same click
+    assert rows[1]["volume_ml"] == pytest.approx(expected.volume_ml, rel=1e-4)
+    assert rows[1]["type"] == expected.kind and rows[1]["lung_rads_size_category"] == expected.lung_rads
+    seg = segmentation.GetSegmentation()
+    assert [seg.GetNthSegment(n).GetName() for n in range(2)] == ["Nodule 1", "Nodule 2"]
+    assert seg.GetNthSegment(1).GetTerminology() == NODULE.terminology_entry()
+    voxels = np.count_nonzero(np.asarray(labelmap_of(segmentation, seg.GetNthSegmentID(1), chest.ct).array))
+    assert voxels == expected.voxels
+    centers = nodes["centers"]
+    assert [centers.GetNthControlPointLabel(n) for n in range(2)] == ["Nodule 1", "Nodule 2"]
+    position = [0.0, 0.0, 0.0]
+    centers.GetNthControlPointPositionWorld(1, position)
+    np.testing.assert_allclose(position, ras(expected.center_lps), atol=0.01)
+
+    with pytest.raises(InputError, match="already in the table as Nodule 1"):
+        logic.addNoduleAt(ct, ras(first.center_lps) + [1.0, 0.0, 0.0], segmentationNode=segmentation)
+    with pytest.raises(InputError, match="lies outside the CT"):
+        logic.addNoduleAt(ct, (0.0, 0.0, -900.0), segmentationNode=segmentation)
+
+    nodes = logic.removeNodule(segmentation, 1)
+    assert seg.GetNumberOfSegments() == 1 and seg.GetNthSegment(0).GetName() == "Nodule 2"
+    assert [int(r["label"]) for r in table_rows(nodes["noduleTable"])] == [2]
+    assert centers.GetNumberOfControlPoints() == 1 and centers.GetNthControlPointLabel(0) == "Nodule 2"
+    with pytest.raises(InputError, match="nodule 1: is not in this result"):
+        logic.removeNodule(segmentation, 1)
+    # Labels are never reused: the next click becomes Nodule 3.
+    assert logic.addNoduleAt(ct, ras(first.center_lps), segmentationNode=segmentation)["label"] == 3
+
+
+def test_a_click_adds_to_an_empty_result(nodule, app_scene, chest):
+    """An empty run's table has untyped columns: the first added row gives them their types."""
+    from clinseg.post.nodules import nodule_table
+
+    ct = volume_node_from_volume(app_scene, chest.ct, name="chest")
+    empty = chest.ct.with_array(np.zeros(chest.ct.shape, np.uint8))
+    result = Result("nodule", empty, [], tables=[nodule_table(empty, chest.ct, {})], metrics={"count": 0})
+    nodes = nodule.NODULE.import_result(app_scene, result, nodule.ImportRequest(ct))
+    assert nodes["noduleTable"].GetTable().GetNumberOfRows() == 0
+    nodes = nodule.NoduleSegLogic().addNoduleAt(ct, ras(chest.nodules[2].center_lps), nodes["segmentation"])
+    table = nodes["noduleTable"].GetTable()
+    assert table.GetNumberOfRows() == 1 and nodes["label"] == 1
+    assert isinstance(table.GetColumnByName("score"), vtk_data_array())
+    assert table_rows(nodes["noduleTable"])[0]["score"] > 0.5
+    assert nodes["centers"].GetNumberOfControlPoints() == 1
+
+
+def labelmap_of(segmentation, segment_id, reference):
+    from ClinicalSegLib.mrml_segmentation import labelmap_from_segmentation_node
+
+    return labelmap_from_segmentation_node(segmentation, [segment_id], reference=reference)[0]
+
+
+def vtk_data_array():
+    import vtk
+
+    return vtk.vtkDataArray
