@@ -1,9 +1,11 @@
 """NoduleSeg benchmark: held-out phantoms (FROC, CPM, per-nodule Dice by type and size), the real LIDC
 slabs (reader consensus >= 3 as truth), and speed + peak memory on a full-size 512x512x300 phantom.
 
-Run: ``.venv/bin/python bench/nodule.py`` (all parts) or ``--part phantoms|lidc|speed``; ``--fit`` refits the
-classical engine's false-positive score on the training seeds (``TRAIN_SEEDS``) and prints the constants
-to paste into ``clinseg/tasks/nodule/features.py``. Training and held-out seeds never overlap.
+Run: ``.venv/bin/python bench/nodule.py`` (all parts) or ``--part phantoms|lidc|speed``; ``--logistic`` scores
+with the logistic fallback instead of the false-positive network (``nodule-fpr-phantom``); ``--fit`` refits
+that logistic score on the training seeds (``TRAIN_SEEDS``) and prints the constants to paste into
+``clinseg/tasks/nodule/features.py``. Training (here and for the network: below 200) and held-out seeds
+never overlap.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def training_rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
     ph = phantom(seed)
     masks = chest_masks(ph.ct)
     ct = fill_ct_padding(ph.ct)
-    findings = find_nodules(ct.array, masks, ct.spacing)
+    findings = find_nodules(ct.array, masks, ct.spacing, use_network=False)
     centres = np.array([n.center_lps for n in ph.nodules]).reshape(-1, 3)
     radii = np.array([n.diameter_mm / 2 for n in ph.nodules])
     x, y = [], []
@@ -243,7 +245,12 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "phantoms", "lidc", "speed"], default="all")
     parser.add_argument("--fit", action="store_true", help="refit the false-positive score on the training seeds")
     parser.add_argument("--seeds", type=int, nargs="*", help="held-out seeds (default HELD_OUT_SEEDS)")
+    parser.add_argument("--logistic", action="store_true", help="score with the logistic fallback, not the network")
     args = parser.parse_args()
+    if args.logistic:
+        from clinseg.tasks.nodule import classical
+
+        classical.load_fpr = lambda: None  # what the engine does when the network is not installed
     if args.fit:
         fit()
         return

@@ -7,6 +7,10 @@ l2 and l3 near zero. The dot response is sigma^2 * l3^2 / |l1| where all three a
 most at sigma = r / sqrt(3), which gives each candidate's radius estimate. Candidates are the local
 maxima of the response over scales, strongest first, with nearby weaker maxima dropped. Outside the
 search region the image is replaced by lung density first.
+
+A second pass runs on a ground-glass window of the image (lung 0, -700..-450 HU full, solid tissue back to 0):
+there a vessel is only its thin partial-volume shell, so a ground-glass nodule beside a vessel, which the
+first pass sees as a dent in a much brighter tube, stands alone as a blob.
 """
 
 from __future__ import annotations
@@ -19,19 +23,25 @@ from scipy import ndimage
 SIGMAS_MM = (0.9, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0, 9.0)  # blob radii ~1.6 to ~16 mm (3 to 30 mm nodules)
 DETECTION_MM = 1.0  # finer axes are resampled to this step for the filter
 CLIP_HU = (-1000.0, 100.0)  # bone and contrast above a solid nodule's density add nothing but ringing
-MIN_RESPONSE = 12.0  # HU-scaled; a ground-glass nodule (~230 HU over lung) answers about 40-70
-MAX_CANDIDATES = 400
+MIN_RESPONSE = 8.0  # HU-scaled; a ground-glass nodule (~230 HU over lung) answers about 40-70
+GGO_SIGMAS_MM = (0.9, 1.25, 1.75, 2.5, 3.5)  # ground-glass pass: the small nodules the first pass misses
+GGO_WINDOW_HU = (-850.0, -700.0, -450.0, -150.0)  # ramp up, plateau, ramp down (solid tissue -> 0)
+GGO_LEVEL_HU = 230.0  # the window's plateau in HU-like units, so both passes share MIN_RESPONSE
+MAX_CANDIDATES = 400  # per pass
+NMS_MIN_MM = 2.5  # a weaker maximum this close to a stronger one is the same structure
+GGO_SAME_MM = 2.0  # a ground-glass maximum this close to a first-pass candidate is that candidate
 OUTSIDE_HU = -850.0
 
 
 @dataclass
 class Candidate:
-    """A blob: centre (float ``[k, j, i]`` index on the CT grid), scale, response and l3/l1 (1 = round)."""
+    """A blob: centre (float ``[k, j, i]`` index on the CT grid), scale, response, l3/l1 (1 = round), pass."""
 
     kji: np.ndarray
     sigma_mm: float
     response: float
     blobness: float
+    ggo: bool = False  # found by the ground-glass pass
 
     @property
     def radius_mm(self) -> float:
@@ -74,31 +84,9 @@ def _dot_response(image: np.ndarray, region: np.ndarray, spacing: np.ndarray, si
     return response, blob
 
 
-def detect_candidates(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
-                      sigmas_mm: tuple[float, ...] = SIGMAS_MM, min_response: float = MIN_RESPONSE,
-                      max_candidates: int = MAX_CANDIDATES) -> list[Candidate]:
-    """Candidates in ``region`` of ``ct`` (HU, ``[k, j, i]``), strongest first (see the module docstring)."""
-    spacing = np.asarray(spacing_ijk[::-1], float)
-    margin = [int(np.ceil(2 * max(sigmas_mm) / s)) for s in spacing]
-    where = np.argwhere(region)
-    if where.size == 0:
-        return []
-    lo = np.maximum(where.min(0) - margin, 0)
-    hi = np.minimum(where.max(0) + 1 + np.asarray(margin), region.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = np.clip(ct[box].astype(np.float32), *CLIP_HU)
-    mask = region[box]
-    zoom = np.where(spacing < DETECTION_MM * 0.95, spacing / DETECTION_MM, 1.0)
-    if np.any(zoom != 1.0):
-        image = ndimage.zoom(image, zoom, order=1)
-        mask = ndimage.zoom(mask.astype(np.uint8), zoom, order=0).astype(bool)
-    # Outside the (closed) lungs the image is set to lung density: a juxta-pleural nodule then stands
-    # alone instead of a bump on the chest wall, which the Hessian would read as a plate.
-    image = np.where(mask, image, OUTSIDE_HU).astype(np.float32)
-    n_in, n_out = np.asarray(ct[box].shape), np.asarray(image.shape)
-    step = np.where(n_out > 1, (n_in - 1) / np.maximum(n_out - 1, 1), 1.0)  # zoom's own index mapping
-    det_spacing = spacing * step
-
+def _scale_maxima(image: np.ndarray, mask: np.ndarray, det_spacing: np.ndarray, sigmas_mm: tuple[float, ...],
+                  min_response: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(index, response, sigma, blobness) of the local maxima of the best response over ``sigmas_mm``."""
     best = np.zeros(image.shape, np.float32)
     best_sigma = np.zeros(image.shape, np.float32)
     best_blob = np.zeros(image.shape, np.float32)
@@ -108,21 +96,77 @@ def detect_candidates(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
         best[better], best_sigma[better], best_blob[better] = response[better], sigma, blob[better]
         del response, blob
     peaks = (best >= ndimage.maximum_filter(best, size=3)) & (best > min_response)
-    idx = np.argwhere(peaks)
-    values = best[peaks]
-    order = np.argsort(-values, kind="stable")
-    kept: list[Candidate] = []
-    kept_mm: list[np.ndarray] = []
+    return np.argwhere(peaks), best[peaks], best_sigma[peaks], best_blob[peaks]
+
+
+def ggo_window(image: np.ndarray) -> np.ndarray:
+    """The ground-glass window (see the module docstring) of an HU image, in HU-like units."""
+    a, b, c, d = GGO_WINDOW_HU
+    up = np.clip((image - a) / (b - a), 0.0, 1.0)
+    down = np.clip((d - image) / (d - c), 0.0, 1.0)
+    return (np.minimum(up, down) * GGO_LEVEL_HU).astype(np.float32)
+
+
+def _suppress(order: np.ndarray, pos_mm: np.ndarray, radii: np.ndarray, min_mm: float,
+              limit: int) -> list[int]:
+    """Greedy suppression: keep a maximum unless a kept stronger one lies within 0.8 of its radius (>= min_mm)."""
+    kept: list[int] = []
     for n in order:
-        p_mm = idx[n] * det_spacing
-        sigma = float(best_sigma[tuple(idx[n])])
-        if kept_mm:
-            d = np.linalg.norm(np.asarray(kept_mm) - p_mm, axis=1)
-            radii = np.array([c.radius_mm for c in kept])
-            if np.any(d < np.maximum(0.8 * radii, 2.5)):
+        if kept:
+            d = np.linalg.norm(pos_mm[kept] - pos_mm[n], axis=1)
+            if np.any(d < np.maximum(0.8 * radii[kept], min_mm)):
                 continue
-        kept.append(Candidate(lo + idx[n] * step, sigma, float(values[n]), float(best_blob[tuple(idx[n])])))
-        kept_mm.append(p_mm)
-        if len(kept) >= max_candidates:
+        kept.append(int(n))
+        if len(kept) >= limit:
             break
     return kept
+
+
+def detect_candidates(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
+                      sigmas_mm: tuple[float, ...] = SIGMAS_MM, min_response: float = MIN_RESPONSE,
+                      max_candidates: int = MAX_CANDIDATES,
+                      ggo_sigmas_mm: tuple[float, ...] = GGO_SIGMAS_MM) -> list[Candidate]:
+    """Candidates in ``region`` of ``ct`` (HU, ``[k, j, i]``): the first pass's strongest first, then the
+    ground-glass pass's that are not already near one (see the module docstring)."""
+    spacing = np.asarray(spacing_ijk[::-1], float)
+    margin = [int(np.ceil(2 * max(sigmas_mm) / s)) for s in spacing]
+    where = np.argwhere(region)
+    if where.size == 0:
+        return []
+    lo = np.maximum(where.min(0) - margin, 0)
+    hi = np.minimum(where.max(0) + 1 + np.asarray(margin), region.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    raw = ct[box].astype(np.float32)
+    mask = region[box]
+    zoom = np.where(spacing < DETECTION_MM * 0.95, spacing / DETECTION_MM, 1.0)
+    if np.any(zoom != 1.0):
+        raw = ndimage.zoom(raw, zoom, order=1)
+        mask = ndimage.zoom(mask.astype(np.uint8), zoom, order=0).astype(bool)
+    n_in, n_out = np.asarray(ct[box].shape), np.asarray(raw.shape)
+    step = np.where(n_out > 1, (n_in - 1) / np.maximum(n_out - 1, 1), 1.0)  # zoom's own index mapping
+    det_spacing = spacing * step
+    # Outside the (closed) lungs the image is set to lung density: a juxta-pleural nodule then stands
+    # alone instead of a bump on the chest wall, which the Hessian would read as a plate.
+    image = np.where(mask, np.clip(raw, *CLIP_HU), OUTSIDE_HU).astype(np.float32)
+    passes = [_scale_maxima(image, mask, det_spacing, sigmas_mm, min_response)]
+    del image
+    if ggo_sigmas_mm:
+        glass = np.where(mask, ggo_window(raw), 0.0).astype(np.float32)
+        passes.append(_scale_maxima(glass, mask, det_spacing, ggo_sigmas_mm, min_response))
+        del glass
+    out: list[Candidate] = []
+    first_mm = np.zeros((0, 3))
+    for n_pass, (idx, values, sigmas, blobs) in enumerate(passes):
+        pos_mm = idx * det_spacing
+        radii = np.sqrt(3.0) * sigmas
+        order = np.argsort(-values, kind="stable")
+        if n_pass and len(first_mm):
+            # A ground-glass maximum on a first-pass candidate is that candidate seen again.
+            near = np.array([np.min(np.linalg.norm(first_mm - p, axis=1)) for p in pos_mm]) if len(pos_mm) else []
+            order = np.array([n for n in order if near[n] >= GGO_SAME_MM], int)
+        kept = _suppress(order, pos_mm, radii, NMS_MIN_MM, max_candidates)
+        out += [Candidate(lo + idx[n] * step, float(sigmas[n]), float(values[n]), float(blobs[n]), bool(n_pass))
+                for n in kept]
+        if not n_pass:
+            first_mm = pos_mm[kept].reshape(-1, 3)
+    return out

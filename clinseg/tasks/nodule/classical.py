@@ -1,7 +1,11 @@
-"""The classical nodule engine: search region -> blob candidates -> per-candidate mask -> FP score.
+"""The classical nodule engine: search region -> blob candidates -> FP score -> per-candidate mask.
 
-No training data or network: thresholds and filters from the physics of the image (HU levels, blob
-scale), and a small logistic score over shape features (``features.py``) fitted on training phantoms.
+Candidates come from a blob filter (``candidates.py``). With the built-in false-positive network
+(``fpr.py``, trained on phantoms only) every candidate is scored on its patch first, as NoduleNet's
+decoupled head scores proposals, and the best ``MAX_SEGMENTED`` are segmented; a candidate whose mask
+fails (nothing above background, or smaller than a few voxels) keeps a ball of its blob radius, since the
+network, not the mask, decided that it is a nodule. Without the network the tube-like candidates are
+dropped, the strongest segmented and scored by the logistic over shape features (``features.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from ...anatomy.lungs import ChestMasks
 from ...progress import CancelToken, Progress, ProgressCallback
 from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
+from .fpr import fpr_logits, load_fpr
 from .region import search_region
 from .segment import NoduleMask, segment_candidate
 
 MIN_DIAMETER_MM = 2.5  # below the 3 mm LIDC floor even allowing for voxelisation
+NET_MIN_DIAMETER_MM = 1.5  # with the network: a 3 mm nodule on a 1.4 mm grid may segment to a few voxels
 MAX_DIAMETER_MM = 40.0  # beyond a nodule (> 30 mm is a mass); a leak that filled its limit ball
 MIN_BLOBNESS = 0.35  # l3/l1 at the candidate: below it a tube (vessel), cheaper dropped before segmenting
 MAX_SEGMENTED = 150  # the strongest candidates that are segmented and scored
+MAX_SEGMENTED_NET = 100  # with the network: its best candidates that are segmented
 DUPLICATE_SHARE = 0.3  # a weaker mask with this share already claimed by a stronger one is the same nodule
 
 
@@ -35,13 +42,21 @@ class Finding:
 
 
 def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, float, float],
-                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[Finding]:
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 use_network: bool = True) -> list[Finding]:
     """Every candidate that segments into a nodule-sized mask, scored, best first, without duplicates."""
     region = search_region(masks, spacing_ijk)
     candidates = detect_candidates(ct, region, spacing_ijk)
+    network = load_fpr() if use_network else None
+    if network is not None:
+        logits = fpr_logits(network, ct, spacing_ijk, candidates)
+        order = np.argsort(-logits, kind="stable")[:MAX_SEGMENTED_NET]
+        candidates = [candidates[n] for n in order]
+        net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
+    else:
+        candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
     findings: list[Finding] = []
     voxel_mm3 = float(np.prod(spacing_ijk))
-    candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
     for n, cand in enumerate(candidates):
         if cancel is not None and n % 16 == 0:
             cancel.check("nodule")
@@ -49,15 +64,37 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
             progress(Progress("candidates", n, len(candidates), n / max(len(candidates), 1), None,
                               f"candidate {n + 1} of {len(candidates)}"))
         seg = segment_candidate(ct, region, spacing_ijk, cand.kji, cand.radius_mm)
-        if seg is None:
-            continue
-        diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
-        if not MIN_DIAMETER_MM <= diameter <= MAX_DIAMETER_MM:
+        diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3) if seg is not None else 0.0
+        if network is not None and diameter < NET_MIN_DIAMETER_MM:
+            seg = ball_mask(ct, region, spacing_ijk, cand)
+            diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
+        smallest = NET_MIN_DIAMETER_MM if network is not None else MIN_DIAMETER_MM
+        if seg is None or not smallest <= diameter <= MAX_DIAMETER_MM:
             continue
         f = candidate_features(cand, seg, spacing_ijk)
-        findings.append(Finding(cand, seg, f, float(score(f)[0])))
+        findings.append(Finding(cand, seg, f, net_scores[n] if network is not None else float(score(f)[0])))
     findings.sort(key=lambda f: -f.score)
     return _drop_duplicates(findings, ct.shape)
+
+
+def ball_mask(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
+              cand: Candidate) -> NoduleMask:
+    """The candidate's blob as a mask: the voxels within its radius (at least MIN_DIAMETER_MM / 2 + a
+    voxel's half-diagonal, so that a small blob still holds a few voxels) inside the search region."""
+    spacing = np.asarray(spacing_ijk[::-1], float)
+    radius = max(cand.radius_mm, MIN_DIAMETER_MM / 2 + 0.5 * float(np.linalg.norm(spacing)) / 2)
+    c = np.asarray(cand.kji, float)
+    lo = np.maximum(np.floor(c - radius / spacing).astype(int), 0)
+    hi = np.minimum(np.ceil(c + radius / spacing).astype(int) + 1, ct.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    axes = [(np.arange(a, b) - cc) * s for a, b, cc, s in zip(lo, hi, c, spacing)]
+    dist = np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
+    allowed = region[box]
+    mask = (dist <= radius) & allowed
+    hu = ct[box]
+    inside = hu[mask] if mask.any() else np.array([-850.0])
+    background = float(np.median(hu[allowed & ~mask])) if np.any(allowed & ~mask) else -850.0
+    return NoduleMask(box, mask, allowed, float("nan"), background, float(np.percentile(inside, 75)), 0.0, False)
 
 
 def _drop_duplicates(findings: list[Finding], shape: tuple[int, ...]) -> list[Finding]:

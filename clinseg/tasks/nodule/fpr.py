@@ -1,0 +1,86 @@
+"""The network false-positive reducer: candidate patches -> ``NoduleFPR`` -> nodule probability.
+
+Each candidate is read as a ``PATCH``^3 patch at 1 mm around its centre (trilinear, HU clipped to
+[-1200, 600] and scaled to 0..1 as NoduleNet's pre-processing), with four scalars of the blob filter. The
+weights are the built-in model ``MODEL_ID`` (trained on phantoms only, see its card); without them the
+classical engine keeps its logistic score.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ...nets.nodule_fpr import PATCH
+from .candidates import Candidate
+
+MODEL_ID = "nodule-fpr-phantom"
+PATCH_MM = 1.0
+HU_RANGE = (-1200.0, 600.0)
+ROI_MARGIN_MM = 4.0  # the ROI holds the candidate's radius plus this much surroundings
+BATCH = 128
+
+
+def patches(ct: np.ndarray, spacing_ijk: tuple[float, float, float], centres_kji: np.ndarray) -> np.ndarray:
+    """(N, PATCH, PATCH, PATCH) uint8 patches (HU_RANGE -> 0..255) centred on float ``[k, j, i]`` indices."""
+    spacing = np.asarray(spacing_ijk[::-1], float)
+    offsets = (np.arange(PATCH) - (PATCH - 1) / 2) * PATCH_MM
+    grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij")).reshape(3, -1)
+    out = np.zeros((len(centres_kji), PATCH, PATCH, PATCH), np.uint8)
+    lo_hu, hi_hu = HU_RANGE
+    half = np.ceil(((PATCH - 1) / 2 * PATCH_MM) / spacing).astype(int) + 2
+    for n, c in enumerate(np.asarray(centres_kji, float).reshape(-1, 3)):
+        # Interpolate in a small crop (map_coordinates on the whole CT would copy it each time).
+        lo = np.maximum(np.floor(c).astype(int) - half, 0)
+        hi = np.minimum(np.floor(c).astype(int) + half + 2, ct.shape)
+        crop = ct[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
+        coords = (c - lo)[:, None] + grid / spacing[:, None]
+        values = ndimage.map_coordinates(crop, coords, order=1, mode="nearest")
+        out[n] = np.rint((np.clip(values, lo_hu, hi_hu) - lo_hu) * (255.0 / (hi_hu - lo_hu))).reshape(PATCH, PATCH,
+                                                                                                        PATCH)
+    return out
+
+
+def scalars(cands: list[Candidate]) -> np.ndarray:
+    """(N, 4): log radius, log response, blobness, ground-glass pass."""
+    return np.array([[np.log(c.radius_mm), np.log(max(c.response, 1e-3)), c.blobness, float(c.ggo)]
+                     for c in cands], np.float32).reshape(-1, 4)
+
+
+def roi_half_mm(cands: list[Candidate]) -> np.ndarray:
+    return np.array([c.radius_mm + ROI_MARGIN_MM for c in cands], np.float32)
+
+
+def network_inputs(patch: np.ndarray, scalar: np.ndarray, half: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The network's tensors from uint8 patches, scalars and ROI half-sizes."""
+    x = torch.from_numpy(patch).float().div_(255.0)[:, None]
+    return x, torch.from_numpy(scalar), torch.from_numpy(half)
+
+
+@lru_cache(maxsize=1)
+def load_fpr() -> torch.nn.Module | None:
+    """The built-in reducer in eval mode, or None when it is not installed."""
+    from ...registry import get_registry
+
+    registry = get_registry()
+    try:
+        if not registry.is_installed(MODEL_ID):
+            return None
+    except Exception:  # an unknown id (card removed): the logistic score stays
+        return None
+    return registry.load_network(MODEL_ID, "cpu").eval()
+
+
+def fpr_logits(network: torch.nn.Module, ct: np.ndarray, spacing_ijk: tuple[float, float, float],
+               cands: list[Candidate]) -> np.ndarray:
+    """One logit per candidate (higher: more likely a nodule)."""
+    out = np.zeros(len(cands), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(cands), BATCH):
+            part = cands[start:start + BATCH]
+            p = patches(ct, spacing_ijk, np.array([c.kji for c in part]))
+            out[start:start + len(part)] = network(*network_inputs(p, scalars(part), roi_half_mm(part))).numpy()
+    return out
