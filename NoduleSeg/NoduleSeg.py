@@ -58,7 +58,7 @@ class NoduleSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     device: Annotated[str, Choice(list(widgets.DEVICE_CHOICES)), Default(widgets.DEFAULT_DEVICE)]
     outputSegmentation: vtkMRMLSegmentationNode
-    # Nodules scoring below this are hidden (segments and points); the run keeps every candidate above 0.5.
+    # The run keeps the nodules scoring at least this; raising it afterwards hides the weaker ones (segments, points).
     minScore: Annotated[float, WithinRange(0.0, 1.0), Default(0.5)]
     airwaySegmentation: vtkMRMLSegmentationNode
     scopeDiameter: Annotated[float, WithinRange(1.0, 10.0), Default(4.0)]
@@ -151,6 +151,10 @@ class NoduleSegWidget(taskmodule.TaskModuleWidget):
     def cleanup(self):
         self._endClick()
         super().cleanup()
+
+    def taskOptions(self, parameterNode):
+        # The run keeps the nodules at the slider's score; raising the slider afterwards hides the weaker ones.
+        return {"minScore": parameterNode.minScore}
 
     def updateExtraButtons(self, parameterNode, hasSegments):
         hasNodules = self._nodes is not None and self._nodes.get("centers") is not None
@@ -269,3 +273,15 @@ class NoduleSegTest(taskmodule.TaskModuleTest):
             ras = np.array([-nodule.center_lps[0], -nodule.center_lps[1], nodule.center_lps[2]])
             self.assertTrue(any(np.linalg.norm(f - ras) < nodule.diameter_mm / 2 for f in found),
                             f"nodule of {nodule.diameter_mm:.1f} mm at {ras} not found")
+
+        self.delayDisplay("Remove a nodule, then add it back by a click")
+        logic, segmentation = self.logicClass(), nodes["segmentation"]
+        rows = table_rows(nodes["noduleTable"])
+        last = rows[-1]
+        logic.removeNodule(segmentation, int(last["label"]))
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), len(rows) - 1)
+        volumeNode = slicer.mrmlScene.GetFirstNodeByName("NoduleSegTestCT")
+        click = (-last["center_lps_x_mm"], -last["center_lps_y_mm"], last["center_lps_z_mm"])
+        added = logic.addNoduleAt(volumeNode, click, segmentation)
+        self.assertEqual(centers.GetNumberOfControlPoints(), len(rows))
+        self.assertAlmostEqual(table_rows(added["noduleTable"])[-1]["volume_ml"], last["volume_ml"], places=4)
