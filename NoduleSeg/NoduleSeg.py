@@ -88,7 +88,6 @@ class NoduleSegLogic(taskmodule.TaskModuleLogic):
         centersNode.GetNthControlPointPositionWorld(index, ras)
         return airwayLogic.planRoute(airwaySegmentationNode, tuple(ras), scopeDiameterMm)
 
-
     def _searchSpace(self, volumeNode):
         """The CT and its nodule search region (``clinseg.tasks.nodule.interactive.search_space``), kept for the
         last volume until its voxels change: the first click on a CT pays for the lungs, the next ones do not."""
