@@ -46,8 +46,9 @@ class NoduleSeg(ScriptedLoadableModule):
                 giving one segment, one centre point and one table row (position, long and short axis, volume,
                 type, score, Lung-RADS size category for information only) per nodule. The score threshold shows
                 or hides nodules; clicking a row centres the views on it; a nodule can be handed to Airway
-                Segmentation as a route target. The run happens in a background process with progress and
-                Cancel.""",
+                Segmentation as a route target. A nodule the run missed is added by a click on it (segmented and
+                measured as the others), and a selected one removed. The run happens in a background process with
+                progress and Cancel.""",
             acknowledgementText="""Follows a NoduleNet-style multi-task detector (Tang et al., MICCAI 2019),
                 implemented from its description, with LIDC-IDRI as the reference data set.""",
         )
