@@ -121,19 +121,20 @@ def _with_lobes(core: np.ndarray, tissue: np.ndarray, away: np.ndarray, depth_mm
     return core | keep[pieces] if keep.any() else core
 
 
-def _grow(crop: _Crop, threshold: float, radius_mm: float) -> tuple[np.ndarray, float]:
-    """(mask on the crop's grid, leak) at one threshold."""
+def _grow(crop: _Crop, threshold: float, radius_mm: float) -> tuple[np.ndarray, float, float]:
+    """(mask on the crop's grid, leak, equivalent radius of the opened core without its lobes) at one
+    threshold."""
     above = (crop.hu > threshold) & crop.allowed
     open_mm = _open_mm(radius_mm)
     seed_mm = max(radius_mm, 1.5 * float(crop.spacing.max()))
     anisotropy = tuple(crop.spacing)
-    core = above
+    core = opened = above
     if open_mm > 0.5 * float(crop.spacing.min()):
         inscribed = edt.edt(above.view(np.uint8), anisotropy=anisotropy, black_border=True)
         eroded = _component_at(inscribed > open_mm, crop.dist, seed_mm)
         if eroded.any():
             from_eroded = edt.edt((~eroded).view(np.uint8), anisotropy=anisotropy, black_border=False)
-            core = _component_at((from_eroded <= open_mm) & above, crop.dist, seed_mm)
+            core = opened = _component_at((from_eroded <= open_mm) & above, crop.dist, seed_mm)
             if core.any():
                 # What the opening cut off comes back where it is the nodule's own: lobulations still thick
                 # after an opening with half the ball (their thin links to vessels cut), then the pieces that
@@ -145,26 +146,27 @@ def _grow(crop: _Crop, threshold: float, radius_mm: float) -> tuple[np.ndarray, 
                 core = _with_lobes(_with_lobes(core, half, away, depth, touch), above, away, depth, touch)
     core = _component_at(core, crop.dist, seed_mm)
     if not core.any():
-        return core, 0.0
+        return core, 0.0, 0.0
     inside = crop.dist <= LIMIT_FACTOR * radius_mm + LIMIT_PAD_MM
     leak = float(np.count_nonzero(core & ~inside)) / float(np.count_nonzero(core))
     mask = _component_at(fill_voids.fill(core & inside, in_place=False), crop.dist, seed_mm)
-    return mask, leak
+    return mask, leak, _equivalent_radius(mask & opened, crop.spacing)
 
 
 def _grow_refit(hu: np.ndarray, allowed: np.ndarray, centre: np.ndarray, spacing: np.ndarray, threshold: float,
-                radius_mm: float) -> tuple[np.ndarray, float, float, _Crop]:
+                radius_mm: float) -> tuple[np.ndarray, float, float, _Crop, float]:
     """``_grow``, then once more with the mask's own radius when that is clearly larger (the Hessian's
-    scale steps are coarse, and a larger ball opens off thicker vessels): (mask, leak, radius, crop)."""
+    scale steps are coarse, and a larger ball opens off thicker vessels): (mask, leak, radius, crop,
+    opened core's radius)."""
     crop = _Crop(hu, allowed, centre, spacing, _open_mm(radius_mm))
-    mask, leak = _grow(crop, threshold, radius_mm)
+    mask, leak, r_core = _grow(crop, threshold, radius_mm)
     r_seg = _equivalent_radius(mask, crop.spacing)
     if r_seg > 1.3 * radius_mm or (leak > 0.3 and r_seg > radius_mm):
         crop2 = _Crop(hu, allowed, centre, spacing, _open_mm(r_seg))
-        mask2, leak2 = _grow(crop2, threshold, r_seg)
+        mask2, leak2, r_core2 = _grow(crop2, threshold, r_seg)
         if mask2.any():
-            return mask2, leak2, r_seg, crop2
-    return mask, leak, radius_mm, crop
+            return mask2, leak2, r_seg, crop2, r_core2
+    return mask, leak, radius_mm, crop, r_core
 
 
 def _recentre(above: np.ndarray, allowed: np.ndarray, dist: np.ndarray, centre: np.ndarray, spacing: np.ndarray,
@@ -222,14 +224,15 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     level = max(core, SOLID_LEVEL_HU) if core > SOLID_CORE_HU else core
     threshold = (level + background) / 2
     centre, radius_mm = _recentre(hu > threshold, allowed, dist, centre, spacing, radius_mm)
-    mask, leak, radius_mm, crop = _grow_refit(hu, allowed, centre, spacing, threshold, radius_mm)
+    mask, leak, radius_mm, crop, r_hi = _grow_refit(hu, allowed, centre, spacing, threshold, radius_mm)
     if not mask.any():
         return None
     halo = False
     if core > SOLID_CORE_HU:
-        r_hi = _equivalent_radius(mask, crop.spacing)
+        # Compared with the opened core alone: lobes taken back at the solid threshold would hide a small
+        # nodule's halo.
         low = (GGO_LEVEL_HU + background) / 2
-        wide, wide_leak, _, wide_crop = _grow_refit(hu, allowed, centre, spacing, low, max(radius_mm, 2.0 * r_hi))
+        wide, wide_leak, _, wide_crop, _ = _grow_refit(hu, allowed, centre, spacing, low, max(radius_mm, 2.0 * r_hi))
         # A solid edge's blur moves the lower threshold's boundary out by about a voxel; a ground-glass
         # halo (part-solid) by a share of the radius.
         r_lo = _equivalent_radius(wide, wide_crop.spacing)
