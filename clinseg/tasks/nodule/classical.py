@@ -56,25 +56,43 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
     else:
         candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
     findings: list[Finding] = []
-    voxel_mm3 = float(np.prod(spacing_ijk))
     for n, cand in enumerate(candidates):
         if cancel is not None and n % 16 == 0:
             cancel.check("nodule")
         if progress is not None and n % 16 == 0:
             progress(Progress("candidates", n, len(candidates), n / max(len(candidates), 1), None,
                               f"candidate {n + 1} of {len(candidates)}"))
-        seg = segment_candidate(ct, region, spacing_ijk, cand.kji, cand.radius_mm)
-        diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3) if seg is not None else 0.0
-        if network is not None and diameter < NET_MIN_DIAMETER_MM:
-            seg = ball_mask(ct, region, spacing_ijk, cand)
-            diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
-        smallest = NET_MIN_DIAMETER_MM if network is not None else MIN_DIAMETER_MM
-        if seg is None or not smallest <= diameter <= MAX_DIAMETER_MM:
-            continue
-        f = candidate_features(cand, seg, spacing_ijk)
-        findings.append(Finding(cand, seg, f, net_scores[n] if network is not None else float(score(f)[0])))
+        finding = finding_of(ct, region, spacing_ijk, cand, net_scores[n] if network is not None else None)
+        if finding is not None:
+            findings.append(finding)
     findings.sort(key=lambda f: -f.score)
     return _drop_duplicates(findings, ct.shape)
+
+
+def finding_of(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float], cand: Candidate,
+               net_score: float | None) -> Finding | None:
+    """One candidate segmented and scored (``net_score``: the network's probability, None: the logistic's);
+    None when its mask is not nodule-sized."""
+    voxel_mm3 = float(np.prod(spacing_ijk))
+    seg = segment_candidate(ct, region, spacing_ijk, cand.kji, cand.radius_mm)
+    diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3) if seg is not None else 0.0
+    if net_score is not None and diameter < NET_MIN_DIAMETER_MM:
+        seg = ball_mask(ct, region, spacing_ijk, cand)
+        diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
+    smallest = NET_MIN_DIAMETER_MM if net_score is not None else MIN_DIAMETER_MM
+    if seg is None or not smallest <= diameter <= MAX_DIAMETER_MM:
+        return None
+    f = candidate_features(cand, seg, spacing_ijk)
+    return Finding(cand, seg, f, net_score if net_score is not None else float(score(f)[0]))
+
+
+def candidate_score(ct: np.ndarray, spacing_ijk: tuple[float, float, float], cand: Candidate,
+                    seg: NoduleMask) -> float:
+    """One segmented candidate's score as a run gives it: the network's when installed, else the logistic's."""
+    network = load_fpr()
+    if network is None:
+        return float(score(candidate_features(cand, seg, spacing_ijk))[0])
+    return float(1.0 / (1.0 + np.exp(-fpr_logits(network, ct, spacing_ijk, [cand])[0])))
 
 
 def ball_mask(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],

@@ -66,10 +66,7 @@ def load_fpr() -> torch.nn.Module | None:
     from ...registry import get_registry
 
     registry = get_registry()
-    try:
-        if not registry.is_installed(MODEL_ID):
-            return None
-    except Exception:  # an unknown id (card removed): the logistic score stays
+    if not registry.is_installed(MODEL_ID):
         return None
     return registry.load_network(MODEL_ID, "cpu").eval()
 

@@ -25,8 +25,7 @@ from ...result import Result
 from ...terminology import NODULE
 from ...volume import Volume
 from .candidates import Candidate, detect_candidates
-from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM
-from .features import candidate_features, score
+from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM, candidate_score
 from .pipeline import MIN_EXTENT_MM, MIN_SLICES
 from .region import search_region
 from .segment import NoduleMask, segment_candidate
@@ -119,7 +118,7 @@ def nodule_at(space: SearchSpace | Volume, point_lps, label: int = 1) -> Clicked
     if not MIN_DIAMETER_MM <= diameter <= MAX_DIAMETER_MM:
         raise InputError("point", f"the structure at {_where(point)} measures {diameter:.1f} mm, outside the "
                                   f"{MIN_DIAMETER_MM:g}-{MAX_DIAMETER_MM:g} mm of a nodule")
-    probability = float(score(candidate_features(cand, seg, ct.spacing))[0])
+    probability = candidate_score(ct.array, ct.spacing, cand, seg)
 
     # Measured on a crop around the mask (the whole grid would cost a pass per click), then placed back.
     mbox = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(seg.box, ct.shape))
