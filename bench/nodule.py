@@ -223,7 +223,7 @@ def bench_speed(seed: int = 1234) -> dict:
 
         ph = generate_chest(seed)
         path = Path(tmp) / "ct.nii.gz"
-        write_volume(path, ph.ct)
+        write_volume(ph.ct, path)
         del ph
         cmd = [sys.executable, "-m", "clinseg", "nodule", str(path), "-o", str(Path(tmp) / "out"), "--no-preview",
                "--engine", "classical"]
