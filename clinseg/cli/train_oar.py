@@ -42,6 +42,19 @@ def register(tasks) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dice-weight", type=float, default=0.0, help="add W x multi-class soft Dice to stage 1's "
                    "focal loss (default 0: the document's loss)")
+    p.add_argument("--loss", choices=["focal", "ce"], default="focal", help="stage 1's voxel loss (the document's: "
+                   "focal)")
+    p.add_argument("--norm", choices=["none", "batch"], default="none", help="normalisation after each convolution "
+                   "(the document's table: none)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), default=(2.0, 2.0, 3.0),
+                   help="stage-1 working spacing in mm")
+    p.add_argument("--patch", type=int, nargs=3, metavar=("D", "H", "W"), default=(32, 64, 64),
+                   help="stage-1 training cuboid in voxels (multiples of 8)")
+    p.add_argument("--stage2-organs", type=_names, help="comma-separated organs given a stage-2 model (default: "
+                   "the optic nerves and chiasm, lenses, cochleae and lacrimal glands)")
+    p.add_argument("--fg-fraction", type=float, default=0.8, help="share of stage-1 cuboids centred on an organ")
+    p.add_argument("--validate-every", type=int, default=0, help="stage-1 epochs between validation passes "
+                   "(0: at the end only)")
     p.add_argument("--init", type=Path, help="start stage 1 from this cascade .safetensors (fine-tune)")
     p.add_argument("--cache", type=Path, help="prepared-case folder (default: OUT/cache)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -54,7 +67,7 @@ def register(tasks) -> None:
 
 
 def _prepared(root: str, cache: Path, config, annotators, splits, seed: int, limit: int | None, log) -> list:
-    from ..train.oar import load_prepared, prepare_case, save_prepared
+    from ..train.oar import load_prepared, prepare_case, respace_prepared, save_prepared
     from ..train.oar_data import iter_cases
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -66,6 +79,12 @@ def _prepared(root: str, cache: Path, config, annotators, splits, seed: int, lim
     if key in index and all((cache / f).is_file() for f in index[key]):
         files = index[key][:limit] if limit else index[key]
         return [load_prepared(cache / f) for f in files]
+    for other, files in index.items():  # the same cases cached at another stage-1 spacing: resample them
+        fields = json.loads(other)
+        if {**fields, "spacing": list(config.spacing)} == json.loads(key) and all((cache / f).is_file() for f in files):
+            log(f"stage-1 arrays resampled from the {fields['spacing']} mm cache")
+            return [respace_prepared(load_prepared(cache / f), fields["spacing"], config.spacing, seed)
+                    for f in (files[:limit] if limit else files)]
     out, files = [], []
     for case in iter_cases(root, tuple(annotators), splits, seed):
         started = time.perf_counter()
@@ -87,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.devices import select_device
+    from ..terminology import HN_ORGANS
     from ..train.loop import export_safetensors
     from ..train.oar import OarTrainConfig, run_training
 
@@ -99,7 +119,14 @@ def run(args: argparse.Namespace) -> int:
     cache = args.cache or out / "cache"
     config = OarTrainConfig(width=args.width, stage2_width=args.stage2_width, batch=args.batch,
                             iters_per_epoch=args.iters_per_epoch, seed=args.seed, val_count=args.val_cases,
-                            dice_weight=args.dice_weight)
+                            dice_weight=args.dice_weight, loss=args.loss, norm=args.norm,
+                            fg_fraction=args.fg_fraction, validate_every=args.validate_every,
+                            spacing=tuple(args.spacing), patch=tuple(args.patch))
+    if args.stage2_organs:
+        unknown = set(args.stage2_organs) - {s.name for s in HN_ORGANS}
+        if unknown:
+            raise InputError("--stage2-organs", f"unknown organ(s): {', '.join(sorted(unknown))}")
+        config.stage2_organs = tuple(args.stage2_organs)
     started = time.perf_counter()
     cases = _prepared(args.data, cache, config, args.annotators, args.splits, args.seed, args.limit, reporter.log)
     if args.val_data:

@@ -43,6 +43,15 @@ AUGMENT = AugmentConfig(flip_p=0.0, affine_p=0.5, max_rotation_deg=5.0, scale_ra
 N_CLASSES = len(HN_ORGANS) + 1
 
 
+def cascade_kwargs(config: OarTrainConfig, stage2_keys) -> tuple[dict, dict]:
+    """``OARCascade`` arguments (stage 1, stage 2 per organ key) of a training configuration."""
+    stage1 = {"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0}
+    stage2 = {"width": config.stage2_width, "dropout": 0.0}
+    if config.norm != "none":
+        stage1["norm"] = stage2["norm"] = config.norm
+    return stage1, {k: dict(stage2) for k in stage2_keys}
+
+
 def organ_key(name: str) -> str:
     """Module key of an organ's stage-2 model (``"Optic nerve L"`` -> ``"optic_nerve_l"``)."""
     return name.lower().replace(" ", "_")
@@ -72,6 +81,9 @@ class OarTrainConfig:
     augment: bool = True
     focal_gamma: float = 2.0
     dice_weight: float = 0.0  # 0: the thesis's focal loss alone; > 0 adds a multi-class soft Dice term
+    loss: str = "focal"  # stage 1's voxel loss: "focal" (the thesis's) or "ce" (plain cross-entropy)
+    norm: str = "none"  # "none" (the thesis's table) or "batch" (BatchNorm after each convolution)
+    validate_every: int = 0  # stage-1 epochs between validation passes; 0: once, at the end
     extra: dict = field(default_factory=dict)
 
 
@@ -123,6 +135,16 @@ def prepare_case(case: OarCase, config: OarTrainConfig) -> PreparedCase:
     return PreparedCase(case.name, image.array, labels, _points(labels, rng), crops)
 
 
+def respace_prepared(case: PreparedCase, spacing: Sequence[float], new_spacing: Sequence[float],
+                     seed: int = 0) -> PreparedCase:
+    """A prepared case's stage-1 arrays moved from ``spacing`` to ``new_spacing`` (same centre, as
+    ``prepare_case`` would grid them); stage-2 crops unchanged. Reuses a cache instead of rebuilding phantoms."""
+    image = resample(Volume(case.image, tuple(spacing)), tuple(new_spacing), order=1, default_value=0.0).array
+    labels = resample(Volume(case.labels, tuple(spacing)), tuple(new_spacing), order=0).array.astype(np.uint8)
+    return PreparedCase(case.name, image.astype(np.float32), labels, _points(labels, np.random.default_rng(seed)),
+                        case.crops)
+
+
 def save_prepared(case: PreparedCase, path: Path) -> None:
     crops = {f"crop_image/{k}": v[0] for k, v in case.crops.items()} | {
         f"crop_mask/{k}": v[1] for k, v in case.crops.items()}
@@ -157,8 +179,8 @@ class Stage1Task:
     """``TrainTask`` of the multi-class stage-1 network."""
 
     def __init__(self, train_cases: list[PreparedCase], val_cases: list[PreparedCase], config: OarTrainConfig,
-                 validate_every: int = 1) -> None:
-        self.cases, self.val, self.config, self.every = train_cases, val_cases, config, validate_every
+                 validate_every: int = 1, log: Callable[[str], None] = print) -> None:
+        self.cases, self.val, self.config, self.every, self.log = train_cases, val_cases, config, validate_every, log
 
     def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
@@ -181,7 +203,10 @@ class Stage1Task:
             yield _batch(images, labels, rng, cfg.augment, device)
 
     def loss(self, output: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = focal_loss(output, label[:, 0], gamma=self.config.focal_gamma)
+        if self.config.loss == "ce":
+            loss = F.cross_entropy(output.float(), label[:, 0].long())
+        else:
+            loss = focal_loss(output, label[:, 0], gamma=self.config.focal_gamma)
         if self.config.dice_weight > 0:
             loss = loss + self.config.dice_weight * multiclass_soft_dice(output, label[:, 0])
         # The loop's running Dice is binary: organ (any) versus background.
@@ -191,8 +216,12 @@ class Stage1Task:
     def validate(self, model: nn.Module, epoch: int, device: torch.device) -> float | None:
         if not self.val or (epoch + 1) % self.every:
             return None
-        return float(np.mean([np.nanmean(list(stage1_dice(model, c, self.config.patch, device).values()))
-                              for c in self.val]))
+        per_case = [stage1_dice(model, c, self.config.patch, device) for c in self.val]
+        names = {s.label: s.name for s in HN_ORGANS}
+        organs = sorted({v for d in per_case for v in d})
+        self.log("val Dice: " + ", ".join(f"{names[v]} {np.mean([d[v] for d in per_case if v in d]):.2f}"
+                                          for v in organs))
+        return float(np.mean([np.nanmean(list(d.values())) for d in per_case]))
 
     def metadata(self) -> dict[str, str]:
         return {"network": "OARUNet", "config": str(asdict(self.config))}
@@ -276,25 +305,25 @@ def run_training(train_cases: list[PreparedCase], val_cases: list[PreparedCase],
     """Stage 1, then each stage-2 organ (``stage2_epochs`` 0: none); weights gathered into one cascade."""
     out = Path(out_dir)
     torch.manual_seed(config.seed)
-    stage1 = OARUNet(out_channels=N_CLASSES, width=config.width, dropout=0.0)
+    stage1 = OARUNet(out_channels=N_CLASSES, width=config.width, norm=config.norm, dropout=0.0)
     if init is not None:  # fine-tune: the stage-1 weights of an earlier cascade
         stage1.load_state_dict({k[len("stage1."):]: v for k, v in init.items() if k.startswith("stage1.")})
     loop = LoopConfig(out / "stage1", epochs, lr=lr, milestones=(0.8,), seed=config.seed, device=device, amp=amp,
                       max_minutes=max_minutes, log=log)
-    summary1 = train(stage1, Stage1Task(train_cases, val_cases, config, validate_every=epochs), loop)
+    summary1 = train(stage1, Stage1Task(train_cases, val_cases, config,
+                                        validate_every=config.validate_every or epochs, log=log), loop)
     stage2_models: dict[str, OARUNet] = {}
     summaries2: dict[str, TrainSummary] = {}
     for organ in config.stage2_organs if stage2_epochs > 0 else ():
         crops = [c.crops[organ] for c in train_cases if organ in c.crops]
         if not crops:
             continue
-        model = OARUNet(out_channels=2, width=config.stage2_width, dropout=0.0)
+        model = OARUNet(out_channels=2, width=config.stage2_width, norm=config.norm, dropout=0.0)
         loop2 = LoopConfig(out / "stage2" / organ_key(organ), stage2_epochs, lr=lr, milestones=(0.8,),
                            seed=config.seed, device=device, amp=amp, max_minutes=stage2_max_minutes, log=log)
         summaries2[organ] = train(model, Stage2Task(organ, crops, config), loop2)
         stage2_models[organ_key(organ)] = model
-    cascade = OARCascade({"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0},
-                         {k: {"width": config.stage2_width, "dropout": 0.0} for k in stage2_models})
+    cascade = OARCascade(*cascade_kwargs(config, stage2_models))
     cascade.stage1.load_state_dict(stage1.state_dict())
     for key, model in stage2_models.items():
         cascade.stage2[key].load_state_dict(model.state_dict())

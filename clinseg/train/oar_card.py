@@ -16,7 +16,7 @@ from ..nets.oar_unet import THESIS_WEIGHT_COUNT, OARCascade
 from ..registry.card import validate_card
 from ..registry.store import sha256_file
 from ..terminology import HN_ORGANS
-from .oar import HU_WINDOW, N_CLASSES, OarTrainConfig, organ_key
+from .oar import HU_WINDOW, N_CLASSES, OarTrainConfig, cascade_kwargs, organ_key
 
 DOCUMENT = "XJTU 2020 thesis on head & neck OARs with a two-stage 3-D U-Net (../shared/seeds/oar.md, " \
            "original 001_453b58f5af266994.txt)"
@@ -84,9 +84,8 @@ def oar_card(cascade: OARCascade, config: OarTrainConfig, summary: dict, figures
                     "Organ masks: DeepMind/TCIA H&N set (CC BY 4.0).",
         "training_data": {"description": "Phantoms built by clinseg.phantoms.headneck around the oncologist masks of "
                           "the 16 test-split scans of the DeepMind/TCIA H&N set; no patient CT.", "synthetic": True},
-        "architecture": {"class": "oar_unet:OARCascade", "kwargs": {
-            "stage1": {"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0},
-            "stage2": {op["key"]: {"width": config.stage2_width, "dropout": 0.0} for op in stage2_ops}}},
+        "architecture": {"class": "oar_unet:OARCascade", "kwargs": dict(zip(
+            ("stage1", "stage2"), cascade_kwargs(config, [op["key"] for op in stage2_ops])))},
         "inputs": {"modalities": ["CT"], "channels": 1, "spacing": list(config.spacing),
                    "patch_size": list(inference_patch), "overlap": 0.25,
                    "intensity": {"clip": list(HU_WINDOW), "scale": [0, 1]}},
@@ -129,8 +128,7 @@ def card_from_run(run_dir: str | Path, folder: str | Path, figures: dict | None 
     weights = run_dir / "model.safetensors"
     state = load_file(str(weights))
     keys = sorted({k.split(".")[1] for k in state if k.startswith("stage2.")})
-    cascade = OARCascade({"out_channels": N_CLASSES, "width": config.width, "dropout": 0.0},
-                         {k: {"width": config.stage2_width, "dropout": 0.0} for k in keys})
+    cascade = OARCascade(*cascade_kwargs(config, keys))
     cascade.load_state_dict(state)
     summary["settings"] = raw
     card = oar_card(cascade, config, summary, figures or {}, weights, **kwargs)
