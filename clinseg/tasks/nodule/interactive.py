@@ -1,8 +1,9 @@
 """Click-to-add: the one nodule at a point, found and measured by the same code as a full run.
 
 Around the click the detector's blob filter runs on a small crop (``detect_candidates``); the blob
-nearest the click is segmented by the per-nodule segmenter (``segment_candidate``), scored by the
-false-positive score and measured like every nodule of a run (``measure_nodules``). A click that is
+nearest the click goes the run's way for one candidate (``classical.finding_of``: the per-nodule
+segmenter and the false-positive score, the network's when installed) and is measured like every
+nodule of a run (``measure_nodules``). A click that is
 not on a nodule-like structure (outside the lungs, on air, on a vessel, on something too small or too
 large for a nodule) is refused with a one-line ``InputError`` that says why.
 
@@ -25,10 +26,11 @@ from ...result import Result
 from ...terminology import NODULE
 from ...volume import Volume
 from .candidates import Candidate, detect_candidates
-from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM, candidate_score
+from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM, NET_MIN_DIAMETER_MM, finding_of
+from .fpr import fpr_logits, load_fpr
 from .pipeline import MIN_EXTENT_MM, MIN_SLICES
 from .region import search_region
-from .segment import NoduleMask, segment_candidate
+from .segment import NoduleMask
 
 CROP_MM = 40.0  # half-size of the crop the blob filter runs on (the largest nodule's radius + the filter's reach)
 CLICK_TOLERANCE_MM = 3.0  # the click may miss the nodule's mask by this much (a click on its edge)
@@ -105,20 +107,23 @@ def nodule_at(space: SearchSpace | Volume, point_lps, label: int = 1) -> Clicked
     if not near:
         raise InputError("point", f"no nodule-like structure at {_where(point)} (no blob there)")
     cand = min(near, key=lambda c: float(np.linalg.norm((c.kji - kji) * spacing)))
+    # A tube is never a nodule to add (the run without the FP network drops it too, with the network it is
+    # scored, usually low). Then the run's path for one candidate: with the network its score decides (a failed
+    # mask keeps the blob's ball), without it the logistic over the mask's shape scores.
     if cand.blobness < MIN_BLOBNESS:
         raise InputError("point", f"the structure at {_where(point)} is tube-shaped (a vessel?), not a nodule")
-
-    seg = segment_candidate(ct.array, region, ct.spacing, cand.kji, cand.radius_mm)
-    if seg is None:
-        raise InputError("point", f"nothing denser than the lung around {_where(point)}")
+    network = load_fpr()
+    net_score = None if network is None else \
+        float(1.0 / (1.0 + np.exp(-fpr_logits(network, ct.array, ct.spacing, [cand])[0])))
+    finding = finding_of(ct.array, region, ct.spacing, cand, net_score)
+    if finding is None:
+        smallest = MIN_DIAMETER_MM if network is None else NET_MIN_DIAMETER_MM
+        raise InputError("point", f"nothing nodule-sized at {_where(point)} (no mask of {smallest:g}-"
+                                  f"{MAX_DIAMETER_MM:g} mm denser than the lung)")
+    seg, probability = finding.mask, finding.score
     voxels = np.argwhere(seg.mask) + [s.start for s in seg.box]
     if float(np.min(np.linalg.norm((voxels - kji) * spacing, axis=1))) > CLICK_TOLERANCE_MM:
         raise InputError("point", f"no nodule at {_where(point)}: the nearest blob lies beside the click")
-    diameter = float((6 * seg.voxels * np.prod(spacing) / np.pi) ** (1 / 3))
-    if not MIN_DIAMETER_MM <= diameter <= MAX_DIAMETER_MM:
-        raise InputError("point", f"the structure at {_where(point)} measures {diameter:.1f} mm, outside the "
-                                  f"{MIN_DIAMETER_MM:g}-{MAX_DIAMETER_MM:g} mm of a nodule")
-    probability = candidate_score(ct.array, ct.spacing, cand, seg)
 
     # Measured on a crop around the mask (the whole grid would cost a pass per click), then placed back.
     mbox = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(seg.box, ct.shape))
