@@ -10,7 +10,7 @@ dropped, the strongest segmented and scored by the logistic over shape features 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,9 @@ MAX_DIAMETER_MM = 40.0  # beyond a nodule (> 30 mm is a mass); a leak that fille
 MIN_BLOBNESS = 0.35  # l3/l1 at the candidate: below it a tube (vessel), cheaper dropped before segmenting
 MAX_SEGMENTED = 150  # the strongest candidates that are segmented and scored
 MAX_SEGMENTED_NET = 100  # with the network: its best candidates that are segmented
+LEAK_OFFSET = 0.5  # network path: a mask whose centroid lies this many blob radii off the candidate ...
+LEAK_SIZE = 1.5  # ... and whose equivalent radius exceeds the blob's this many times ran into a vessel
+CLIP_FACTOR = 1.2  # such a mask is cut to this many blob radii (+ half a voxel) around the candidate
 DUPLICATE_SHARE = 0.3  # a weaker mask with this share already claimed by a stronger one is the same nodule
 
 
@@ -79,6 +82,9 @@ def finding_of(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, flo
     if net_score is not None and diameter < NET_MIN_DIAMETER_MM:
         seg = ball_mask(ct, region, spacing_ijk, cand)
         diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
+    elif net_score is not None:
+        seg = clip_leak(seg, cand, spacing_ijk)
+        diameter = (6 * seg.voxels * voxel_mm3 / np.pi) ** (1 / 3)
     smallest = NET_MIN_DIAMETER_MM if net_score is not None else MIN_DIAMETER_MM
     if seg is None or not smallest <= diameter <= MAX_DIAMETER_MM:
         return None
@@ -93,6 +99,25 @@ def candidate_score(ct: np.ndarray, spacing_ijk: tuple[float, float, float], can
     if network is None:
         return float(score(candidate_features(cand, seg, spacing_ijk))[0])
     return float(1.0 / (1.0 + np.exp(-fpr_logits(network, ct, spacing_ijk, [cand])[0])))
+
+
+def clip_leak(seg: NoduleMask, cand: Candidate, spacing_ijk: tuple[float, float, float]) -> NoduleMask:
+    """``seg`` cut to a ball around the candidate when it leaked (far larger than the blob and centred off
+    it: a juxta-vascular nodule's mask that ran along its vessel), else ``seg`` itself. Network path only:
+    there the network, which scored the blob, decides; the mask's centroid is where the table puts it."""
+    spacing = np.asarray(spacing_ijk[::-1], float)
+    pts = np.argwhere(seg.mask)
+    centre = np.asarray(cand.kji, float) - [s.start for s in seg.box]
+    offset = float(np.linalg.norm((pts.mean(axis=0) - centre) * spacing))
+    radius = float((3 * len(pts) * np.prod(spacing) / (4 * np.pi)) ** (1 / 3))
+    if offset <= LEAK_OFFSET * cand.radius_mm or radius <= LEAK_SIZE * cand.radius_mm:
+        return seg
+    keep = pts[np.linalg.norm((pts - centre) * spacing, axis=1) <= CLIP_FACTOR * cand.radius_mm + 0.5 * spacing.max()]
+    if not len(keep):
+        return seg
+    mask = np.zeros_like(seg.mask)
+    mask[tuple(keep.T)] = True
+    return replace(seg, mask=mask)
 
 
 def ball_mask(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
