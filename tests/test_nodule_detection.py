@@ -63,3 +63,16 @@ def test_patches_sample_hu_at_1_mm_around_the_centre():
     lo, hi = HU_RANGE
     assert p.max() == p[0, 15:17, 15:17, 15:17].max()  # the bright voxel sits at the patch centre
     assert p[0, 0, 0, 0] == round((-1000 - lo) * 255 / (hi - lo))
+
+
+def test_builtin_fp_network_verifies_and_loads():
+    from clinseg.nets.nodule_fpr import NoduleFPR
+    from clinseg.registry import get_registry
+    from clinseg.tasks.nodule.fpr import MODEL_ID, load_fpr
+
+    registry = get_registry()
+    card = registry.card(MODEL_ID)
+    assert card.task == "nodule" and registry.is_installed(MODEL_ID) and registry.verify(MODEL_ID) == []
+    network = load_fpr()
+    assert isinstance(network, NoduleFPR) and not network.training
+    assert sum(p.numel() for p in network.parameters()) == card.parameter_count
