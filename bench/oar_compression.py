@@ -4,13 +4,13 @@ ONNX Runtime as the modern comparison.
 Usage: .venv/bin/python bench/oar_compression.py [--grid 32 64 64] [--train-steps 200] [--steps 10]
        [--time-grid 48 128 128] [--cache out/oar-compression]
 
-The stage-1 model is the thesis's U-Net at full width (24; 3,154,896 kernel weights). It is part A's trained
-model when ``clinseg/models/oar-unet-phantom`` exists, else one trained here (focal loss, Adam 1e-3, batch 1)
-on phantoms and cached. Then the thesis's sequence: channel pruning 5 % steps to 20 % (masked fine-tuning
-after each, the thesis does 2000 iterations, we do ``--steps``), channel removal, threshold pruning 0.01 then
-0.02, 31-level STE quantisation. Printed per stage: parameters, kernel weights, file size, peak memory and
-CPU time of one forward pass at ``--time-grid`` (each in a fresh process, 1 thread), mean Dice over the 8
-organs on held-out phantoms. Torch threads are 1 throughout (the CPU is shared).
+The stage-1 model is the thesis's U-Net at full width (24; 3,154,896 kernel weights). It is part A's trained model
+when ``clinseg/models/oar-unet-phantom`` has this bench's 9 classes, else one trained here (focal loss, Adam 1e-3,
+batch 1) on phantoms and cached. Then the thesis's sequence: channel pruning 5 % steps to 20 % (masked fine-tuning
+after each, the thesis does 2000 iterations, we do ``--steps``), channel removal, threshold pruning 0.01 then 0.02,
+31-level STE quantisation. Printed per stage: parameters, kernel weights, file size, peak memory and CPU time of one
+forward pass at ``--time-grid`` (each in a fresh process, 1 thread), mean Dice over the 8 organs on held-out
+phantoms. Torch threads are 1 throughout (the CPU is shared).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def batches(cases, seed: int = 0):
 def trained_model(args, train) -> OARUNet:
     if PART_A_MODEL.exists():
         state = {k.removeprefix("stage1."): v for k, v in load_file(PART_A_MODEL).items() if k.startswith("stage1.")}
-        if state:
+        # Part A's model is usable here only with this bench's classes (background + STAGE1_ORGANS).
+        if state and state["convs.conv15.weight"].shape[0] == len(STAGE1_ORGANS) + 1:
             print(f"model: part A's stage 1 from {PART_A_MODEL}")
             model = build(state)
             model.load_state_dict(state)
