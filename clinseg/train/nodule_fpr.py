@@ -1,26 +1,34 @@
-"""Training the nodule false-positive reducer (``clinseg.nets.nodule_fpr.NoduleFPR``) on phantom candidates.
+"""Training the nodule false-positive reducer (``clinseg.nets.nodule_fpr.NoduleFPR``): ``clinseg train nodule``.
 
-Samples are the classical engine's own candidates (``detect_candidates`` in the search region) of training
-phantoms: a candidate whose centre lies within a nodule's radius is positive, every other one negative
-(vessel junctions, crossings, scars, noise). Each positive is also read at ``JITTER`` shifted centres (up
-to a third of its radius) so that the few positives are seen off-centre as the filter finds them.
-Training: BCE on balanced batches (a quarter positive), Adam, random flips and axis permutations (the
-patches are isotropic), for a fixed number of minutes on one thread.
+Samples are the classical engine's own candidates (``detect_candidates`` in the search region) of each CT:
+a candidate whose centre lies within a nodule's radius is positive, every other one negative (vessel
+junctions, crossings, scars, noise). The nodules come from the source (``case_samples`` takes the CT and
+its (centre, diameter) list whatever the layout: generated phantom seeds, phantom folders, LUNA16
+annotations, LIDC reader consensus; see ``clinseg.train.nodule_data``). Each positive is also read at
+``JITTER`` shifted centres (up to a third of its radius) so that the few positives are seen off-centre as
+the filter finds them. Training: BCE on balanced batches (a quarter positive), Adam, random flips and axis
+permutations (the patches are isotropic), for a fixed number of minutes (or steps).
 
-Run: ``python -m clinseg.train.nodule_fpr --seeds 100-139 --val 140-149 --minutes 30 --out DIR``.
+Run: ``clinseg train nodule --layout phantom --seeds 100-139 --val-seeds 140-149 --minutes 30 --out DIR``
+(``python -m clinseg.train.nodule_fpr --seeds ... --val ...`` forwards to it).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..nets.nodule_fpr import NoduleFPR
 from ..tasks.nodule.candidates import Candidate, detect_candidates
 from ..tasks.nodule.fpr import network_inputs, patches, roi_half_mm, scalars
@@ -31,14 +39,35 @@ POSITIVE_SHARE = 0.25
 N_NODULES, N_DISTRACTORS = 8, 6
 
 
-def phantom_samples(ct, masks, nodules, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Patches, scalars, ROI sizes and labels of every candidate of one phantom (plus jittered positives)."""
-    region = search_region(masks, ct.spacing)
-    cands = detect_candidates(ct.array, region, ct.spacing)
-    centres = np.array([n.center_lps for n in nodules]).reshape(-1, 3)
-    radii = np.array([n.diameter_mm / 2 for n in nodules])
-    lps = ct.index_to_physical(np.array([c.kji[::-1] for c in cands]).reshape(-1, 3))
-    labels = np.array([bool(len(radii)) and bool(np.any(np.linalg.norm(centres - p, axis=1) <= radii)) for p in lps])
+Reference = tuple[np.ndarray, float]  # (centre in LPS mm, diameter in mm)
+
+
+def _within(points: np.ndarray, refs: list[Reference]) -> np.ndarray:
+    """bool per point: inside the sphere (centre, diameter) of any reference (the LUNA16 hit rule)."""
+    if not refs or not len(points):
+        return np.zeros(len(points), bool)
+    centres = np.array([np.asarray(c, float) for c, _ in refs]).reshape(-1, 3)
+    radii = np.array([d / 2 for _, d in refs])
+    return np.any(np.linalg.norm(points[:, None] - centres[None], axis=-1) <= radii, axis=1)
+
+
+def case_samples(ct, nodules: list[Reference], rng: np.random.Generator, ignore: list[Reference] = (),
+                 subject: str = "CT") -> dict[str, np.ndarray]:
+    """Patches, scalars, ROI sizes and labels of every candidate of one CT (plus jittered positives).
+
+    ``nodules`` are the positives whatever the source (phantom truth, LUNA16 annotations, LIDC consensus);
+    candidates inside an ``ignore`` sphere (LIDC nodules below the consensus) are neither and are dropped.
+    """
+    from ..anatomy.lungs import chest_masks
+    from ..preprocess import fill_ct_padding
+
+    masks = chest_masks(ct, subject)  # before the padding is filled, as the engine does
+    ct = fill_ct_padding(ct)
+    cands = detect_candidates(ct.array, search_region(masks, ct.spacing), ct.spacing)
+    lps = ct.index_to_physical(np.array([c.kji[::-1] for c in cands], float).reshape(-1, 3))
+    keep = ~_within(lps, list(ignore)) | _within(lps, nodules)
+    cands, lps = [c for c, k in zip(cands, keep) if k], lps[keep]
+    labels = _within(lps, nodules)
     extra: list[Candidate] = []
     spacing = np.asarray(ct.spacing[::-1], float)
     for c, positive in zip(cands, labels):
@@ -54,15 +83,13 @@ def phantom_samples(ct, masks, nodules, rng: np.random.Generator) -> dict[str, n
             "jittered": np.concatenate([np.zeros(len(cands), bool), np.ones(len(extra), bool)])}
 
 
-def seed_samples(seed: int) -> dict[str, np.ndarray]:
-    """``phantom_samples`` of the small chest phantom of one seed."""
-    from ..anatomy.lungs import chest_masks
+def seed_samples(seed: int, shape: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+    """``case_samples`` of the small chest phantom of one seed (``shape``: a smaller grid, for tests)."""
     from ..phantoms.chest import generate_chest
-    from ..preprocess import fill_ct_padding
 
-    ph = generate_chest(seed, preset="small", n_nodules=N_NODULES, n_distractors=N_DISTRACTORS)
-    masks = chest_masks(ph.ct)
-    return phantom_samples(fill_ct_padding(ph.ct), masks, ph.nodules, np.random.default_rng(seed))
+    ph = generate_chest(seed, preset="small", shape=shape, n_nodules=N_NODULES, n_distractors=N_DISTRACTORS)
+    return case_samples(ph.ct, [(n.center_lps, n.diameter_mm) for n in ph.nodules], np.random.default_rng(seed),
+                        subject=f"phantom {seed}")
 
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -96,8 +123,14 @@ def evaluate(network: NoduleFPR, data: dict[str, np.ndarray]) -> dict[str, float
 
 
 def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minutes: float, batch: int = 64,
-          lr: float = 1e-3, seed: int = 0, log=print) -> tuple[NoduleFPR, dict]:
-    """A ``NoduleFPR`` trained for ``minutes`` of wall time; returns it and the training record."""
+          lr: float = 1e-3, seed: int = 0, log=print, max_steps: int | None = None, every: int = 200,
+          checkpoint: Callable[[NoduleFPR, dict], None] | None = None) -> tuple[NoduleFPR, dict]:
+    """A ``NoduleFPR`` trained for ``minutes`` of wall time (or ``max_steps``); returns it and the training record.
+
+    Every ``every`` steps a history row is logged and ``checkpoint(network, row)`` called."""
+    if not (data["label"] > 0).any() or not (data["label"] == 0).any():
+        raise InputError("training data", f"{int((data['label'] > 0).sum())} positive and "
+                         f"{int((data['label'] == 0).sum())} negative candidates: both are needed")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = NoduleFPR()
@@ -106,7 +139,7 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
     n_pos = max(1, int(round(POSITIVE_SHARE * batch)))
     start, step, record = time.perf_counter(), 0, {"steps": 0, "history": []}
     deadline = start + 60 * minutes
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and (max_steps is None or step < max_steps):
         network.train()
         idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch - n_pos)])
         x, s, h = network_inputs(data["patch"][idx], data["scalar"][idx], data["half"][idx])
@@ -116,55 +149,160 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
         loss.backward()
         optimiser.step()
         step += 1
-        if step % 200 == 0:
-            row = {"step": step, "minutes": round((time.perf_counter() - start) / 60, 1), "loss": round(float(loss), 4)}
+        if step % every == 0 or step == max_steps:
+            row = {"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
+                   "loss": round(float(loss.detach()), 4)}
             if val is not None:
                 row.update({f"val_{k}": round(v, 4) for k, v in evaluate(network, val).items()})
             record["history"].append(row)
             log(json.dumps(row))
+            if checkpoint is not None:
+                checkpoint(network, row)
     record.update(steps=step, minutes=round((time.perf_counter() - start) / 60, 1), batch=batch, lr=lr)
     network.eval()
     return network, record
 
 
-def _seed_range(text: str) -> list[int]:
+def seed_range(text: str) -> list[int]:
+    """``100-139`` or ``7`` -> the seeds."""
     a, _, b = text.partition("-")
-    return list(range(int(a), int(b or a) + 1))
+    try:
+        return list(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise InputError("--seeds", f"'{text}' is not a seed or a range A-B") from None
+
+
+@dataclass
+class NoduleTrainConfig:
+    layout: str = "phantom"
+    seeds: list[int] = field(default_factory=list)  # phantom layout without --data: generated seeds
+    val_seeds: list[int] = field(default_factory=list)
+    val_cases: int = 0  # folders: the last N cases held out
+    consensus: int = 3  # LIDC: readers needed for a positive
+    minutes: float = 30.0
+    max_steps: int | None = None
+    batch: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    every: int = 200
+    shape: tuple[int, int, int] | None = None  # generated phantoms: a smaller grid than the small preset's
+
+
+def _cached(cache: Path | None, key: dict, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Samples built once per source and settings (building them is most of a short run)."""
+    if cache is None:
+        return build()
+    path = cache / f"samples-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        return dict(np.load(path))
+    data = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data
+
+
+def sample_sets(data: str | Path | None, config: NoduleTrainConfig, cache: Path | None = None,
+                log: Callable[[str], None] = print) -> tuple[dict, dict | None, dict]:
+    """Training and validation samples (None without validation cases) and what they came from."""
+    from .nodule_data import case_names, iter_cases
+
+    def build(cases: list, kind: str) -> dict[str, np.ndarray] | None:
+        if not cases:
+            return None
+        if data is None:
+            key = {"seeds": cases, "shape": config.shape}
+            make = lambda: concat([seed_samples(s, config.shape) for s in cases])  # noqa: E731
+        else:
+            key = {"root": str(Path(data).resolve()), "layout": config.layout, "cases": cases,
+                   "consensus": config.consensus}
+
+            def make() -> dict[str, np.ndarray]:
+                rng, parts = np.random.default_rng(config.seed), []
+                for case in iter_cases(data, config.layout, cases, config.consensus):
+                    parts.append(case_samples(case.ct, case.nodules, rng, case.ignore, subject=case.name))
+                    log(f"{kind} {case.name}: {len(case.nodules)} nodule(s), {int((~parts[-1]['jittered']).sum())} "
+                        f"candidates, {int(parts[-1]['label'][~parts[-1]['jittered']].sum())} on a nodule")
+                return concat(parts)
+        return _cached(cache, key, make)
+
+    if data is None:
+        if config.layout != "phantom" or not config.seeds:
+            raise InputError("--data", f"a {config.layout} folder is needed (only the phantom layout generates seeds)")
+        if max(config.seeds + config.val_seeds) >= 200:
+            raise InputError("--seeds", "seeds 200 and above are the held-out benchmark; train below 200")
+        train_cases, val_cases = config.seeds, config.val_seeds
+    else:
+        names = case_names(data, config.layout)
+        if config.val_cases >= len(names):
+            raise InputError(str(data), f"{len(names)} case(s): too few to hold out {config.val_cases}")
+        cut = len(names) - config.val_cases
+        train_cases, val_cases = names[:cut], names[cut:]
+    train_set, val_set = build(train_cases, "train"), build(val_cases, "val")
+    real = ~train_set["jittered"]
+    info = {"layout": config.layout, "source": str(data) if data is not None else "generated phantom seeds",
+            "train_cases": len(train_cases), "val_cases": len(val_cases),
+            "cases": [str(c) for c in train_cases], "val": [str(c) for c in val_cases],
+            "samples": {"train": len(train_set["label"]), "train_candidates": int(real.sum()),
+                        "train_on_nodule": int(train_set["label"][real].sum()),
+                        "val": len(val_set["label"]) if val_set is not None else 0}}
+    if config.layout == "lidc":
+        info["consensus"] = config.consensus
+    return train_set, val_set, info
+
+
+def run_nodule_training(data: str | Path | None, out: str | Path, config: NoduleTrainConfig, model_id: str,
+                        cache: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Samples -> training -> ``out/model.safetensors`` (checkpointed), ``log.csv``, ``record.json``, and the
+    card + pack (``out/model/``, ``out/<model_id>.zip``)."""
+    from .loop import export_safetensors
+    from .nodule_card import nodule_card, write_pack
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set, val_set, info = sample_sets(data, config, cache, log)
+    log(f"train {info['samples']['train']} samples ({info['samples']['train_on_nodule']} candidates on a nodule), "
+        f"val {info['samples']['val']}")
+    weights = out / "model.safetensors"
+    rows: list[dict] = []
+
+    def checkpoint(network: NoduleFPR, row: dict) -> None:
+        export_safetensors(network, weights, {"network": "NoduleFPR", "step": str(row["step"])})
+        rows.append(row)
+        with open(out / "log.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[-1]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    network, record = train(train_set, val_set, config.minutes, config.batch, config.lr, config.seed, log,
+                            config.max_steps, config.every, checkpoint)
+    export_safetensors(network, weights, {"network": "NoduleFPR", "step": str(record["steps"])})
+    share = info["samples"]["train_on_nodule"] / max(info["samples"]["train_candidates"], 1)
+    record.update(
+        validation=evaluate(network, val_set) if val_set is not None else None, data=info,
+        parameters=sum(p.numel() for p in network.parameters()), seed=config.seed,
+        # the logit shift to the candidates' own nodule share (see clinseg.tasks.nodule.fpr.PRIOR_SHIFT)
+        prior_shift=round(float(np.log(share / (1 - share)) - np.log(POSITIVE_SHARE / (1 - POSITIVE_SHARE))), 3)
+        if 0 < share < 1 else None)
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    folder, pack = write_pack(nodule_card(model_id, weights, config.layout, record), weights, out)
+    return {"weights": str(weights), "model": str(folder), "pack": str(pack), "steps": record["steps"],
+            "validation": record["validation"], "samples": info["samples"]}
 
 
 def main() -> None:
+    """The former entry point, kept for the shipped card's command line: ``clinseg train nodule`` on seeds."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="100-139", help="training phantom seeds, e.g. 100-139 (never 200+)")
     parser.add_argument("--val", default="140-149", help="validation phantom seeds")
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--data", type=Path, help="cache of the samples (.npz), built when missing")
-    parser.add_argument("--out", type=Path, required=True, help="folder for model.safetensors and record.json")
+    parser.add_argument("--data", type=Path, help="folder caching the samples, built when missing")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    train_seeds, val_seeds = _seed_range(args.seeds), _seed_range(args.val)
-    if max(train_seeds + val_seeds) >= 200:
-        raise SystemExit("seeds 200 and above are the held-out benchmark; train below 200")
-    sets = {}
-    for name, seeds in (("train", train_seeds), ("val", val_seeds)):
-        path = args.data.with_suffix(f".{name}.npz") if args.data else None
-        if path is not None and path.exists():
-            sets[name] = dict(np.load(path))
-            continue
-        sets[name] = concat([seed_samples(s) for s in seeds])
-        if path is not None:
-            np.savez(path, **sets[name])
-    print(f"train {len(sets['train']['label'])} samples ({int(sets['train']['label'].sum())} positive), "
-          f"val {len(sets['val']['label'])}", flush=True)
-    network, record = train(sets["train"], sets["val"], args.minutes, log=lambda m: print(m, flush=True))
-    record["val"] = evaluate(network, sets["val"])
-    from safetensors.torch import save_file
+    from ..cli import main as cli_main
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(args.out / "model.safetensors"))
-    record.update(train_seeds=args.seeds, val_seeds=args.val,
-                  parameters=sum(p.numel() for p in network.parameters()))
-    (args.out / "record.json").write_text(json.dumps(record, indent=1))
-    print(json.dumps({k: v for k, v in record.items() if k != "history"}), flush=True)
+    argv = ["train", "nodule", "--layout", "phantom", "--seeds", args.seeds, "--val-seeds", args.val,
+            "--minutes", str(args.minutes), "--out", str(args.out), "--threads", "1"]
+    raise SystemExit(cli_main(argv + (["--cache", str(args.data)] if args.data else [])))
 
 
 if __name__ == "__main__":

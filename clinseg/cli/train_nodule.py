@@ -1,0 +1,62 @@
+"""``clinseg train nodule``: the nodule false-positive reducer (document 004's decoupled FPR head).
+
+``--layout phantom``: generated chest phantoms (``--seeds``) or ``clinseg phantom chest`` plain folders
+(``--data``); ``luna16``: ``subset*/*.mhd`` + ``annotations.csv``; ``lidc``: LIDC-IDRI case folders (DICOM +
+reader XML), positives outlined by >= ``--consensus`` readers. Writes ``OUT/model.safetensors`` (checkpointed),
+``OUT/log.csv``, ``OUT/record.json``, the model folder ``OUT/model/`` and the pack ``OUT/<id>.zip`` for
+``clinseg models import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from .reporting import Reporter, add_common_arguments
+
+
+def register(tasks) -> None:
+    from ..train.nodule_data import LAYOUTS
+
+    p = tasks.add_parser("nodule", help="the nodule false-positive reducer on phantoms, LUNA16 or LIDC-IDRI")
+    p.add_argument("--data", help="dataset folder in --layout (phantom: optional, --seeds generates them)")
+    p.add_argument("--layout", choices=LAYOUTS, default="phantom")
+    p.add_argument("--out", required=True, help="run folder: model.safetensors, log.csv, record.json, model/, pack")
+    p.add_argument("--seeds", help="phantom layout without --data: training seeds, e.g. 100-139 (below 200)")
+    p.add_argument("--val-seeds", help="phantom layout without --data: validation seeds, e.g. 140-149")
+    p.add_argument("--val-cases", type=int, default=0, help="folders: hold out the last N cases for validation")
+    p.add_argument("--consensus", type=int, choices=[3, 4], default=3,
+                   help="lidc: readers who must outline a nodule for it to be positive (fewer: ignored)")
+    p.add_argument("--minutes", type=float, default=30.0, help="training wall time")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (before --minutes)")
+    p.add_argument("--log-every", type=int, default=200, help="steps between log rows and checkpoints")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-id", help="id of the trained model's card (default: nodule-fpr-<layout>-trained)")
+    p.add_argument("--cache", type=Path, help="folder caching the samples (default: OUT/cache)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_common_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.nodule_fpr import NoduleTrainConfig, run_nodule_training, seed_range
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    if args.val_cases < 0 or args.batch < 2 or args.log_every < 1 or (args.max_steps or 1) < 1:
+        raise InputError("arguments", "--val-cases must be >= 0, --batch >= 2, --log-every and --max-steps >= 1")
+    config = NoduleTrainConfig(
+        layout=args.layout, seeds=seed_range(args.seeds) if args.seeds and args.data is None else [],
+        val_seeds=seed_range(args.val_seeds) if args.val_seeds and args.data is None else [],
+        val_cases=args.val_cases, consensus=args.consensus, minutes=args.minutes, max_steps=args.max_steps,
+        batch=args.batch, lr=args.lr, seed=args.seed, every=args.log_every)
+    reporter = Reporter.from_args(args)
+    summary = run_nodule_training(args.data, args.out, config, args.model_id or f"nodule-fpr-{args.layout}-trained",
+                                  cache=args.cache or Path(args.out) / "cache", log=reporter.log)
+    reporter.result({"out": str(args.out), **summary})
+    return 0

@@ -1,0 +1,117 @@
+"""``clinseg train nodule``: tiny end-to-end runs from phantom and LUNA16-layout folders, layout errors, LIDC
+reader consensus, and the trained pack installed through the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from clinseg.cli import main
+from clinseg.errors import InputError
+from clinseg.nets.nodule_fpr import NoduleFPR
+from clinseg.registry import get_registry
+from clinseg.registry.store import sha256_file
+from clinseg.train.nodule_data import case_names, iter_cases
+from clinseg.train.nodule_fpr import NoduleTrainConfig, case_samples, sample_sets
+
+CHEST = ["--preset", "small", "--shape", "112,112,80", "--nodules", "4"]
+TINY = ["--max-steps", "4", "--log-every", "2", "--batch", "8", "--threads", "1", "--progress", "jsonl"]
+
+
+def _result(capsys, *argv: str) -> dict:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    [result] = [e for e in events if e["event"] == "result"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> dict[str, Path]:
+    """Seeds 1 and 2 written twice: as plain phantom folders and into one LUNA16 folder."""
+    root = tmp_path_factory.mktemp("nodule-data")
+    for seed in (1, 2):
+        assert main(["phantom", "chest", "--seed", str(seed), *CHEST, "--out", str(root / "plain" / f"p{seed}"),
+                     "--progress", "none"]) == 0
+        assert main(["phantom", "chest", "--seed", str(seed), *CHEST, "--layout", "luna16", "--subset", str(seed),
+                     "--out", str(root / "luna"), "--progress", "none"]) == 0
+    return {"plain": root / "plain", "luna16": root / "luna"}
+
+
+def _check_run(out: Path, result: dict, model_id: str) -> None:
+    assert result["steps"] == 4
+    assert result["samples"]["train_on_nodule"] >= 1 and result["samples"]["val"] > 0
+    assert 0.0 <= result["validation"]["auc"] <= 1.0
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and [row.split(",")[0] for row in log[1:]] == ["2", "4"]
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["id"] == model_id and card["files"][0]["sha256"] == sha256_file(out / "model.safetensors")
+    assert card["parameter_count"] == sum(p.numel() for p in NoduleFPR().parameters())
+    assert set(load_file(str(out / "model.safetensors"))) == set(NoduleFPR().state_dict())
+
+
+def test_phantom_folders_end_to_end_and_pack_installs(phantoms, tmp_path, capsys, clinseg_home):
+    out = tmp_path / "run"
+    result = _result(capsys, "train", "nodule", "--layout", "phantom", "--data", str(phantoms["plain"]),
+                     "--val-cases", "1", "--out", str(out), *TINY)
+    _check_run(out, result, "nodule-fpr-phantom-trained")
+    card = get_registry().import_file(result["pack"])
+    assert card.id == "nodule-fpr-phantom-trained" and card.data["training_data"]["synthetic"] is True
+    network = get_registry().load_network(card.id)
+    assert sum(p.numel() for p in network.parameters()) == card.data["parameter_count"]
+
+
+def test_luna16_folder_end_to_end(phantoms, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = _result(capsys, "train", "nodule", "--layout", "luna16", "--data", str(phantoms["luna16"]),
+                     "--val-cases", "1", "--model-id", "fpr-luna", "--out", str(out), *TINY)
+    _check_run(out, result, "fpr-luna")
+    # the same scans and nodules as the plain folders: the same candidates and labels
+    plain = sample_sets(phantoms["plain"], NoduleTrainConfig(layout="phantom", val_cases=1), tmp_path / "c")[0]
+    luna = sample_sets(phantoms["luna16"], NoduleTrainConfig(layout="luna16", val_cases=1), tmp_path / "c")[0]
+    assert int(luna["label"][~luna["jittered"]].sum()) == result["samples"]["train_on_nodule"]
+    assert np.array_equal(plain["label"], luna["label"])
+
+
+@pytest.mark.parametrize("layout", ["luna16", "lidc", "phantom"])
+def test_folder_in_another_layout_is_a_one_line_error(phantoms, layout, tmp_path):
+    wrong = phantoms["plain"] if layout != "phantom" else phantoms["luna16"]
+    with pytest.raises(InputError) as error:
+        case_names(wrong, layout)
+    assert "\n" not in str(error.value) and f"is not a{'n' if layout == 'lidc' else ''} " in str(error.value)
+    assert main(["train", "nodule", "--layout", layout, "--data", str(wrong), "--out", str(tmp_path / "r"),
+                 "--progress", "none"]) != 0
+
+
+def test_seed_phantoms_need_no_folder_and_stay_below_the_benchmark(tmp_path):
+    config = NoduleTrainConfig(seeds=[3], val_seeds=[4], shape=(112, 112, 80))
+    train, val, info = sample_sets(None, config)
+    assert info["train_cases"] == 1 and val is not None and train["label"].sum() > 0
+    with pytest.raises(InputError, match="held-out"):
+        sample_sets(None, NoduleTrainConfig(seeds=[199, 200]))
+    with pytest.raises(InputError, match="folder is needed"):
+        sample_sets(None, NoduleTrainConfig(layout="luna16", seeds=[3]))
+
+
+def test_lidc_consensus_sets_the_positives(shared):
+    from clinseg.datasets.lidc import read_lidc_case, read_nodules
+
+    root = shared / "data" / "lidc"
+    if not root.is_dir():
+        pytest.skip("shared/data/lidc is absent")
+    names = case_names(root, "lidc")
+    assert [Path(n).name for n in names] == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
+    readers = {Path(n).name: [r.readers for r in read_nodules(read_lidc_case(n))] for n in names}
+    assert readers == {"LIDC-IDRI-0001": [4], "LIDC-IDRI-0002": [2]}  # what the XML says
+    for level, expected in ((2, 2), (3, 1), (4, 1), (5, 0)):
+        cases = list(iter_cases(root, "lidc", names, consensus=level))
+        assert sum(len(c.nodules) for c in cases) == expected
+        assert sum(len(c.ignore) for c in cases) == 2 - expected
+    case = next(iter_cases(root, "lidc", names[:1], consensus=3))
+    assert 25 < case.nodules[0][1] < 35  # the readers' mean diameter of 0001's nodule (29.7 mm)
+    samples = case_samples(case.ct, case.nodules, np.random.default_rng(0), case.ignore)
+    assert samples["label"][~samples["jittered"]].sum() >= 1
