@@ -31,13 +31,13 @@ def nodule_card(model_id: str, weights: Path, layout: str, record: dict) -> dict
     consensus = f", nodules outlined by >= {data['consensus']} readers positive" if layout == "lidc" else ""
     what = f"{DATA_WORDS[layout]}{consensus}: {data['train_cases']} training case(s), {data['val_cases']} validation"
     val = record.get("validation") or {}
+    checked = f"validation patch AUC {val['auc']:.3f}" if "auc" in val else "no validation cases"
     card.update(
         id=model_id, version="0.1.0",
         licence=card["licence"] if layout == "phantom" else "user-trained: see the licence of the training data",
         description=(f"Nodule false-positive reducer (NoduleFPR, {record['parameters']:,} parameters, as "
                      f"{TEMPLATE_ID}) trained by 'clinseg train nodule --layout {layout}' on {what}. "
-                     f"{record['steps']} steps in {record['minutes']} min; validation patch AUC "
-                     f"{val.get('auc', float('nan')):.3f}."),
+                     f"{record['steps']} steps in {record['minutes']} min; {checked}."),
         training_data={"description": what, "synthetic": layout == "phantom"},
         files=[{"name": weights.name, "sha256": sha256_file(weights), "size": weights.stat().st_size,
                 "format": "safetensors"}],
