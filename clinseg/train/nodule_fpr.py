@@ -127,7 +127,7 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
           checkpoint: Callable[[NoduleFPR, dict], None] | None = None) -> tuple[NoduleFPR, dict]:
     """A ``NoduleFPR`` trained for ``minutes`` of wall time (or ``max_steps``); returns it and the training record.
 
-    Every ``every`` steps a history row is logged and ``checkpoint(network, row)`` called."""
+    Every ``every`` steps and at the last one a history row is logged and ``checkpoint(network, row)`` called."""
     if not (data["label"] > 0).any() or not (data["label"] == 0).any():
         raise InputError("training data", f"{int((data['label'] > 0).sum())} positive and "
                          f"{int((data['label'] == 0).sum())} negative candidates: both are needed")
@@ -149,7 +149,7 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
         loss.backward()
         optimiser.step()
         step += 1
-        if step % every == 0 or step == max_steps:
+        if step % every == 0 or step == max_steps or time.perf_counter() >= deadline:  # the last step logs too
             row = {"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
                    "loss": round(float(loss.detach()), 4)}
             if val is not None:
