@@ -62,26 +62,44 @@ def symmetric_eigenvalues(a11, a22, a33, a12, a13, a23) -> tuple[np.ndarray, np.
     return lo, 3 * q - hi - lo, hi
 
 
+def _derivative(f: np.ndarray, axis: int, dx: float) -> np.ndarray:
+    """``np.gradient(f, dx, axis=axis)`` (edge order 1) with the same arithmetic, written in place: numpy's
+    full-size temporaries (a float64 quotient per call) were half of the detection's time."""
+    out = np.empty_like(f)
+    n = f.shape[axis]
+
+    def at(a: int | None, b: int | None) -> tuple[slice, ...]:
+        s = [slice(None)] * f.ndim
+        s[axis] = slice(a, b)
+        return tuple(s)
+
+    interior = out[at(1, -1)]
+    np.subtract(f[at(2, None)], f[at(None, -2)], out=interior)
+    np.divide(interior, 2.0 * dx, out=interior)
+    for edge, hi, lo in ((at(0, 1), at(1, 2), at(0, 1)), (at(n - 1, n), at(n - 1, n), at(n - 2, n - 1))):
+        np.subtract(f[hi], f[lo], out=out[edge])
+        np.divide(out[edge], dx, out=out[edge])
+    return out
+
+
 def _dot_response(image: np.ndarray, region: np.ndarray, spacing: np.ndarray, sigma_mm: float):
-    """(response, blobness) arrays of one scale, zero outside ``region``."""
+    """(flat indices, response, blobness) of one scale where it can be non-zero (in ``region``, negative
+    Laplacian); zero elsewhere."""
     smooth = ndimage.gaussian_filter(image, sigma_mm / spacing, truncate=3.0)
-    grads = np.gradient(smooth, *spacing)
-    hzz, hzy, hzx = np.gradient(grads[0], *spacing)
-    hyy, hyx = np.gradient(grads[1], spacing[1], spacing[2], axis=(1, 2))
-    hxx = np.gradient(grads[2], spacing[2], axis=2)
-    del grads, smooth
-    where = region & (hzz + hyy + hxx < 0)
-    l1, _, l3 = symmetric_eigenvalues(hzz[where], hyy[where], hxx[where], hzy[where], hzx[where], hyx[where])
+    grads = [_derivative(smooth, axis, spacing[axis]) for axis in range(3)]
+    del smooth
+    hzz, hzy, hzx = (_derivative(grads[0], axis, spacing[axis]) for axis in range(3))
+    hyy, hyx = (_derivative(grads[1], axis, spacing[axis]) for axis in (1, 2))
+    hxx = _derivative(grads[2], 2, spacing[2])
+    del grads
+    idx = np.flatnonzero(region & (hzz + hyy + hxx < 0))
+    l1, _, l3 = symmetric_eigenvalues(*(np.take(h.ravel(), idx) for h in (hzz, hyy, hxx, hzy, hzx, hyx)))
     ok = l3 < 0
-    response = np.zeros(image.shape, np.float32)
-    blob = np.zeros(image.shape, np.float32)
     vals = np.zeros(l1.shape, np.float32)
     vals[ok] = sigma_mm ** 2 * l3[ok] ** 2 / -l1[ok]
-    response[where] = vals
     ratio = np.zeros(l1.shape, np.float32)
     ratio[ok] = l3[ok] / l1[ok]
-    blob[where] = ratio
-    return response, blob
+    return idx, vals, ratio
 
 
 def _scale_maxima(image: np.ndarray, mask: np.ndarray, det_spacing: np.ndarray, sigmas_mm: tuple[float, ...],
@@ -90,11 +108,13 @@ def _scale_maxima(image: np.ndarray, mask: np.ndarray, det_spacing: np.ndarray, 
     best = np.zeros(image.shape, np.float32)
     best_sigma = np.zeros(image.shape, np.float32)
     best_blob = np.zeros(image.shape, np.float32)
+    flat_best, flat_sigma, flat_blob = best.ravel(), best_sigma.ravel(), best_blob.ravel()
     for sigma in sigmas_mm:
-        response, blob = _dot_response(image, mask, det_spacing, sigma)
-        better = response > best
-        best[better], best_sigma[better], best_blob[better] = response[better], sigma, blob[better]
-        del response, blob
+        idx, response, blob = _dot_response(image, mask, det_spacing, sigma)
+        better = response > flat_best[idx]
+        at = idx[better]
+        flat_best[at], flat_sigma[at], flat_blob[at] = response[better], sigma, blob[better]
+        del idx, response, blob
     peaks = (best >= ndimage.maximum_filter(best, size=3)) & (best > min_response)
     return np.argwhere(peaks), best[peaks], best_sigma[peaks], best_blob[peaks]
 
