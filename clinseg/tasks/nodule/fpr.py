@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ...nets.nodule_fpr import PATCH
 from .candidates import Candidate
@@ -28,23 +27,35 @@ BATCH = 128
 PRIOR_SHIFT = float(np.log(393 / (19441 - 393)) - np.log(0.25 / 0.75))
 
 
+def _linear_weights(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower and upper neighbour indices (clamped to 0..n-1, ``map_coordinates``' "nearest" mode) and the
+    upper one's weight for linear interpolation at ``coords``."""
+    floor = np.floor(coords)
+    below = floor.astype(int)
+    return np.clip(below, 0, n - 1), np.clip(below + 1, 0, n - 1), coords - floor
+
+
 def patches(ct: np.ndarray, spacing_ijk: tuple[float, float, float], centres_kji: np.ndarray) -> np.ndarray:
     """(N, PATCH, PATCH, PATCH) uint8 patches (HU_RANGE -> 0..255) centred on float ``[k, j, i]`` indices."""
     spacing = np.asarray(spacing_ijk[::-1], float)
     offsets = (np.arange(PATCH) - (PATCH - 1) / 2) * PATCH_MM
-    grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij")).reshape(3, -1)
     out = np.zeros((len(centres_kji), PATCH, PATCH, PATCH), np.uint8)
     lo_hu, hi_hu = HU_RANGE
     half = np.ceil(((PATCH - 1) / 2 * PATCH_MM) / spacing).astype(int) + 2
     for n, c in enumerate(np.asarray(centres_kji, float).reshape(-1, 3)):
-        # Interpolate in a small crop (map_coordinates on the whole CT would copy it each time).
+        # Interpolate in a small crop. The patch grid is axis-aligned, so trilinear interpolation is three
+        # 1-D linear passes (as map_coordinates with order=1 and mode="nearest" gives, at a tenth of its time).
         lo = np.maximum(np.floor(c).astype(int) - half, 0)
         hi = np.minimum(np.floor(c).astype(int) + half + 2, ct.shape)
-        crop = ct[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
-        coords = (c - lo)[:, None] + grid / spacing[:, None]
-        values = ndimage.map_coordinates(crop, coords, order=1, mode="nearest")
-        out[n] = np.rint((np.clip(values, lo_hu, hi_hu) - lo_hu) * (255.0 / (hi_hu - lo_hu))).reshape(PATCH, PATCH,
-                                                                                                        PATCH)
+        values = ct[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float64)
+        for axis in range(3):
+            below, above, w = _linear_weights(c[axis] - lo[axis] + offsets / spacing[axis], values.shape[axis])
+            shape = [1, 1, 1]
+            shape[axis] = PATCH
+            w = w.reshape(shape)
+            values = np.take(values, below, axis=axis) * (1 - w) + np.take(values, above, axis=axis) * w
+        values = values.astype(np.float32)
+        out[n] = np.rint((np.clip(values, lo_hu, hi_hu) - lo_hu) * (255.0 / (hi_hu - lo_hu)))
     return out
 
 
