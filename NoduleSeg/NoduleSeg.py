@@ -71,7 +71,7 @@ def noduleSummary(metrics):
 
 
 class NoduleSegLogic(taskmodule.TaskModuleLogic):
-    """``process(volumeNode, engine="classical", minScore=0.5)`` returns the segmentation (one segment per nodule),
+    """``process(volumeNode, engine="auto", minScore=0.5)`` returns the segmentation (one segment per nodule),
     the nodule table and the centre points."""
 
     task = NODULE
@@ -249,13 +249,13 @@ class NoduleSegTest(taskmodule.TaskModuleTest):
     output, cancel (from the base)."""
 
     logicClass = NoduleSegLogic
-    runOptions = {"engine": "classical", "device": "CPU"}
+    runOptions = {"engine": "auto", "device": "CPU"}
 
     def makeInput(self):
         from clinseg.phantoms import generate_chest
 
         self.delayDisplay("Generating a synthetic chest CT with nodules")
-        # Three solid nodules of 4.0-7.1 mm (one juxta-pleural) that the classical engine finds at score >= 0.5.
+        # Three solid nodules of 4.0-7.1 mm (one juxta-pleural) that the default engine finds at score >= 0.5.
         phantom = generate_chest(seed=2, preset="small", with_vessels=False, n_nodules=3, n_distractors=0)
         return mrml.volume_node_from_volume(slicer.mrmlScene, phantom.ct, name="NoduleSegTestCT"), phantom
 

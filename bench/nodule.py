@@ -41,6 +41,7 @@ TRAIN_SEEDS = tuple(range(100, 108))
 HELD_OUT_SEEDS = tuple(range(200, 210))
 N_NODULES, N_DISTRACTORS = 8, 6
 SHARED = shared_dir()
+ENGINE = "auto"  # the FP network when installed; --logistic: the classical engine (logistic score)
 LIDC = SHARED / "data" / "lidc" if SHARED is not None else None
 
 
@@ -59,7 +60,7 @@ def training_rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
     ph = phantom(seed)
     masks = chest_masks(ph.ct)
     ct = fill_ct_padding(ph.ct)
-    findings = find_nodules(ct.array, masks, ct.spacing, use_network=False)
+    findings = find_nodules(ct.array, masks, ct.spacing)
     centres = np.array([n.center_lps for n in ph.nodules]).reshape(-1, 3)
     radii = np.array([n.diameter_mm / 2 for n in ph.nodules])
     x, y = [], []
@@ -117,7 +118,7 @@ def bench_phantoms(seeds: tuple[int, ...] = HELD_OUT_SEEDS) -> dict:
         ph = phantom(seed)
         case = f"seed{seed}"
         t = time.perf_counter()
-        result = run_nodule(ph.ct, NoduleOptions(engine="classical", min_score=0.0))
+        result = run_nodule(ph.ct, NoduleOptions(engine=ENGINE, min_score=0.0))
         times.append(time.perf_counter() - t)
         dets, refs = detections_of(case, result), reference(case, ph)
         found = len(match_detections(dets, refs).detection_of)
@@ -162,7 +163,7 @@ def bench_lidc(folder: Path | None = LIDC, level: int = 3) -> dict:
         case = read_lidc_case(case_dir)
         ct = case.ct
         try:
-            result = run_nodule(ct, NoduleOptions(engine="classical", min_score=0.0))
+            result = run_nodule(ct, NoduleOptions(engine=ENGINE, min_score=0.0))
         except InputError as error:
             out[name] = {"refused": str(error)}
             print(name, "refused:", error, flush=True)
@@ -226,7 +227,7 @@ def bench_speed(seed: int = 1234) -> dict:
         write_volume(ph.ct, path)
         del ph
         cmd = [sys.executable, "-m", "clinseg", "nodule", str(path), "-o", str(Path(tmp) / "out"), "--no-preview",
-               "--engine", "classical"]
+               "--engine", ENGINE]
         t = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t
@@ -248,9 +249,8 @@ def main() -> None:
     parser.add_argument("--logistic", action="store_true", help="score with the logistic fallback, not the network")
     args = parser.parse_args()
     if args.logistic:
-        from clinseg.tasks.nodule import classical
-
-        classical.load_fpr = lambda: None  # what the engine does when the network is not installed
+        global ENGINE
+        ENGINE = "classical"
     if args.fit:
         fit()
         return

@@ -73,6 +73,8 @@ def test_builtin_fp_network_verifies_and_loads():
     registry = get_registry()
     card = registry.card(MODEL_ID)
     assert card.task == "nodule" and registry.is_installed(MODEL_ID) and registry.verify(MODEL_ID) == []
-    network = load_fpr()
+    reducer = load_fpr()
+    network = reducer.network
     assert isinstance(network, NoduleFPR) and not network.training
+    assert reducer.model_id == MODEL_ID and reducer.prior_shift == card.figures["prior_shift"]
     assert sum(p.numel() for p in network.parameters()) == card.parameter_count

@@ -35,7 +35,7 @@ def row_of(table, n: int) -> dict:
 
 
 def test_a_click_on_each_nodule_gives_the_runs_mask_and_row(chest, space):
-    run = run_nodule(chest.ct, NoduleOptions(engine="classical"))
+    run = run_nodule(chest.ct, NoduleOptions(engine="auto"))
     run_labels = np.asarray(run.labelmap.array)
     table = run.tables[0]
     truth = np.asarray(chest.nodule_labels.array)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clinseg.cli import build_parser, main
-from clinseg.errors import Cancelled, InputError
+from clinseg.errors import Cancelled, InputError, ModelError
 from clinseg.io import write_volume
 from clinseg.metrics.detection import Detection, ReferenceNodule, match_detections, nodule_overlaps
 from clinseg.output import read_result
@@ -36,12 +36,12 @@ def chest(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(chest, tmp_path_factory):
-    """``clinseg nodule CT -o OUT --engine classical --no-preview --min-score 0 --progress jsonl`` once."""
+    """``clinseg nodule CT -o OUT --engine auto --no-preview --min-score 0 --progress jsonl`` once."""
     _, path = chest
     out = tmp_path_factory.mktemp("run") / "out"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["nodule", str(path), "-o", str(out), "--engine", "classical", "--device", "cpu",
+        code = main(["nodule", str(path), "-o", str(out), "--engine", "auto", "--device", "cpu",
                      "--no-preview", "--min-score", "0", "--progress", "jsonl"])
     assert code == 0
     events = [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
@@ -78,7 +78,8 @@ def test_cli_streams_jsonl_stages_and_result(cli_run):
     for stage in ("checks", "lungs", "detection", "measurement"):
         assert stage in stages
     assert stages.index("lungs") < stages.index("detection") < stages.index("measurement")
-    assert events[-1]["event"] == "result" and events[-1]["metrics"]["engine"] == "classical"
+    assert events[-1]["event"] == "result" and events[-1]["metrics"]["engine"] == "model"
+    assert events[-1]["metrics"]["model"] == "nodule-fpr-phantom"
 
 
 def test_found_nodules_and_their_dice(chest, cli_run):
@@ -112,7 +113,7 @@ def test_every_nodule_found_at_a_fixed_score_small_ones_included(chest, cli_run)
 def test_min_score_filters_and_empty_result_is_valid(chest, monkeypatch, tmp_path):
     phantom, _ = chest
     monkeypatch.setattr(nodule_pipeline, "find_nodules", lambda *a, **k: [])
-    result = run_nodule(phantom.ct, NoduleOptions(engine="classical"))
+    result = run_nodule(phantom.ct, NoduleOptions(engine="auto"))
     assert result.metrics["count"] == 0 and result.metrics["message"] == "no nodule above threshold"
     assert not result.labelmap.array.any() and result.segments == []
     from clinseg.output import write_result
@@ -135,7 +136,7 @@ def test_min_score_keeps_only_higher_scores(chest, monkeypatch):
 
     fake = [finding(0, 0.9), finding(1, 0.6), finding(2, 0.3)]
     monkeypatch.setattr(nodule_pipeline, "find_nodules", lambda *a, **k: fake)
-    result = run_nodule(phantom.ct, NoduleOptions(engine="classical", min_score=0.5))
+    result = run_nodule(phantom.ct, NoduleOptions(engine="auto", min_score=0.5))
     table = next(t for t in result.tables if t.name == "nodules")
     assert table.columns["score"] == [0.9, 0.6] and result.metrics["candidates"] == 3
     assert result.labelmap.array[41, 31, 61] == 2 and result.labelmap.array[41, 41, 61] == 0
@@ -179,5 +180,21 @@ def test_bad_engine_and_score_are_one_line_errors(chest):
     phantom, _ = chest
     with pytest.raises(InputError, match="min-score"):
         run_nodule(phantom.ct, NoduleOptions(min_score=1.5))
-    with pytest.raises(InputError, match="model id"):
-        run_nodule(phantom.ct, NoduleOptions(engine="model"))
+    with pytest.raises(InputError, match="unknown engine"):
+        run_nodule(phantom.ct, NoduleOptions(engine="fast"))
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        run_nodule(phantom.ct, NoduleOptions(engine="model", model_id="no-such-model"))
+
+
+def test_engine_chooses_the_score(chest, monkeypatch):
+    """classical: the logistic (no reducer); auto/model: the built-in FP network; another task's model refused."""
+    phantom, _ = chest
+    seen = []
+    monkeypatch.setattr(nodule_pipeline, "find_nodules", lambda *a, **k: seen.append(a[5]) or [])
+    classical = run_nodule(phantom.ct, NoduleOptions(engine="classical"))
+    auto = run_nodule(phantom.ct, NoduleOptions(engine="auto"))
+    assert seen[0] is None and (classical.metrics["engine"], classical.metrics["model"]) == ("classical", None)
+    assert seen[1].model_id == "nodule-fpr-phantom" and seen[1].network is not None
+    assert (auto.metrics["engine"], auto.metrics["model"]) == ("model", "nodule-fpr-phantom")
+    with pytest.raises(InputError, match="not a nodule model"):
+        run_nodule(phantom.ct, NoduleOptions(engine="model", model_id="stroke-dunet-phantom"))

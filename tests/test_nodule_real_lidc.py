@@ -25,7 +25,7 @@ def case_and_result(request, shared):
     if not folder.is_dir():
         pytest.skip(f"{request.param} is absent")
     case = read_lidc_case(folder)
-    result = run_nodule(case.ct, NoduleOptions(engine="classical", min_score=0.0))
+    result = run_nodule(case.ct, NoduleOptions(engine="auto", min_score=0.0))
     return request.param, case, result, read_nodules(case)
 
 

@@ -15,6 +15,7 @@ from clinseg.errors import InputError
 from clinseg.nets.nodule_fpr import NoduleFPR
 from clinseg.registry import get_registry
 from clinseg.registry.store import sha256_file
+from clinseg.tasks.nodule.fpr import load_fpr
 from clinseg.train.nodule_data import case_names, iter_cases
 from clinseg.train.nodule_fpr import NoduleTrainConfig, case_samples, sample_sets
 
@@ -63,6 +64,12 @@ def test_phantom_folders_end_to_end_and_pack_installs(phantoms, tmp_path, capsys
     assert card.id == "nodule-fpr-phantom-trained" and card.data["training_data"]["synthetic"] is True
     network = get_registry().load_network(card.id)
     assert sum(p.numel() for p in network.parameters()) == card.data["parameter_count"]
+    # The installed reducer is what `clinseg nodule --engine model --model ID` scores with, at its card's prior.
+    run = _result(capsys, "nodule", str(phantoms["plain"] / "p1" / "ct.nii.gz"), "-o", str(tmp_path / "seg"),
+                  "--engine", "model", "--model", card.id, "--min-score", "0", "--no-preview", "--progress", "jsonl")
+    assert run["metrics"]["engine"] == "model" and run["metrics"]["model"] == card.id
+    assert run["metrics"]["candidates"] > 0
+    assert load_fpr(card.id).prior_shift == card.data["figures"]["prior_shift"]
 
 
 def test_luna16_folder_end_to_end(phantoms, tmp_path, capsys):

@@ -72,7 +72,7 @@ def ct_node(scene):
 def test_nodules_become_segments_a_table_and_centre_points(nodule, app_scene):
     logic = nodule.NoduleSegLogic()
     ct = ct_node(app_scene)
-    job = logic.process(ct, engine="classical", device="CPU", minScore=0.25, waitForCompletion=False)
+    job = logic.process(ct, engine="auto", device="CPU", minScore=0.25, waitForCompletion=False)
     assert job.runner.args[-2:] == ["--min-score", "0.25"] and job.runner.args[0] == "nodule"
     nodes = job.finish()
     segmentation = nodes["segmentation"]
@@ -173,9 +173,9 @@ def test_real_child_gives_every_nodule_output_as_mrml_nodes(load_module, app_sce
 
     module = load_module("NoduleSeg")
     ct = volume_node_from_volume(app_scene, chest.ct, name="chest")
-    nodes = module.NoduleSegLogic().process(ct, engine="classical", device="CPU", minScore=0.5, timeout=300)
+    nodes = module.NoduleSegLogic().process(ct, engine="auto", device="CPU", minScore=0.5, timeout=300)
     metrics = nodes["metrics"]
-    assert metrics["engine"] == "classical" and metrics["min_score"] == 0.5
+    assert metrics["engine"] == "model" and metrics["min_score"] == 0.5
     rows = table_rows(nodes["noduleTable"])
     table = nodes["noduleTable"].GetTable()
     assert set(ISSUE_COLUMNS) <= {table.GetColumnName(c) for c in range(table.GetNumberOfColumns())}
@@ -279,7 +279,7 @@ def test_real_child_without_nodules_still_gives_the_table(load_module, app_scene
     module = load_module("NoduleSeg")
     empty = generate_chest(seed=2, preset="small", with_vessels=False, n_nodules=0, n_distractors=0)
     ct = volume_node_from_volume(app_scene, empty.ct, name="clear chest")
-    nodes = module.NoduleSegLogic().process(ct, engine="classical", device="CPU", minScore=1.0, timeout=300)
+    nodes = module.NoduleSegLogic().process(ct, engine="auto", device="CPU", minScore=1.0, timeout=300)
     assert nodes["metrics"]["count"] == 0 and nodes["metrics"]["candidates"] > 0
     assert module.noduleSummary(nodes["metrics"]) == "no nodule above threshold"
     table = nodes["noduleTable"].GetTable()

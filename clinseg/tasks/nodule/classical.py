@@ -1,11 +1,12 @@
 """The classical nodule engine: search region -> blob candidates -> FP score -> per-candidate mask.
 
-Candidates come from a blob filter (``candidates.py``). With the built-in false-positive network
-(``fpr.py``, trained on phantoms only) every candidate is scored on its patch first, as NoduleNet's
-decoupled head scores proposals, and the best ``MAX_SEGMENTED`` are segmented; a candidate whose mask
-fails (nothing above background, or smaller than a few voxels) keeps a ball of its blob radius, since the
-network, not the mask, decided that it is a nodule. Without the network the tube-like candidates are
-dropped, the strongest segmented and scored by the logistic over shape features (``features.py``).
+Candidates come from a blob filter (``candidates.py``). With a false-positive network (``fpr.py``; the
+built-in one is trained on phantoms only; engine ``model``/``auto``) every candidate is scored on its patch
+first, as NoduleNet's decoupled head scores proposals, and the best ``MAX_SEGMENTED`` are segmented; a
+candidate whose mask fails (nothing above background, or smaller than a few voxels) keeps a ball of its blob
+radius, since the network, not the mask, decided that it is a nodule. Without the network (engine
+``classical``) the tube-like candidates are dropped, the strongest segmented and scored by the logistic over
+shape features (``features.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ...anatomy.lungs import ChestMasks
 from ...progress import CancelToken, Progress, ProgressCallback
 from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
-from .fpr import fpr_logits, load_fpr
+from .fpr import FPReducer
 from .region import search_region
 from .segment import NoduleMask, segment_candidate
 
@@ -46,13 +47,13 @@ class Finding:
 
 def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, float, float],
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 use_network: bool = True) -> list[Finding]:
-    """Every candidate that segments into a nodule-sized mask, scored, best first, without duplicates."""
+                 reducer: FPReducer | None = None) -> list[Finding]:
+    """Every candidate that segments into a nodule-sized mask, scored (by ``reducer`` when given, else by the
+    logistic), best first, without duplicates."""
     region = search_region(masks, spacing_ijk)
     candidates = detect_candidates(ct, region, spacing_ijk)
-    network = load_fpr() if use_network else None
-    if network is not None:
-        logits = fpr_logits(network, ct, spacing_ijk, candidates)
+    if reducer is not None:
+        logits = reducer.logits(ct, spacing_ijk, candidates)
         order = np.argsort(-logits, kind="stable")[:MAX_SEGMENTED_NET]
         candidates = [candidates[n] for n in order]
         net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
@@ -65,7 +66,7 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
         if progress is not None and n % 16 == 0:
             progress(Progress("candidates", n, len(candidates), n / max(len(candidates), 1), None,
                               f"candidate {n + 1} of {len(candidates)}"))
-        finding = finding_of(ct, region, spacing_ijk, cand, net_scores[n] if network is not None else None)
+        finding = finding_of(ct, region, spacing_ijk, cand, net_scores[n] if reducer is not None else None)
         if finding is not None:
             findings.append(finding)
     findings.sort(key=lambda f: -f.score)
@@ -90,15 +91,6 @@ def finding_of(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, flo
         return None
     f = candidate_features(cand, seg, spacing_ijk)
     return Finding(cand, seg, f, net_score if net_score is not None else float(score(f)[0]))
-
-
-def candidate_score(ct: np.ndarray, spacing_ijk: tuple[float, float, float], cand: Candidate,
-                    seg: NoduleMask) -> float:
-    """One segmented candidate's score as a run gives it: the network's when installed, else the logistic's."""
-    network = load_fpr()
-    if network is None:
-        return float(score(candidate_features(cand, seg, spacing_ijk))[0])
-    return float(1.0 / (1.0 + np.exp(-fpr_logits(network, ct, spacing_ijk, [cand])[0])))
 
 
 def clip_leak(seg: NoduleMask, cand: Candidate, spacing_ijk: tuple[float, float, float]) -> NoduleMask:

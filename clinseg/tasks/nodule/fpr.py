@@ -8,15 +8,18 @@ classical engine keeps its logistic score.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from ...errors import InputError
 from ...nets.nodule_fpr import PATCH
 from .candidates import Candidate
 
-MODEL_ID = "nodule-fpr-phantom"
+MODEL_ID = "nodule-fpr-phantom"  # the default of --engine auto/model
+FPR_CLASS = "nodule_fpr:NoduleFPR"
 PATCH_MM = 1.0
 HU_RANGE = (-1200.0, 600.0)
 ROI_MARGIN_MM = 4.0  # the ROI holds the candidate's radius plus this much surroundings
@@ -75,24 +78,39 @@ def network_inputs(patch: np.ndarray, scalar: np.ndarray, half: np.ndarray) -> t
     return x, torch.from_numpy(scalar), torch.from_numpy(half)
 
 
-@lru_cache(maxsize=1)
-def load_fpr() -> torch.nn.Module | None:
-    """The built-in reducer in eval mode, or None when it is not installed."""
+@dataclass(frozen=True)
+class FPReducer:
+    """A registered reducer network in eval mode and the logit shift to its training candidates' prior."""
+
+    model_id: str
+    network: torch.nn.Module
+    prior_shift: float
+
+    def logits(self, ct: np.ndarray, spacing_ijk: tuple[float, float, float], cands: list[Candidate]) -> np.ndarray:
+        """One logit per candidate at the candidates' prior (higher: more likely a nodule)."""
+        out = np.zeros(len(cands), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(cands), BATCH):
+                part = cands[start:start + BATCH]
+                p = patches(ct, spacing_ijk, np.array([c.kji for c in part]))
+                out[start:start + len(part)] = self.network(*network_inputs(p, scalars(part),
+                                                                            roi_half_mm(part))).numpy()
+        return out + self.prior_shift
+
+
+@lru_cache(maxsize=2)
+def load_fpr(model_id: str = MODEL_ID) -> FPReducer | None:
+    """The registered reducer ``model_id`` (a card of class ``nodule_fpr:NoduleFPR``), or None when not installed.
+
+    Its prior shift comes from its card (``figures.prior_shift``, written by ``clinseg train nodule``)."""
     from ...registry import get_registry
 
     registry = get_registry()
-    if not registry.is_installed(MODEL_ID):
+    if not registry.is_installed(model_id):
         return None
-    return registry.load_network(MODEL_ID, "cpu").eval()
-
-
-def fpr_logits(network: torch.nn.Module, ct: np.ndarray, spacing_ijk: tuple[float, float, float],
-               cands: list[Candidate]) -> np.ndarray:
-    """One logit per candidate at the candidates' prior (``PRIOR_SHIFT``; higher: more likely a nodule)."""
-    out = np.zeros(len(cands), np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(cands), BATCH):
-            part = cands[start:start + BATCH]
-            p = patches(ct, spacing_ijk, np.array([c.kji for c in part]))
-            out[start:start + len(part)] = network(*network_inputs(p, scalars(part), roi_half_mm(part))).numpy()
-    return out + PRIOR_SHIFT
+    card = registry.card(model_id)
+    if card.architecture[0] != FPR_CLASS:
+        raise InputError(model_id, f"is a {card.architecture[0]} network; the nodule engine runs false-positive "
+                                   f"reducers ({FPR_CLASS}) only (NoduleNet inference is not shipped yet)")
+    shift = float(card.figures.get("prior_shift", PRIOR_SHIFT))
+    return FPReducer(model_id, registry.load_network(model_id, "cpu").eval(), shift)

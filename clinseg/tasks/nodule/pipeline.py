@@ -23,6 +23,7 @@ from ...terminology import NODULE
 from ...volume import Volume
 from ..engines import resolve_engine
 from .classical import Finding, find_nodules
+from .fpr import MODEL_ID, FPReducer, load_fpr
 
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_MAX_NODULES = 100
@@ -35,18 +36,18 @@ EMPTY_MESSAGE = "no nodule above threshold"
 
 @dataclass
 class NoduleOptions:
-    engine: str = "auto"  # "classical", "model" or "auto" (a model when one is installed, else classical)
+    # "classical" (blob candidates + logistic score, no weights), "model" (the candidates scored by a registered
+    # false-positive network, default fpr.MODEL_ID) or "auto" (that network when installed, else classical)
+    engine: str = "auto"
     model_id: str | None = None
     device: str = "auto"
     min_score: float = DEFAULT_MIN_SCORE
     max_nodules: int = DEFAULT_MAX_NODULES
 
 
-def _resolve_engine(options: NoduleOptions) -> str:
-    engine, model_id = resolve_engine("nodule", options.engine, options.model_id, None)
-    if engine == "model":
-        raise InputError(model_id, "NoduleNet inference is not shipped yet; use --engine classical")
-    return engine
+def _resolve_engine(options: NoduleOptions) -> tuple[str, FPReducer | None]:
+    engine, model_id = resolve_engine("nodule", options.engine, options.model_id, MODEL_ID)
+    return engine, (load_fpr(model_id) if model_id else None)
 
 
 def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:
@@ -73,7 +74,7 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
     stages.begin("checks")
     require_3d_extent(ct, subject, MIN_EXTENT_MM, min_voxels=MIN_SLICES)
     require_ct(ct, subject)
-    engine = _resolve_engine(options)
+    engine, reducer = _resolve_engine(options)
     if not 0.0 <= options.min_score <= 1.0:
         raise InputError("min-score", f"must be between 0 and 1, got {options.min_score}")
 
@@ -82,7 +83,7 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
     ct = fill_ct_padding(ct)
 
     stages.begin("detection")
-    findings = find_nodules(ct.array, masks, ct.spacing, progress, cancel)
+    findings = find_nodules(ct.array, masks, ct.spacing, progress, cancel, reducer)
     kept = [f for f in findings if f.score >= options.min_score][: options.max_nodules]
 
     stages.begin("measurement")
@@ -92,7 +93,8 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
     table = nodule_table(labelmap, ct, scores)
     result = Result("nodule", labelmap=labelmap, segments=segments, tables=[table])
     result.metrics.update(
-        engine=engine, min_score=options.min_score, count=len(scores), candidates=len(findings),
+        engine=engine, model=reducer.model_id if reducer else None, min_score=options.min_score, count=len(scores),
+        candidates=len(findings),
         message=EMPTY_MESSAGE if not scores else f"{len(scores)} nodule(s) at score >= {options.min_score:g}",
         types={k: table.columns["type"].count(k) for k in sorted(set(table.columns["type"]))},
     )
