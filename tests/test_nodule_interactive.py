@@ -102,6 +102,7 @@ def test_cli_add_at_writes_the_one_nodule(chest, tmp_path):
     assert np.array_equal(result.labelmap.array, expected.labelmap.array)
     assert table.columns["volume_ml"] == expected.tables[0].columns["volume_ml"]
     assert result.metrics["count"] == 1 and result.metrics["message"].startswith("nodule added at")
+    assert (result.metrics["engine"], result.metrics["model"]) == ("model", "nodule-fpr-phantom")
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):

@@ -54,6 +54,7 @@ class ClickedNodule:
     mask: NoduleMask
     score: float
     measurement: NoduleMeasurement
+    model: str | None = None  # the FP network that scored it (None: the classical engine's logistic)
 
     def labelmap(self, ct: Volume, label: int = 1) -> Volume:
         """The nodule as ``label`` on the CT's full grid."""
@@ -132,7 +133,7 @@ def nodule_at(space: SearchSpace | Volume, point_lps, label: int = 1) -> Clicked
     labels[inner][seg.mask] = label
     (measurement,) = measure_nodules(_crop(ct, mbox, labels), _crop(ct, mbox, ct.array[mbox]), {label: probability})
     measurement.center_ijk = measurement.center_ijk + [s.start for s in mbox[::-1]]
-    return ClickedNodule(point, cand, seg, probability, measurement)
+    return ClickedNodule(point, cand, seg, probability, measurement, network.model_id if network else None)
 
 
 def clicked_result(ct: Volume, clicked: ClickedNodule, label: int = 1) -> Result:
@@ -140,6 +141,7 @@ def clicked_result(ct: Volume, clicked: ClickedNodule, label: int = 1) -> Result
     segment = replace(NODULE, label=label, name=f"Nodule {label}")
     result = Result("nodule", labelmap=clicked.labelmap(ct, label), segments=[segment],
                     tables=[measurements_table([clicked.measurement])])
-    result.metrics.update(engine="classical", count=1, added_at_lps=[round(float(v), 2) for v in clicked.point_lps],
+    result.metrics.update(engine="model" if clicked.model else "classical", model=clicked.model, count=1,
+                          added_at_lps=[round(float(v), 2) for v in clicked.point_lps],
                           message=f"nodule added at {_where(clicked.point_lps)} (score {clicked.score:.2f})")
     return result
