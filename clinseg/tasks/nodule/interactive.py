@@ -17,18 +17,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ...anatomy.lungs import chest_masks
-from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
 from ...post.nodules import NoduleMeasurement, measure_nodules, measurements_table
-from ...preprocess import fill_ct_padding
 from ...result import Result
 from ...terminology import NODULE
 from ...volume import Volume
 from .candidates import Candidate, detect_candidates
 from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM, NET_MIN_DIAMETER_MM, finding_of
 from .fpr import load_fpr
-from .pipeline import MIN_EXTENT_MM, MIN_SLICES
+from .pipeline import checked_chest
 from .region import search_region
 from .segment import NoduleMask
 
@@ -65,11 +62,8 @@ class ClickedNodule:
 
 def search_space(ct: Volume) -> SearchSpace:
     """The run's input checks, lungs and search region for ``ct`` (the costly part of a click, done once)."""
-    subject = ct.name or "CT"
-    require_3d_extent(ct, subject, MIN_EXTENT_MM, min_voxels=MIN_SLICES)
-    require_ct(ct, subject)
-    masks = chest_masks(ct, subject)  # before the padding is filled: it marks the field of view's edge
-    return SearchSpace(fill_ct_padding(ct), search_region(masks, ct.spacing))
+    filled, masks = checked_chest(ct, ct.name or "CT")
+    return SearchSpace(filled, search_region(masks, ct.spacing))
 
 
 def _crop(volume: Volume, box: tuple[slice, ...], array: np.ndarray) -> Volume:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ...anatomy.lungs import chest_masks
+from ...anatomy.lungs import ChestMasks, chest_masks
 from ...checks import require_3d_extent, require_ct
 from ...errors import InputError
 from ...post.nodules import nodule_table
@@ -50,6 +50,15 @@ def _resolve_engine(options: NoduleOptions) -> tuple[str, FPReducer | None]:
     return engine, (load_fpr(model_id) if model_id else None)
 
 
+def checked_chest(ct: Volume, subject: str) -> tuple[Volume, ChestMasks]:
+    """The input checks (3-D extent, CT numbers, lungs in view) of a run or a click; the CT with its scanner
+    padding filled, and its chest masks."""
+    require_3d_extent(ct, subject, MIN_EXTENT_MM, min_voxels=MIN_SLICES)
+    require_ct(ct, subject)
+    masks = chest_masks(ct, subject)  # before padding is filled: it tells the field of view's edge
+    return fill_ct_padding(ct), masks
+
+
 def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:
     """Label map (1 = best score; a voxel belongs to the first finding that claims it) and scores by label."""
     labels = np.zeros(shape, np.uint16)
@@ -72,15 +81,12 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
     stages = Stages("nodule", progress, cancel)
 
     stages.begin("checks")
-    require_3d_extent(ct, subject, MIN_EXTENT_MM, min_voxels=MIN_SLICES)
-    require_ct(ct, subject)
     engine, reducer = _resolve_engine(options)
     if not 0.0 <= options.min_score <= 1.0:
         raise InputError("min-score", f"must be between 0 and 1, got {options.min_score}")
 
     stages.begin("lungs")
-    masks = chest_masks(ct, subject)  # before padding is filled: it tells the field of view's edge
-    ct = fill_ct_padding(ct)
+    ct, masks = checked_chest(ct, subject)
 
     stages.begin("detection")
     findings = find_nodules(ct.array, masks, ct.spacing, progress, cancel, reducer)
