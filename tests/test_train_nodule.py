@@ -122,3 +122,40 @@ def test_lidc_consensus_sets_the_positives(shared):
     assert 25 < case.nodules[0][1] < 35  # the readers' mean diameter of 0001's nodule (29.7 mm)
     samples = case_samples(case.ct, case.nodules, np.random.default_rng(0), case.ignore)
     assert samples["label"][~samples["jittered"]].sum() >= 1
+
+
+def test_seed_lists_and_the_training_schedule():
+    from clinseg.train.nodule_fpr import cosine_lr, draw_negatives, seed_range
+
+    assert seed_range("100-102,150-151") == [100, 101, 102, 150, 151] and seed_range("7") == [7]
+    with pytest.raises(InputError, match="comma list"):
+        seed_range("100-x")
+    assert cosine_lr(1e-3, 0.0) == pytest.approx(1e-3) and cosine_lr(1e-3, 1.0) == pytest.approx(5e-5)
+    assert cosine_lr(1e-3, 0.5) == pytest.approx(1e-3 * (0.05 + 0.95 / 2))
+    assert cosine_lr(1e-3, 2.0) == cosine_lr(1e-3, 1.0)
+    # one negative still misclassified among 999 learnt ones: the hard draws are nearly all of it
+    loss = np.full(1000, 1e-3)
+    loss[17] = 5.0
+    which = draw_negatives(np.random.default_rng(0), loss, 8, 200)
+    assert len(which) == 208 and np.mean(which[8:] == 17) > 0.75 and np.mean(which[:8] == 17) < 0.5
+
+
+def test_training_starts_from_given_weights(tmp_path):
+    from clinseg.train.nodule_fpr import train
+
+    rng = np.random.default_rng(0)
+    data = {"patch": rng.integers(0, 255, (12, 32, 32, 32), dtype=np.uint8),
+            "scalar": rng.normal(size=(12, 4)).astype(np.float32), "half": np.full(12, 8.0, np.float32),
+            "label": np.array([1.0] * 3 + [0.0] * 9, np.float32), "jittered": np.zeros(12, bool)}
+    start = NoduleFPR()
+    for p in start.parameters():
+        p.data.normal_(0, 0.05)
+    # lr 0: the weights stay the init's, whatever the schedule or the hard-negative share
+    net, record = train(data, None, 1.0, batch=8, lr=0.0, max_steps=3, log=lambda _: None,
+                        init=start.state_dict(), hard_share=0.5, cosine=True)
+    assert record["steps"] == 3
+    for name, value in start.state_dict().items():
+        if "running" not in name and "num_batches" not in name:  # BatchNorm statistics move in train mode
+            assert np.array_equal(net.state_dict()[name].numpy(), value.numpy()), name
+    fresh, _ = train(data, None, 1.0, batch=8, lr=0.0, max_steps=1, log=lambda _: None)
+    assert not np.array_equal(fresh.state_dict()["fc.0.weight"].numpy(), start.state_dict()["fc.0.weight"].numpy())

@@ -34,6 +34,10 @@ def register(tasks) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from these weights: an installed model id or a .safetensors file")
+    p.add_argument("--hard-negatives", type=float, default=0.0,
+                   help="share (0-1) of each batch's negatives drawn by their last loss instead of uniformly")
+    p.add_argument("--cosine", action="store_true", help="learning rate decays along a half cosine")
     p.add_argument("--model-id", help="id of the trained model's card (default: nodule-fpr-<layout>-trained)")
     p.add_argument("--cache", type=Path, help="folder caching the samples (default: OUT/cache)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -50,11 +54,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     if args.val_cases < 0 or args.batch < 2 or args.log_every < 1 or (args.max_steps or 1) < 1:
         raise InputError("arguments", "--val-cases must be >= 0, --batch >= 2, --log-every and --max-steps >= 1")
+    if not 0.0 <= args.hard_negatives <= 1.0:
+        raise InputError("--hard-negatives", f"must be between 0 and 1, got {args.hard_negatives}")
     config = NoduleTrainConfig(
         layout=args.layout, seeds=seed_range(args.seeds) if args.seeds and args.data is None else [],
         val_seeds=seed_range(args.val_seeds) if args.val_seeds and args.data is None else [],
         val_cases=args.val_cases, consensus=args.consensus, minutes=args.minutes, max_steps=args.max_steps,
-        batch=args.batch, lr=args.lr, seed=args.seed, every=args.log_every)
+        batch=args.batch, lr=args.lr, seed=args.seed, every=args.log_every, init=args.init,
+        hard_share=args.hard_negatives, cosine=args.cosine)
     reporter = Reporter.from_args(args)
     summary = run_nodule_training(args.data, args.out, config, args.model_id or f"nodule-fpr-{args.layout}-trained",
                                   cache=args.cache or Path(args.out) / "cache", log=reporter.log)

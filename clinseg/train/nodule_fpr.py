@@ -30,7 +30,14 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..nets.nodule_fpr import NoduleFPR
-from ..tasks.nodule.candidates import Candidate, detect_candidates
+from ..tasks.nodule.candidates import (
+    GGO_SIGMAS_MM,
+    MAX_CANDIDATES,
+    MIN_RESPONSE,
+    SIGMAS_MM,
+    Candidate,
+    detect_candidates,
+)
 from ..tasks.nodule.fpr import network_inputs, patches, roi_half_mm, scalars
 from ..tasks.nodule.region import search_region
 
@@ -52,17 +59,19 @@ def _within(points: np.ndarray, refs: list[Reference]) -> np.ndarray:
 
 
 def case_samples(ct, nodules: list[Reference], rng: np.random.Generator, ignore: list[Reference] = (),
-                 subject: str = "CT") -> dict[str, np.ndarray]:
+                 subject: str = "CT", masks=None) -> dict[str, np.ndarray]:
     """Patches, scalars, ROI sizes and labels of every candidate of one CT (plus jittered positives).
 
     ``nodules`` are the positives whatever the source (phantom truth, LUNA16 annotations, LIDC consensus);
     candidates inside an ``ignore`` sphere (LIDC nodules below the consensus) are neither and are dropped.
+    ``masks``: the chest masks when already known (then ``ct`` is taken as already padding-filled).
     """
     from ..anatomy.lungs import chest_masks
     from ..preprocess import fill_ct_padding
 
-    masks = chest_masks(ct, subject)  # before the padding is filled, as the engine does
-    ct = fill_ct_padding(ct)
+    if masks is None:
+        masks = chest_masks(ct, subject)  # before the padding is filled, as the engine does
+        ct = fill_ct_padding(ct)
     cands = detect_candidates(ct.array, search_region(masks, ct.spacing), ct.spacing)
     lps = ct.index_to_physical(np.array([c.kji[::-1] for c in cands], float).reshape(-1, 3))
     keep = ~_within(lps, list(ignore)) | _within(lps, nodules)
@@ -122,11 +131,27 @@ def evaluate(network: NoduleFPR, data: dict[str, np.ndarray]) -> dict[str, float
     return {"loss": loss, "auc": auc}
 
 
+def cosine_lr(lr: float, done: float) -> float:
+    """The learning rate after the share ``done`` (0-1) of a run: ``lr`` down to 5 % of it along a half cosine."""
+    return lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(max(done, 0.0), 1.0))))
+
+
+def draw_negatives(rng: np.random.Generator, last_loss: np.ndarray, n_uniform: int, n_hard: int) -> np.ndarray:
+    """Indices into the negatives: ``n_uniform`` drawn uniformly, ``n_hard`` in proportion to ``last_loss``."""
+    return np.concatenate([rng.choice(len(last_loss), n_uniform),
+                           rng.choice(len(last_loss), n_hard, p=last_loss / last_loss.sum())]).astype(int)
+
+
 def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minutes: float, batch: int = 64,
           lr: float = 1e-3, seed: int = 0, log=print, max_steps: int | None = None, every: int = 200,
-          checkpoint: Callable[[NoduleFPR, dict], None] | None = None) -> tuple[NoduleFPR, dict]:
+          checkpoint: Callable[[NoduleFPR, dict], None] | None = None, init: dict | None = None,
+          hard_share: float = 0.0, cosine: bool = False) -> tuple[NoduleFPR, dict]:
     """A ``NoduleFPR`` trained for ``minutes`` of wall time (or ``max_steps``); returns it and the training record.
 
+    ``init``: a state dict to start from. ``hard_share``: the share of each batch's negatives drawn in
+    proportion to their last seen loss (the rest uniformly): vessel junctions and crossings, which score like
+    small nodules, are few among the candidates, so uniform batches rarely show them. ``cosine``: the learning
+    rate decays to 5 % of ``lr`` along a half cosine over the run (by wall time, or steps with ``max_steps``).
     Every ``every`` steps and at the last one a history row is logged and ``checkpoint(network, row)`` called."""
     if not (data["label"] > 0).any() or not (data["label"] == 0).any():
         raise InputError("training data", f"{int((data['label'] > 0).sum())} positive and "
@@ -134,20 +159,31 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = NoduleFPR()
+    if init is not None:
+        network.load_state_dict(init)
     optimiser = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=1e-5)
     pos, neg = np.flatnonzero(data["label"] > 0), np.flatnonzero(data["label"] == 0)
     n_pos = max(1, int(round(POSITIVE_SHARE * batch)))
+    n_hard = int(round(hard_share * (batch - n_pos)))
+    neg_loss = np.ones(len(neg))  # last seen loss of each negative; 1 (a hard one's) until it is seen
     start, step, record = time.perf_counter(), 0, {"steps": 0, "history": []}
     deadline = start + 60 * minutes
     while time.perf_counter() < deadline and (max_steps is None or step < max_steps):
         network.train()
-        idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch - n_pos)])
+        if cosine:
+            done = step / max_steps if max_steps else (time.perf_counter() - start) / (60 * minutes)
+            for group in optimiser.param_groups:
+                group["lr"] = cosine_lr(lr, done)
+        which = draw_negatives(rng, neg_loss, batch - n_pos - n_hard, n_hard)
+        idx = np.concatenate([rng.choice(pos, n_pos), neg[which]])
         x, s, h = network_inputs(data["patch"][idx], data["scalar"][idx], data["half"][idx])
         y = torch.from_numpy(data["label"][idx])
-        loss = F.binary_cross_entropy_with_logits(network(_augment(x, rng), s, h), y)
+        each = F.binary_cross_entropy_with_logits(network(_augment(x, rng), s, h), y, reduction="none")
+        loss = each.mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        neg_loss[which] = each[n_pos:].detach().numpy() + 1e-3
         step += 1
         if step % every == 0 or step == max_steps or time.perf_counter() >= deadline:  # the last step logs too
             row = {"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
@@ -164,12 +200,15 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
 
 
 def seed_range(text: str) -> list[int]:
-    """``100-139`` or ``7`` -> the seeds."""
-    a, _, b = text.partition("-")
-    try:
-        return list(range(int(a), int(b or a) + 1))
-    except ValueError:
-        raise InputError("--seeds", f"'{text}' is not a seed or a range A-B") from None
+    """``100-139``, ``7`` or a comma list of them (``100-139,150-199``) -> the seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        try:
+            seeds += range(int(a), int(b or a) + 1)
+        except ValueError:
+            raise InputError("--seeds", f"'{text}' is not a seed, a range A-B or a comma list of them") from None
+    return seeds
 
 
 @dataclass
@@ -186,12 +225,17 @@ class NoduleTrainConfig:
     seed: int = 0
     every: int = 200
     shape: tuple[int, int, int] | None = None  # generated phantoms: a smaller grid than the small preset's
+    init: str | None = None  # starting weights: a registered model id or a .safetensors file
+    hard_share: float = 0.0  # share of each batch's negatives drawn by their last loss (see ``train``)
+    cosine: bool = False  # learning rate along a half cosine
 
 
 def _cached(cache: Path | None, key: dict, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Samples built once per source and settings (building them is most of a short run)."""
     if cache is None:
         return build()
+    # the candidate settings make the samples too: a cache from other settings is another cache
+    key = {**key, "candidates": [MIN_RESPONSE, MAX_CANDIDATES, list(SIGMAS_MM), list(GGO_SIGMAS_MM)]}
     path = cache / f"samples-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         return dict(np.load(path))
@@ -273,8 +317,14 @@ def run_nodule_training(data: str | Path | None, out: str | Path, config: Nodule
             writer.writeheader()
             writer.writerows(rows)
 
+    init, provenance = None, None
+    if config.init:
+        from .init import initial_weights
+
+        init, provenance = initial_weights(config.init)
     network, record = train(train_set, val_set, config.minutes, config.batch, config.lr, config.seed, log,
-                            config.max_steps, config.every, checkpoint)
+                            config.max_steps, config.every, checkpoint, init, config.hard_share, config.cosine)
+    record.update(init=provenance, hard_share=config.hard_share, cosine=config.cosine)
     export_safetensors(network, weights, {"network": "NoduleFPR", "step": str(record["steps"])})
     share = info["samples"]["train_on_nodule"] / max(info["samples"]["train_candidates"], 1)
     record.update(
