@@ -263,13 +263,16 @@ def stage1_dice(model: nn.Module, case: PreparedCase, patch: Sequence[int], devi
 class Stage2Task:
     """``TrainTask`` of one organ's binary stage-2 network on jittered crops."""
 
-    def __init__(self, organ: str, crops: list[tuple[np.ndarray, np.ndarray]], config: OarTrainConfig) -> None:
+    def __init__(self, organ: str, crops: list[tuple[np.ndarray, np.ndarray]], config: OarTrainConfig,
+                 patch: Sequence[int] | None = None, dice_weight: float = 0.0) -> None:
         self.organ, self.crops, self.config = organ, crops, config
+        self.patch = np.array(patch if patch is not None else config.stage2_patch)
+        self.dice_weight = dice_weight  # > 0: plain CE + this x soft Dice instead of class-weighted CE
 
     def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, 2, len(self.organ)])
-        patch = np.array(cfg.stage2_patch)
+        patch = self.patch
         for _ in range(cfg.iters_per_epoch):
             images, labels = [], []
             for _ in range(cfg.batch):
@@ -281,7 +284,12 @@ class Stage2Task:
             yield _batch(images, labels, rng, cfg.augment, device)
 
     def loss(self, output: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return class_weighted_cross_entropy(output, label[:, 0]), output[:, 1:] - output[:, :1]
+        if self.dice_weight > 0:
+            loss = F.cross_entropy(output.float(), label[:, 0].long()) + self.dice_weight * multiclass_soft_dice(
+                output, label[:, 0])
+        else:
+            loss = class_weighted_cross_entropy(output, label[:, 0])
+        return loss, output[:, 1:] - output[:, :1]
 
     def validate(self, model: nn.Module, epoch: int, device: torch.device) -> float | None:
         return None

@@ -22,6 +22,11 @@ DOCUMENT = "XJTU 2020 thesis on head & neck OARs with a two-stage 3-D U-Net (../
            "original 001_453b58f5af266994.txt)"
 
 
+# Paired organs are handed out by side of the midsagittal plane fitted through these organs (tasks.oar.sides).
+SIDES_OP = {"op": "left_right_by_midline", "midline_organs": ["Brain", "Brainstem", "Spinal cord", "Spinal canal",
+                                                              "Mandible"]}
+
+
 def _deviations(config: OarTrainConfig, stage2: bool) -> list[dict]:
     return [
         {"setting": "training data", "document": "30 own H&N CT scans + MICCAI 2015",
@@ -99,7 +104,7 @@ def oar_card(cascade: OARCascade, config: OarTrainConfig, summary: dict, figures
                    "patch_size": list(inference_patch), "overlap": 0.25,
                    "intensity": {"clip": list(HU_WINDOW), "scale": [0, 1]}},
         "inference": {"activation": "softmax", "precision": "float32", "batch_size": 1},
-        "postprocessing": [*stage2_ops, {"op": "largest_component_per_organ", "connectivity": 26}],
+        "postprocessing": [dict(SIDES_OP), *stage2_ops, {"op": "largest_component_per_organ", "connectivity": 26}],
         "labels": labels,
         "files": [{"name": weights.name, "sha256": sha256_file(weights), "size": weights.stat().st_size,
                    "format": "safetensors"}],
@@ -142,3 +147,57 @@ def card_from_run(run_dir: str | Path, folder: str | Path, figures: dict | None 
     summary["settings"] = raw
     card = oar_card(cascade, config, summary, figures or {}, weights, **kwargs)
     return write_model_folder(card, weights, Path(folder))
+
+
+def card_with_stage2(base: dict, weights: Path, record: dict, version: str, figures: dict,
+                     notes: dict | None = None, z_band: dict | None = None) -> dict:
+    """A cascade card from an existing (stage-1) card and a ``python -m clinseg.train.oar_stage2`` record
+    (``stage2.json``): anchored stage-2 ops, architecture, weights hash, parameter counts, training and deviations.
+    ``z_band``: the op of ``python -m clinseg.train.oar_bands`` (default: the base card's, if any)."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    card = copy.deepcopy(base)
+    kwargs = card["architecture"]["kwargs"]
+    keys = sorted({op["key"] for op in record["ops"]})
+    kwargs["stage2"] = {key: dict(record["stage2_kwargs"]) for key in keys}
+    cascade = OARCascade(kwargs["stage1"], kwargs["stage2"])
+    cascade.load_state_dict(load_file(str(weights)))
+    card["version"] = version
+    z_band = z_band or next((op for op in base.get("postprocessing", []) if op["op"] == "z_band"), None)
+    card["postprocessing"] = [*([z_band] if z_band else []), dict(SIDES_OP), *record["ops"],
+                              {"op": "largest_component_per_organ", "connectivity": 26}]
+    card["files"] = [{"name": weights.name, "sha256": sha256_file(weights), "size": weights.stat().st_size,
+                      "format": "safetensors"}]
+    card["parameter_count"] = count_parameters(cascade).full
+    card["figures"] = figures
+    card["training"]["stage2"] = {k: v for k, v in record.items() if k != "ops"}
+    card["training"]["parameters"] = {"stage1": count_parameters(cascade.stage1).full,
+                                      **{f"stage2.{k}": count_parameters(cascade.stage2[k]).full for k in keys}}
+    if notes:
+        card["training"].update(notes)
+    organs = ", ".join(op["organ"] for op in record["ops"])
+    stage2_dev = {"setting": "stage 2",
+                  "document": "8 binary models on resized crops (eyes/optic nerves 32^3, brainstem and parotids 64^3, "
+                              "mandible 64x128x128) placed on stage 1's box of the organ",
+                  "ours": f"{len(keys)} binary models ({', '.join(keys)}; one per organ type, right-side crops "
+                          f"mirrored) for {organs}: fixed crops at {record['settings']['spacing']} mm placed by an "
+                          "anchor rule (anchor organs' centroid + an offset learnt from the training masks; "
+                          "postprocessing ops), CE + soft Dice",
+                  "why": "stage 1 at 3 mm never finds these organs, so a crop on its own guess would go nowhere; "
+                         "the eyes and brainstem it finds reliably place the crops instead. Mirroring doubles the "
+                         "training crops; CE + Dice because inverse-frequency class weights over-segment organs of "
+                         "20-300 voxels"}
+    deviations = card["document"]["deviations"]
+    card["document"]["deviations"] = [stage2_dev if d["setting"] == "stage 2" else d for d in deviations]
+    if not any(d["setting"] == "left/right" for d in deviations):
+        card["document"]["deviations"].append(
+            {"setting": "left/right", "document": "separate output channels per side, as predicted",
+             "ours": "each pair's probabilities merged and handed out by side of the midsagittal plane (fitted "
+                     "through the midline organs stage 1 finds); postprocessing op left_right_by_midline",
+             "why": "stage 1 mixed the sides of parotids, submandibular glands and eyes (HD95 60-150 mm)"})
+    problems = validate_card(card)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return card

@@ -3,8 +3,11 @@
 Stage 1: the whole scan resampled to the card's spacing, windowed, run through the sliding-window engine; the
 class probabilities are brought back to the CT grid organ by organ (each inside its own box, so memory stays
 that of one float map of the CT) and the label is the arg-max. Stage 2: for each small organ the card lists
-(``postprocessing`` ops ``stage2``), a fixed-size crop at a finer spacing is centred where stage 1 put the organ,
-the organ's binary model runs on it, and its mask replaces stage 1's for that organ.
+(``postprocessing`` ops ``stage2``), a fixed-size crop at a finer spacing is placed by the op's anchor rule
+(``anchors``: anchor organs' centroid plus an offset, mirrored for one side) or, without a rule, where stage 1
+put the organ; the organ's binary model runs on it, and its mask replaces stage 1's for that organ. Before
+that, each organ is kept to its head-to-foot band (op ``z_band``, ``zbands``) and paired organs are handed out
+by side of the midsagittal plane (op ``left_right_by_midline``, ``sides``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from ...preprocess import crop, resample, resample_to, window
 from ...progress import CancelToken, ProgressCallback
 from ...registry import get_registry
 from ...volume import Volume
+from .anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
+from .sides import assign_sides, midline_plane, paired_labels
+from .zbands import apply_z_bands
 
 AIR_HU = -1000.0
 
@@ -28,6 +34,7 @@ class OrganPrediction:
     labels: Volume  # uint8 on the CT grid
     stage2: list[str] = field(default_factory=list)  # organs refined by a stage-2 model
     missing_stage2: list[str] = field(default_factory=list)  # stage-2 organs stage 1 did not locate
+    midline: np.ndarray | None = None  # (a, b, c) of the midsagittal plane x = a + b*y + c*z (LPS mm), if used
 
 
 def _native_box(ct: Volume, grid: Volume, box: tuple[slice, ...], pad: int = 1) -> tuple[slice, ...] | None:
@@ -59,7 +66,36 @@ def _paste_max(ct: Volume, coarse: Volume, prob: np.ndarray, box: tuple[slice, .
     sub_labels[win] = value
 
 
-def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, progress, cancel) -> np.ndarray:
+def _card_op(card, name: str) -> dict | None:
+    return next((op for op in card.postprocessing if op.get("op") == name), None)
+
+
+def _bands(prob: np.ndarray, seen: Volume, card) -> None:
+    """Organs kept to their head-to-foot band around the anchor organ (card op ``z_band``)."""
+    op = _card_op(card, "z_band")
+    if op is None:
+        return
+    value = {s.name: s.label for s in card.segments()}
+    bands = {value[name]: tuple(band) for name, band in op["bands_mm"].items() if name in value}
+    if op["anchor"] in value:
+        apply_z_bands(prob, seen, value[op["anchor"]], bands)  # type: ignore[arg-type]
+
+
+def _sides(prob: np.ndarray, seen: Volume, card) -> np.ndarray | None:
+    """Paired organs handed out by side of the midsagittal plane (card op ``left_right_by_midline``)."""
+    op = _card_op(card, "left_right_by_midline")
+    if op is None:
+        return None
+    segments = card.segments()
+    value = {s.name: s.label for s in segments}
+    midline = [value[name] for name in op.get("midline_organs", ()) if name in value]
+    plane = midline_plane(seen, prob.argmax(0), midline, seen.array)
+    assign_sides(prob, seen, paired_labels(segments), plane)
+    return plane
+
+
+def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, progress,
+            cancel) -> tuple[np.ndarray, np.ndarray | None]:
     from ...preprocess import bounding_box
 
     inputs, inference = card.inputs, card.inference
@@ -71,6 +107,8 @@ def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, pr
                                    precision=inference.get("precision", "auto"), device=device)
     logits = inferer(window(seen.array, low, high), network, progress=progress, cancel=cancel)
     prob = torch.softmax(logits, dim=0).numpy()
+    _bands(prob, seen, card)
+    plane = _sides(prob, seen, card)
     coarse_labels = prob.argmax(0)
     best = resample_to(seen.with_array(prob[0]), ct, order=1, default_value=1.0).array
     labels = np.zeros(ct.shape, np.uint8)
@@ -78,24 +116,23 @@ def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, pr
         box = bounding_box(coarse_labels == value, 2)
         if box is not None:
             _paste_max(ct, seen, prob[value], box, value, best, labels)
-    return labels
+    return labels, plane
 
 
-def _stage2_grid(ct: Volume, centre_lps: np.ndarray, spacing, patch) -> Volume:
-    """An empty crop grid of ``patch`` voxels (D, H, W) at ``spacing``, centred on a point, axes as the CT's."""
-    size_ijk = np.array(patch[::-1], float)
-    sp = np.asarray(spacing, float)
-    origin = centre_lps - ct.direction @ (sp * (size_ijk - 1) / 2)
-    return Volume(np.zeros(tuple(patch), np.float32), tuple(sp), tuple(origin), ct.direction.copy(), "crop")
-
-
-def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: torch.device) -> bool:
+def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: torch.device,
+            centroids: dict[str, np.ndarray]) -> bool:
+    """One stage-2 organ: its binary model on a crop placed by the op's anchor rule (or, without one, on stage 1's
+    own organ); its mask replaces stage 1's when it finds the organ."""
     value = int(op["label"])
     mask = labels == value
-    if not mask.any():
+    rule = AnchorRule.from_op(op)
+    if rule is not None:
+        centre = anchor_point(rule, centroids)
+    else:
+        centre = ct.index_to_physical(np.argwhere(mask).mean(0)[::-1]) if mask.any() else None
+    if centre is None:
         return False
-    centre = ct.index_to_physical(np.argwhere(mask).mean(0)[::-1])
-    grid = _stage2_grid(ct, centre, op["spacing"], op["patch"])
+    grid = crop_grid(ct, centre, op["spacing"], op["patch"], rule is not None and rule.mirror)
     low, high = card.inputs["intensity"]["clip"]
     seen = resample_to(ct, grid, order=1, default_value=AIR_HU)
     x = torch.from_numpy(window(seen.array, low, high))[None, None].to(device)
@@ -122,15 +159,18 @@ def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: 
     torch_device = select_device(device)
     network = registry.load_network(model_id, torch_device)
     stage1 = getattr(network, "stage1", network)
-    labels = _stage1(ct, stage1, card, torch_device, progress, cancel)
-    result = OrganPrediction(ct.with_array(labels, name="organs"))
+    labels, plane = _stage1(ct, stage1, card, torch_device, progress, cancel)
+    result = OrganPrediction(ct.with_array(labels, name="organs"), midline=plane)
     if not use_stage2:
         return result
-    for op in card.postprocessing:
-        if op.get("op") != "stage2" or op.get("key") not in getattr(network, "stage2", {}):
-            continue
+    ops = [op for op in card.postprocessing if op.get("op") == "stage2" and op.get("key") in
+           getattr(network, "stage2", {})]
+    values = {s.name: s.label for s in card.segments()}
+    anchors = {name for op in ops for name in (op.get("anchor") or {}).get("organs", ())}
+    centroids = organ_centroids(result.labels, values, anchors)  # stage 1's, before any stage 2 changes them
+    for op in ops:
         if cancel is not None:
             cancel.check("oar")
-        (result.stage2 if _stage2(ct, labels, network, op, card, torch_device) else result.missing_stage2).append(
-            str(op.get("organ")))
+        found = _stage2(ct, labels, network, op, card, torch_device, centroids)
+        (result.stage2 if found else result.missing_stage2).append(str(op.get("organ")))
     return result

@@ -1,0 +1,269 @@
+"""Stage-2 OAR models on anchored crops (``python -m clinseg.train.oar_stage2``).
+
+Stage 1 at its coarse spacing misses the lenses, optic nerves and cochleae, so their crops are placed from organs
+it does find (``clinseg.tasks.oar.anchors``): the mean centroid of anchor organs plus an offset learned here as
+the mean organ-minus-anchor vector over the training masks. One binary model per organ type serves both sides:
+right-side crops are mirrored, and the two sides' offsets are averaged in the left frame.
+
+Training crops are placed by that very rule, once from the reference anchors and once from the anchors stage 1
+finds on the training phantom (its real localisation error); each is cut with a margin of ``jitter_mm`` around
+the crop, and every sample is a random sub-crop of it (a further uniform +-``jitter_mm`` shift).
+
+Steps: ``prepare`` (per case: the CT and labels cropped to the region of interest at their native grid, with the
+reference and stage-1 centroids; cached), ``learn_rules``, ``anchored_crops``, ``train_models``, then one cascade
+(the given stage 1 + these models) and its card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..nets.oar_unet import OARCascade, OARUNet
+from ..preprocess import bounding_box, crop, resample_to
+from ..tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
+from ..terminology import HN_ORGANS, RIGHT
+from ..volume import Volume
+from .loop import LoopConfig, export_safetensors, train
+from .oar import HU_WINDOW, STAGE2_SPACING, OarTrainConfig, Stage2Task
+from .oar_data import LABEL_OF, OarCase
+
+ROI_MARGIN_MM = 60.0
+
+
+@dataclass(frozen=True)
+class Stage2Spec:
+    key: str  # module key in the cascade, shared by the organ's sides
+    anchors: Mapping[str, tuple[str, ...]]  # organ -> the organs its crop is anchored on
+    patch: tuple[int, int, int]  # D, H, W at the stage-2 spacing (multiples of 8)
+
+
+DEFAULT_SPECS = (
+    Stage2Spec("lens", {"Lens L": ("Eye L",), "Lens R": ("Eye R",)}, (16, 32, 32)),
+    Stage2Spec("optic_nerve", {"Optic nerve L": ("Eye L",), "Optic nerve R": ("Eye R",)}, (16, 48, 48)),
+    Stage2Spec("cochlea", {"Cochlea L": ("Brainstem",), "Cochlea R": ("Brainstem",)}, (16, 48, 48)),
+)
+
+
+def is_right(organ: str) -> bool:
+    return any(s.name == organ and s.modifier is not None and s.modifier[1] == RIGHT[1] for s in HN_ORGANS)
+
+
+@dataclass
+class AnchorCase:
+    name: str
+    ct: Volume  # int16 HU, the case's native grid cropped to the region of interest
+    labels: Volume  # uint8 on the same grid
+    reference: dict[str, np.ndarray] = field(default_factory=dict)  # organ -> centroid (LPS mm) of the labels
+    predicted: dict[str, np.ndarray] = field(default_factory=dict)  # organ -> centroid stage 1 found
+
+
+def _spec_organs(specs: Sequence[Stage2Spec]) -> set[str]:
+    return {n for spec in specs for organ, anchors in spec.anchors.items() for n in (organ, *anchors)}
+
+
+def prepare(case: OarCase, specs: Sequence[Stage2Spec], stage1_model: str | None) -> AnchorCase | None:
+    """One case cut to the box around its anchor and target organs (+ a margin), with both centroid sets."""
+    names = _spec_organs(specs)
+    values = [LABEL_OF[n] for n in names]
+    box = bounding_box(np.isin(case.labels.array, values),
+                       [int(np.ceil(ROI_MARGIN_MM / s)) for s in case.ct.spacing[::-1]])
+    if box is None:
+        return None
+    predicted: dict[str, np.ndarray] = {}
+    if stage1_model is not None:
+        from ..tasks.oar.model import predict_organs
+
+        stage1 = predict_organs(case.ct, stage1_model, use_stage2=False)
+        predicted = organ_centroids(stage1.labels, LABEL_OF, names)
+    return AnchorCase(case.name, crop(case.ct, box), crop(case.labels, box),
+                      organ_centroids(case.labels, LABEL_OF, names), predicted)
+
+
+def save_case(case: AnchorCase, path: Path) -> None:
+    geometry = {"spacing": case.ct.spacing, "origin": case.ct.origin, "direction": case.ct.direction.tolist()}
+    np.savez_compressed(path, ct=case.ct.array, labels=case.labels.array, geometry=json.dumps(geometry),
+                        reference=json.dumps({k: v.tolist() for k, v in case.reference.items()}),
+                        predicted=json.dumps({k: v.tolist() for k, v in case.predicted.items()}))
+
+
+def load_case(path: Path) -> AnchorCase:
+    data = np.load(path)
+    geo = json.loads(str(data["geometry"]))
+    ct = Volume(data["ct"], tuple(geo["spacing"]), tuple(geo["origin"]), np.array(geo["direction"]), "ct")
+    cents = {k: {n: np.array(v) for n, v in json.loads(str(data[k])).items()} for k in ("reference", "predicted")}
+    return AnchorCase(path.stem, ct, ct.with_array(data["labels"]), cents["reference"], cents["predicted"])
+
+
+def learn_rules(cases: Sequence[AnchorCase], spec: Stage2Spec) -> tuple[dict[str, AnchorRule], list[float]]:
+    """Each organ's rule (mean reference offset from its anchors, the sides pooled in the left frame) and the
+    spread (SD, mm, x y z) of that offset over the cases: what the crop must absorb beyond stage 1's error."""
+    flip = np.array([-1.0, 1.0, 1.0])
+    vectors = []
+    for case in cases:
+        for organ, anchors in spec.anchors.items():
+            centre = anchor_point(AnchorRule(anchors, (0.0, 0.0, 0.0)), case.reference)
+            if organ in case.reference and centre is not None:
+                d = case.reference[organ] - centre
+                vectors.append(d * flip if is_right(organ) else d)
+    if not vectors:
+        raise ValueError(f"no training case holds the organs and anchors of stage-2 model {spec.key!r}")
+    mean = np.mean(vectors, axis=0)
+    sides = len(spec.anchors) > 1
+    rules = {organ: AnchorRule(anchors, tuple(mean * flip if is_right(organ) else mean),  # type: ignore[arg-type]
+                               mirror=sides and is_right(organ)) for organ, anchors in spec.anchors.items()}
+    return rules, [round(float(v), 2) for v in np.std(vectors, axis=0)]
+
+
+def anchored_crops(case: AnchorCase, rules: Mapping[str, AnchorRule], spacing: Sequence[float],
+                   patch: Sequence[int], jitter_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(windowed image, binary mask) crops of ``patch`` plus a ``jitter_mm`` margin, placed by each organ's rule
+    from the reference centroids and from stage 1's."""
+    from ..preprocess import window
+
+    reach = np.ceil(jitter_mm / np.asarray(spacing, float)[::-1]).astype(int)
+    big = tuple(int(p) for p in np.asarray(patch) + 2 * reach)
+    out = []
+    for organ, rule in rules.items():
+        if organ not in case.reference:
+            continue
+        mask = case.labels.with_array((case.labels.array == LABEL_OF[organ]).astype(np.uint8))
+        for centroids in (case.reference, case.predicted):
+            centre = anchor_point(rule, centroids)
+            if centre is None:
+                continue
+            grid = crop_grid(case.ct, centre, spacing, big, rule.mirror)
+            image = window(resample_to(case.ct, grid, order=1, default_value=HU_WINDOW[0]).array, *HU_WINDOW)
+            out.append((image.astype(np.float32), resample_to(mask, grid, order=0).array.astype(np.uint8)))
+    return out
+
+
+def train_models(crops: Mapping[str, list[tuple[np.ndarray, np.ndarray]]], specs: Sequence[Stage2Spec],
+                 config: OarTrainConfig, out: Path, epochs: int, lr: float, dice_weight: float,
+                 max_minutes: float | None, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """One binary ``OARUNet`` per spec; returns key -> {"model", "summary", "minutes"}."""
+    result = {}
+    for spec in specs:
+        if not crops.get(spec.key):
+            continue
+        torch.manual_seed(config.seed)
+        model = OARUNet(out_channels=2, width=config.stage2_width, norm=config.norm, dropout=0.0)
+        task = Stage2Task(spec.key, crops[spec.key], config, patch=spec.patch, dice_weight=dice_weight)
+        loop = LoopConfig(out / "stage2" / spec.key, epochs, lr=lr, milestones=(0.8,), seed=config.seed,
+                          amp=False, max_minutes=max_minutes, log=log)
+        started = time.perf_counter()
+        summary = train(model, task, loop)
+        result[spec.key] = {"model": model.eval(), "summary": summary,
+                            "minutes": round((time.perf_counter() - started) / 60, 1)}
+    return result
+
+
+def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, AnchorRule]],
+               spacing: Sequence[float]) -> list[dict]:
+    """The card's ``stage2`` ops: one per organ, its model key, crop and anchor rule."""
+    ops = []
+    for spec in specs:
+        for organ, rule in rules.get(spec.key, {}).items():
+            ops.append({"op": "stage2", "organ": organ, "key": spec.key, "label": LABEL_OF[organ],
+                        "spacing": [float(v) for v in spacing], "patch": list(spec.patch), "anchor": rule.to_dict()})
+    return ops
+
+
+def build_cascade(stage1_state: Mapping[str, torch.Tensor], stage1_kwargs: dict, models: Mapping[str, OARUNet],
+                  stage2_kwargs: dict) -> OARCascade:
+    """A cascade of the given stage-1 weights and the stage-2 models."""
+    cascade = OARCascade(stage1_kwargs, {key: dict(stage2_kwargs) for key in models})
+    cascade.stage1.load_state_dict({k[len("stage1."):]: v for k, v in stage1_state.items() if k.startswith("stage1.")})
+    for key, model in models.items():
+        cascade.stage2[key].load_state_dict(model.state_dict())
+    return cascade
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m clinseg.train.oar_stage2", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="labelled cases (any clinseg train oar layout)")
+    p.add_argument("--splits", default="test", help="TCIA masks: comma-separated split folders")
+    p.add_argument("--stage1-model", default="oar-unet-phantom", help="registered model whose stage 1 gives the "
+                   "imperfect anchors and goes into the cascade")
+    p.add_argument("--stage1-weights", type=Path, help="cascade .safetensors whose stage 1 goes into the output "
+                   "(default: the stage-1 model's)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cache", type=Path, help="prepared cases (default OUT/cache)")
+    p.add_argument("--models", default=",".join(s.key for s in DEFAULT_SPECS))
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--iters-per-epoch", type=int, default=40)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dice-weight", type=float, default=1.0, help="CE + W x soft Dice; 0: class-weighted CE")
+    p.add_argument("--jitter-mm", type=float, default=6.0)
+    p.add_argument("--max-minutes", type=float, help="per model")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prepare-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from safetensors.torch import load_file
+
+    from ..registry import get_registry
+    from .oar_data import iter_cases
+
+    args = _args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    specs = [s for s in DEFAULT_SPECS if s.key in args.models.split(",")]
+    cache = args.cache or args.out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    names = sorted(p.name for p in cache.glob("*.npz"))
+    if not names:
+        for i, case in enumerate(iter_cases(args.data, splits=tuple(args.splits.split(",")))):
+            prepared = prepare(case, DEFAULT_SPECS, args.stage1_model)
+            if prepared is not None:
+                save_case(prepared, cache / f"{i:03d}_{case.name}.npz")
+                print(f"prepared {case.name} ({time.perf_counter() - started:.0f} s)", flush=True)
+        names = sorted(p.name for p in cache.glob("*.npz"))
+    prepare_minutes = (time.perf_counter() - started) / 60
+    if args.prepare_only:
+        return 0
+    cases = [load_case(cache / n) for n in names]
+    config = OarTrainConfig(batch=args.batch, iters_per_epoch=args.iters_per_epoch, norm="batch",
+                            stage2_jitter_mm=args.jitter_mm)
+    rules, spread, crops = {}, {}, {}
+    for spec in specs:
+        rules[spec.key], spread[spec.key] = learn_rules(cases, spec)
+        crops[spec.key] = [c for case in cases for c in anchored_crops(case, rules[spec.key], STAGE2_SPACING,
+                                                                         spec.patch, args.jitter_mm)]
+        print(f"{spec.key}: {len(crops[spec.key])} crops, offset SD {spread[spec.key]} mm", flush=True)
+    trained = train_models(crops, specs, config, args.out, args.epochs, args.lr, args.dice_weight, args.max_minutes)
+    registry = get_registry()
+    card = registry.card(args.stage1_model)
+    weights = args.stage1_weights or registry.model_dir(args.stage1_model) / card.files[0].name
+    stage1_kwargs = card.architecture[1]["stage1"]
+    stage2_kwargs = {"width": config.stage2_width, "dropout": 0.0, "norm": config.norm}
+    cascade = build_cascade(load_file(str(weights)), stage1_kwargs, {k: v["model"] for k, v in trained.items()},
+                            stage2_kwargs)
+    export_safetensors(cascade, args.out / "model.safetensors", {"network": "OARCascade"})
+    record = {
+        "command": "python -m clinseg.train.oar_stage2 " + " ".join(argv or __import__("sys").argv[1:]),
+        "stage1_weights": str(weights), "stage2_kwargs": stage2_kwargs, "prepare_minutes": round(prepare_minutes, 1),
+        "ops": stage2_ops(specs, rules, STAGE2_SPACING), "offset_sd_mm": spread,
+        "models": {k: {"crops": len(crops[k]), "epochs": v["summary"].epochs_done,
+                       "steps": v["summary"].epochs_done * args.iters_per_epoch, "batch": args.batch,
+                       "minutes": v["minutes"], "curves": v["summary"].rows} for k, v in trained.items()},
+        "settings": {"spacing": list(STAGE2_SPACING), "jitter_mm": args.jitter_mm, "lr": args.lr,
+                     "dice_weight": args.dice_weight, "width": config.stage2_width, "norm": config.norm,
+                     "threads": args.threads, "train_cases": [c.name for c in cases]},
+    }
+    (args.out / "stage2.json").write_text(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

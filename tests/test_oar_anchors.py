@@ -1,0 +1,100 @@
+"""Anchored stage-2 crops: the rule learnt from masks, crop placement (mirrored for the right side), the same
+placement at inference, on a head & neck phantom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clinseg.nets.oar_unet import OARCascade
+from clinseg.phantoms.headneck import generate_headneck
+from clinseg.preprocess import resample_to
+from clinseg.tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
+from clinseg.tasks.oar.model import _stage2
+from clinseg.terminology import HN_ORGANS
+from clinseg.train.oar_stage2 import AnchorCase, Stage2Spec, anchored_crops, learn_rules, stage2_ops
+from clinseg.volume import Volume
+
+VALUE = {s.name: s.label for s in HN_ORGANS}
+LENS = Stage2Spec("lens", {"Lens L": ("Eye L",), "Lens R": ("Eye R",)}, (16, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return generate_headneck(3, spacing=(1.0, 1.0, 2.5), with_tumour=False)
+
+
+@pytest.fixture(scope="module")
+def case(phantom) -> AnchorCase:
+    names = ("Eye L", "Eye R", "Lens L", "Lens R")
+    cents = organ_centroids(phantom.labels, VALUE, names)
+    return AnchorCase("p", phantom.ct, phantom.labels, cents, {})
+
+
+def test_crop_grid_is_centred_and_mirrors_the_i_axis():
+    ct = Volume(np.zeros((20, 40, 40), np.int16), (1.0, 1.0, 2.0), (-20.0, -20.0, 0.0), np.eye(3), "ct")
+    ct.array[10, 20, 30] = 1000  # a point at x = +10 of the centre (0, 0, 20)
+    centre = np.array([0.0, 0.0, 20.0])
+    for mirror, sign in ((False, 1.0), (True, -1.0)):
+        grid = crop_grid(ct, centre, (1.0, 1.0, 2.0), (9, 17, 25), mirror)
+        assert np.allclose(grid.index_to_physical(np.array([12.0, 8.0, 4.0])), centre)
+        seen = resample_to(ct, grid, order=0).array
+        assert (seen == 1000).sum() == 1
+        k, j, i = np.argwhere(seen == 1000)[0]
+        assert (i - 12, j - 8, k - 4) == (sign * 10, 0, 0)  # the mirrored crop shows patient left at low i
+        assert np.allclose(grid.index_to_physical(np.array([i, j, k], float)), [10.0, 0.0, 20.0])
+
+
+def test_rules_pool_both_sides_in_the_left_frame(case):
+    rules, spread = learn_rules([case], LENS)
+    left, right = rules["Lens L"], rules["Lens R"]
+    assert not left.mirror and right.mirror
+    assert left.offset_mm[0] == pytest.approx(-right.offset_mm[0]) and left.offset_mm[1:] == right.offset_mm[1:]
+    # the lens lies in front of its eye (-y in LPS), a few mm from the eye's centre
+    assert -12.0 < left.offset_mm[1] < -3.0
+    truth_l = case.reference["Lens L"] - case.reference["Eye L"]
+    truth_r = case.reference["Lens R"] - case.reference["Eye R"]
+    assert np.allclose(left.offset_mm, (truth_l + truth_r * [-1, 1, 1]) / 2)
+    assert spread[0] == pytest.approx(abs(truth_l[0] + truth_r[0]) / 2, abs=0.01)
+    op = stage2_ops([LENS], {"lens": rules}, (1.0, 1.0, 1.5))[1]
+    assert op["organ"] == "Lens R" and op["key"] == "lens" and op["label"] == VALUE["Lens R"]
+    assert AnchorRule.from_op(op) == AnchorRule(("Eye R",), tuple(round(v, 2) for v in right.offset_mm), True)
+
+
+def test_training_crops_hold_the_lens_at_the_same_place_on_both_sides(case):
+    rules, _ = learn_rules([case], LENS)
+    crops = anchored_crops(case, rules, (1.0, 1.0, 1.5), LENS.patch, jitter_mm=6.0)
+    assert len(crops) == 2  # one per side (no stage-1 centroids in this case)
+    assert crops[0][0].shape == (16 + 2 * 4, 32 + 12, 32 + 12)
+    centres = [np.argwhere(mask).mean(0) for _, mask in crops]
+    for (_, mask), c in zip(crops, centres):
+        assert mask.sum() > 20
+        assert np.all(np.abs(c - (np.array(mask.shape) - 1) / 2) < [3, 4, 4])  # near the crop centre
+    # mirrored right crop and left crop put the lens at the same place (the phantom is near symmetric)
+    assert np.abs(centres[0] - centres[1]).max() < 3.0
+
+
+def test_inference_pastes_the_organ_where_the_rule_puts_the_crop(case, phantom):
+    """A stage-2 model that says 'organ' everywhere fills exactly its crop: the crop sits at eye + offset."""
+    rules, _ = learn_rules([case], LENS)
+    torch.manual_seed(0)
+    cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
+                         {"lens": {"width": 2, "dropout": 0.0}})
+    with torch.no_grad():
+        cascade.stage2["lens"].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
+    cascade.eval()
+
+    class Card:
+        inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
+
+    for op in stage2_ops([LENS], {"lens": rules}, (1.0, 1.0, 1.5)):
+        labels = phantom.labels.array.copy()
+        labels[labels == op["label"]] = 0  # stage 1 missed the lens: the eye anchors the crop anyway
+        assert _stage2(phantom.ct, labels, cascade, op, Card(), torch.device("cpu"), case.reference)
+        filled = np.argwhere(labels == op["label"])
+        centre = phantom.ct.index_to_physical(filled.mean(0)[::-1])
+        expected = anchor_point(AnchorRule.from_op(op), case.reference)
+        assert np.abs(centre - expected).max() < 1.5
+        extent = (filled.max(0) - filled.min(0) + 1)[::-1] * np.array(phantom.ct.spacing)
+        assert np.allclose(extent, np.array(op["patch"][::-1]) * op["spacing"], atol=3.0)
