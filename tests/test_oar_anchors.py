@@ -57,7 +57,7 @@ def test_rules_pool_both_sides_in_the_left_frame(case):
     truth_r = case.reference["Lens R"] - case.reference["Eye R"]
     assert np.allclose(left.offset_mm, (truth_l + truth_r * [-1, 1, 1]) / 2)
     assert spread[0] == pytest.approx(abs(truth_l[0] + truth_r[0]) / 2, abs=0.01)
-    op = stage2_ops([LENS], {"lens": rules}, (1.0, 1.0, 1.5))[1]
+    op = stage2_ops([LENS], {"lens": rules})[1]
     assert op["organ"] == "Lens R" and op["key"] == "lens" and op["label"] == VALUE["Lens R"]
     assert AnchorRule.from_op(op) == AnchorRule(("Eye R",), tuple(round(v, 2) for v in right.offset_mm), True)
 
@@ -88,7 +88,7 @@ def test_inference_pastes_the_organ_where_the_rule_puts_the_crop(case, phantom):
     class Card:
         inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
 
-    for op in stage2_ops([LENS], {"lens": rules}, (1.0, 1.0, 1.5)):
+    for op in stage2_ops([LENS], {"lens": rules}):
         labels = phantom.labels.array.copy()
         labels[labels == op["label"]] = 0  # stage 1 missed the lens: the eye anchors the crop anyway
         assert _stage2(phantom.ct, labels, cascade, op, Card(), torch.device("cpu"), case.reference)

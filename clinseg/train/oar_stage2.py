@@ -42,13 +42,17 @@ ROI_MARGIN_MM = 60.0
 class Stage2Spec:
     key: str  # module key in the cascade, shared by the organ's sides
     anchors: Mapping[str, tuple[str, ...]]  # organ -> the organs its crop is anchored on
-    patch: tuple[int, int, int]  # D, H, W at the stage-2 spacing (multiples of 8)
+    patch: tuple[int, int, int]  # D, H, W at ``spacing`` (multiples of 8)
+    spacing: tuple[float, float, float] = STAGE2_SPACING  # i, j, k mm
 
 
 DEFAULT_SPECS = (
     Stage2Spec("lens", {"Lens L": ("Eye L",), "Lens R": ("Eye R",)}, (16, 32, 32)),
     Stage2Spec("optic_nerve", {"Optic nerve L": ("Eye L",), "Optic nerve R": ("Eye R",)}, (16, 48, 48)),
     Stage2Spec("cochlea", {"Cochlea L": ("Brainstem",), "Cochlea R": ("Brainstem",)}, (16, 48, 48)),
+    Stage2Spec("lacrimal", {"Lacrimal L": ("Eye L",), "Lacrimal R": ("Eye R",)}, (16, 32, 32)),
+    Stage2Spec("submandibular", {"Submandibular L": ("Mandible",), "Submandibular R": ("Mandible",)}, (24, 48, 48),
+               (1.5, 1.5, 2.5)),
 )
 
 
@@ -165,14 +169,14 @@ def train_models(crops: Mapping[str, list[tuple[np.ndarray, np.ndarray]]], specs
     return result
 
 
-def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, AnchorRule]],
-               spacing: Sequence[float]) -> list[dict]:
+def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, AnchorRule]]) -> list[dict]:
     """The card's ``stage2`` ops: one per organ, its model key, crop and anchor rule."""
     ops = []
     for spec in specs:
         for organ, rule in rules.get(spec.key, {}).items():
             ops.append({"op": "stage2", "organ": organ, "key": spec.key, "label": LABEL_OF[organ],
-                        "spacing": [float(v) for v in spacing], "patch": list(spec.patch), "anchor": rule.to_dict()})
+                        "spacing": [float(v) for v in spec.spacing], "patch": list(spec.patch),
+                        "anchor": rule.to_dict()})
     return ops
 
 
@@ -224,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = sorted(p.name for p in cache.glob("*.npz"))
     if not names:
         for i, case in enumerate(iter_cases(args.data, splits=tuple(args.splits.split(",")))):
-            prepared = prepare(case, DEFAULT_SPECS, args.stage1_model)
+            prepared = prepare(case, specs, args.stage1_model)
             if prepared is not None:
                 save_case(prepared, cache / f"{i:03d}_{case.name}.npz")
                 print(f"prepared {case.name} ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -233,12 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     cases = [load_case(cache / n) for n in names]
+    for case in cases:  # organs added to the specs after the cache was built: their centroids from its labels
+        missing = _spec_organs(specs) - set(case.reference)
+        case.reference.update(organ_centroids(case.labels, LABEL_OF, missing))
     config = OarTrainConfig(batch=args.batch, iters_per_epoch=args.iters_per_epoch, norm="batch",
                             stage2_jitter_mm=args.jitter_mm)
     rules, spread, crops = {}, {}, {}
     for spec in specs:
         rules[spec.key], spread[spec.key] = learn_rules(cases, spec)
-        crops[spec.key] = [c for case in cases for c in anchored_crops(case, rules[spec.key], STAGE2_SPACING,
+        crops[spec.key] = [c for case in cases for c in anchored_crops(case, rules[spec.key], spec.spacing,
                                                                          spec.patch, args.jitter_mm)]
         print(f"{spec.key}: {len(crops[spec.key])} crops, offset SD {spread[spec.key]} mm", flush=True)
     trained = train_models(crops, specs, config, args.out, args.epochs, args.lr, args.dice_weight, args.max_minutes)
@@ -253,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {
         "command": "python -m clinseg.train.oar_stage2 " + " ".join(argv or __import__("sys").argv[1:]),
         "stage1_weights": str(weights), "stage2_kwargs": stage2_kwargs, "prepare_minutes": round(prepare_minutes, 1),
-        "ops": stage2_ops(specs, rules, STAGE2_SPACING), "offset_sd_mm": spread,
+        "ops": stage2_ops(specs, rules), "offset_sd_mm": spread,
         "models": {k: {"crops": len(crops[k]), "epochs": v["summary"].epochs_done,
                        "steps": v["summary"].epochs_done * args.iters_per_epoch, "batch": args.batch,
                        "minutes": v["minutes"], "curves": v["summary"].rows} for k, v in trained.items()},
-        "settings": {"spacing": list(STAGE2_SPACING), "jitter_mm": args.jitter_mm, "lr": args.lr,
+        "settings": {"spacing": {s.key: list(s.spacing) for s in specs}, "jitter_mm": args.jitter_mm, "lr": args.lr,
                      "dice_weight": args.dice_weight, "width": config.stage2_width, "norm": config.norm,
                      "threads": args.threads, "train_cases": [c.name for c in cases]},
     }
