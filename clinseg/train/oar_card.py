@@ -199,6 +199,12 @@ def card_with_stage2(base: dict, weights: Path, record: dict, version: str, figu
              "ours": "each pair's probabilities merged and handed out by side of the midsagittal plane (fitted "
                      "through the midline organs stage 1 finds); postprocessing op left_right_by_midline",
              "why": "stage 1 mixed the sides of parotids, submandibular glands and eyes (HD95 60-150 mm)"})
+    if z_band and not any(d["setting"] == "head-to-foot bands" for d in deviations):
+        card["document"]["deviations"].append(
+            {"setting": "head-to-foot bands", "document": "none (largest prediction per organ)",
+             "ours": "each organ's stage-1 probability zeroed outside the heights, relative to the brain's centroid, "
+                     "where the training masks put it (+- margin; op z_band)",
+             "why": "stage 1 found parotids and an eye among the shoulders, larger than the true ones"})
     problems = validate_card(card)
     if problems:
         raise ValueError("; ".join(problems))

@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stage1_weights": str(weights), "stage2_kwargs": stage2_kwargs, "prepare_minutes": round(prepare_minutes, 1),
         "ops": stage2_ops(specs, rules), "offset_sd_mm": spread,
         "models": {k: {"crops": len(crops[k]), "epochs": v["summary"].epochs_done,
-                       "steps": v["summary"].epochs_done * args.iters_per_epoch, "batch": args.batch,
+                       "steps": sum(int(r["iterations"]) for r in v["summary"].rows), "batch": args.batch,
                        "minutes": v["minutes"], "curves": v["summary"].rows} for k, v in trained.items()},
         "settings": {"spacing": {s.key: list(s.spacing) for s in specs}, "jitter_mm": args.jitter_mm, "lr": args.lr,
                      "dice_weight": args.dice_weight, "width": config.stage2_width, "norm": config.norm,
