@@ -52,3 +52,22 @@ def test_a_stray_eye_below_the_skull_is_dropped(phantoms):
     assert not (out[stray] == VALUE["Eye R"]).any()
     assert (out[eye_r] == VALUE["Eye R"]).all()
     assert apply_z_bands(prob * 0, p.labels, VALUE["Brain"], {}) is None  # no anchor: nothing done
+
+
+def test_a_stray_anchor_voxel_on_a_neck_scan_changes_nothing(phantoms):
+    """A neck scan holds no brain: one voxel stage 1 calls brain must not anchor the bands (they would erase the
+    lungs, the cord and the glands below a brain that is not there)."""
+    p = phantoms[0]
+    labels = p.labels.array.copy()
+    labels[labels == VALUE["Brain"]] = 0
+    cord = np.argwhere(labels == VALUE["Spinal cord"])
+    labels[tuple(cord[cord[:, 0].argmin()])] = VALUE["Brain"]  # the stray voxel, at the bottom of the scan
+    bands = learn_z_bands([q.labels for q in phantoms], VALUE["Brain"])
+    prob = np.stack([(labels == v).astype(np.float32) for v in range(len(HN_ORGANS) + 1)])
+    before = prob.copy()
+    by_value = {VALUE[k]: tuple(v) for k, v in bands.items()}
+    assert apply_z_bands(prob, p.labels, VALUE["Brain"], by_value) is None
+    np.testing.assert_array_equal(prob, before)
+    # without the size rule the stray voxel anchors the bands and organs are erased
+    assert apply_z_bands(prob, p.labels, VALUE["Brain"], by_value, min_anchor_ml=0.0) is not None
+    assert prob.sum() < before.sum() - 100

@@ -24,7 +24,7 @@ from ...registry import get_registry
 from ...volume import Volume
 from .anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
 from .sides import assign_sides, midline_plane, paired_labels
-from .zbands import apply_z_bands
+from .zbands import MIN_ANCHOR_ML, apply_z_bands
 
 AIR_HU = -1000.0
 
@@ -78,7 +78,8 @@ def _bands(prob: np.ndarray, seen: Volume, card) -> None:
     value = {s.name: s.label for s in card.segments()}
     bands = {value[name]: tuple(band) for name, band in op["bands_mm"].items() if name in value}
     if op["anchor"] in value:
-        apply_z_bands(prob, seen, value[op["anchor"]], bands)  # type: ignore[arg-type]
+        apply_z_bands(prob, seen, value[op["anchor"]], bands,  # type: ignore[arg-type]
+                      float(op.get("min_anchor_ml", MIN_ANCHOR_ML)))
 
 
 def _sides(prob: np.ndarray, seen: Volume, card) -> np.ndarray | None:

@@ -5,6 +5,10 @@ Stage 1 sees 32 x 48 x 48 cuboids, mostly centred on organs, and on scans reachi
 parotids or an eye among the shoulders; keeping the largest component then keeps the wrong one. The card op
 ``z_band`` (``{"anchor": "Brain", "bands_mm": {"Eye L": [low, high], ...}}``, ``null`` for an open end) zeroes
 an organ's probability outside its band before the arg-max.
+
+The bands were learnt around whole brains (816-1765 ml in the real masks), so they apply only when the anchor's
+largest component is at least ``min_anchor_ml``: on a neck scan a stray anchor voxel would otherwise erase
+every organ (the lungs included) outside the bands of a brain that is not there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ...post.components import largest_component
 from ...volume import Volume
+
+MIN_ANCHOR_ML = 600.0
 
 
 def height_map(grid: Volume) -> np.ndarray:
@@ -24,11 +31,16 @@ def height_map(grid: Volume) -> np.ndarray:
 
 
 def apply_z_bands(prob: np.ndarray, grid: Volume, anchor_value: int,
-                  bands: Mapping[int, tuple[float | None, float | None]]) -> float | None:
-    """Zero each banded class of ``prob`` (C x D x H x W on ``grid``) outside its band around the anchor's
-    centroid height, in place; returns that height, or None (nothing changed) when the anchor is absent."""
-    anchor = np.argwhere(prob.argmax(0) == anchor_value)
-    if not len(anchor):
+                  bands: Mapping[int, tuple[float | None, float | None]],
+                  min_anchor_ml: float = MIN_ANCHOR_ML) -> float | None:
+    """Zero each banded class of ``prob`` (C x D x H x W on ``grid``) outside its band around the centroid height
+    of the anchor's largest component, in place; returns that height, or None (nothing changed) when the anchor
+    is absent or smaller than ``min_anchor_ml``."""
+    found = prob.argmax(0) == anchor_value
+    if not found.any():
+        return None
+    anchor = np.argwhere(largest_component(found))
+    if len(anchor) * float(np.prod(grid.spacing)) / 1000.0 < min_anchor_ml:
         return None
     z0 = float(grid.index_to_physical(anchor.mean(0)[::-1])[2])
     rel = height_map(grid) - z0
