@@ -98,3 +98,14 @@ def test_inference_pastes_the_organ_where_the_rule_puts_the_crop(case, phantom):
         assert np.abs(centre - expected).max() < 1.5
         extent = (filled.max(0) - filled.min(0) + 1)[::-1] * np.array(phantom.ct.spacing)
         assert np.allclose(extent, np.array(op["patch"][::-1]) * op["spacing"], atol=3.0)
+
+
+def test_train_oar_stage2_command_refuses_an_unknown_model_in_one_line(tmp_path, capsys):
+    from clinseg.cli import main
+
+    code = main(["train", "oar-stage2", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--models", "lens,spleen"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "--models" in err[0] and "spleen" in err[0] and "lacrimal" in err[0]
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -35,7 +35,8 @@ def register(tasks) -> None:
     p.add_argument("--width", type=int, default=8, help="stage-1 base width (the document's: 24)")
     p.add_argument("--stage2-width", type=int, default=8)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--stage2-epochs", type=int, default=0, help="per small organ; 0: stage 1 only")
+    p.add_argument("--stage2-epochs", type=int, default=0, help="per small organ, on crops centred on the organ "
+                   "itself; 0: stage 1 only (the shipped stage 2 is anchored: clinseg train oar-stage2)")
     p.add_argument("--iters-per-epoch", type=int, default=25)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the document's 1e-3), /10 at 80 %%")
@@ -64,6 +65,10 @@ def register(tasks) -> None:
     p.add_argument("--precision", choices=["auto", "float32"], default="auto")
     add_common_arguments(p)
     p.set_defaults(func=run)
+    s = tasks.add_parser("oar-stage2", help="stage-2 small-organ models on crops anchored on organs a trained stage "
+                         "1 finds (eyes, brainstem); writes the cascade with that stage 1 (after clinseg train oar)")
+    add_stage2_arguments(s)
+    s.set_defaults(func=run_stage2)
 
 
 def _prepared(root: str, cache: Path, config, annotators, splits, seed: int, limit: int | None, log) -> list:
@@ -161,3 +166,34 @@ def run(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     reporter.result({"out": str(out), "weights": str(weights), "val_dice_stage1": result.val_dice})
     return 0
+
+
+def add_stage2_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``clinseg train oar-stage2`` (and of ``python -m clinseg.train.oar_stage2``)."""
+    p.add_argument("--data", required=True, help="labelled cases (any clinseg train oar layout)")
+    p.add_argument("--splits", default="test", help="TCIA masks: comma-separated split folders")
+    p.add_argument("--stage1-model", default="oar-unet-phantom", help="registered model whose stage 1 gives the "
+                   "imperfect anchors and goes into the cascade")
+    p.add_argument("--stage1-weights", type=Path, help="cascade .safetensors whose stage 1 goes into the output "
+                   "(default: the stage-1 model's)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cache", type=Path, help="prepared cases (default OUT/cache)")
+    p.add_argument("--models", help="comma-separated stage-2 model keys (lens, optic_nerve, cochlea, "
+                   "lacrimal, submandibular; default: the first four, as shipped)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--iters-per-epoch", type=int, default=40)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dice-weight", type=float, default=1.0, help="CE + W x soft Dice; 0: class-weighted CE")
+    p.add_argument("--jitter-mm", type=float, default=6.0)
+    p.add_argument("--max-minutes", type=float, help="per model")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prepare-only", action="store_true")
+
+
+def run_stage2(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..train.oar_stage2 import run as train_stage2
+
+    return train_stage2(args, "clinseg " + " ".join(sys.argv[1:]))

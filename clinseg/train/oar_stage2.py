@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..nets.oar_unet import OARCascade, OARUNet
 from ..preprocess import bounding_box, crop, resample_to
 from ..tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
@@ -54,6 +56,8 @@ DEFAULT_SPECS = (
     Stage2Spec("submandibular", {"Submandibular L": ("Mandible",), "Submandibular R": ("Mandible",)}, (24, 48, 48),
                (1.5, 1.5, 2.5)),
 )
+# Shipped in oar-unet-phantom 0.3.0; the submandibular model lowered those glands' Dice (docs/oar.md).
+DEFAULT_MODELS = ("lens", "optic_nerve", "cochlea", "lacrimal")
 
 
 def is_right(organ: str) -> bool:
@@ -190,38 +194,29 @@ def build_cascade(stage1_state: Mapping[str, torch.Tensor], stage1_kwargs: dict,
     return cascade
 
 
-def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m clinseg.train.oar_stage2", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="labelled cases (any clinseg train oar layout)")
-    p.add_argument("--splits", default="test", help="TCIA masks: comma-separated split folders")
-    p.add_argument("--stage1-model", default="oar-unet-phantom", help="registered model whose stage 1 gives the "
-                   "imperfect anchors and goes into the cascade")
-    p.add_argument("--stage1-weights", type=Path, help="cascade .safetensors whose stage 1 goes into the output "
-                   "(default: the stage-1 model's)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--cache", type=Path, help="prepared cases (default OUT/cache)")
-    p.add_argument("--models", default=",".join(s.key for s in DEFAULT_SPECS))
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--iters-per-epoch", type=int, default=40)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--dice-weight", type=float, default=1.0, help="CE + W x soft Dice; 0: class-weighted CE")
-    p.add_argument("--jitter-mm", type=float, default=6.0)
-    p.add_argument("--max-minutes", type=float, help="per model")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--prepare-only", action="store_true")
-    return p.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli.train_oar import add_stage2_arguments
+
+    p = argparse.ArgumentParser(prog="python -m clinseg.train.oar_stage2", description=__doc__.splitlines()[0])
+    add_stage2_arguments(p)
+    args = p.parse_args(argv)
+    return run(args, "python -m clinseg.train.oar_stage2 " + " ".join(argv or sys.argv[1:]))
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Prepare (or reuse) the cases, learn the anchor rules, train the models, write the cascade and stage2.json."""
     from safetensors.torch import load_file
 
     from ..registry import get_registry
     from .oar_data import iter_cases
 
-    args = _args(argv)
     torch.set_num_threads(max(1, args.threads))
-    specs = [s for s in DEFAULT_SPECS if s.key in args.models.split(",")]
+    known = {s.key: s for s in DEFAULT_SPECS}
+    keys = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise InputError("--models", f"unknown stage-2 model {', '.join(unknown)} (have {', '.join(known)})")
+    specs = [known[k] for k in keys]
     cache = args.cache or args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -258,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             stage2_kwargs)
     export_safetensors(cascade, args.out / "model.safetensors", {"network": "OARCascade"})
     record = {
-        "command": "python -m clinseg.train.oar_stage2 " + " ".join(argv or __import__("sys").argv[1:]),
+        "command": command,
         "stage1_weights": str(weights), "stage2_kwargs": stage2_kwargs, "prepare_minutes": round(prepare_minutes, 1),
         "ops": stage2_ops(specs, rules), "offset_sd_mm": spread,
         "models": {k: {"crops": len(crops[k]), "epochs": v["summary"].epochs_done,
