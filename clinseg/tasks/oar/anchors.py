@@ -45,8 +45,7 @@ class AnchorRule:
 def organ_centroids(labels: Volume, values: Mapping[str, int], names: Iterable[str]) -> dict[str, np.ndarray]:
     """LPS centroid (mm) of the largest 26-connected component of each named organ present in the label map
     (a stray island of stage 1 must not drag the anchor away)."""
-    import cc3d
-
+    from ...post.components import largest_in_crop
     from ...preprocess import bounding_box
 
     out = {}
@@ -54,9 +53,7 @@ def organ_centroids(labels: Volume, values: Mapping[str, int], names: Iterable[s
         box = bounding_box(labels.array == values[name]) if name in values else None
         if box is None:
             continue
-        components = cc3d.connected_components(labels.array[box] == values[name], connectivity=26)
-        largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
-        idx = np.argwhere(components == largest) + [b.start for b in box]
+        idx = np.argwhere(largest_in_crop(labels.array[box] == values[name])) + [b.start for b in box]
         out[name] = labels.index_to_physical(idx.mean(0)[::-1])
     return out
 
