@@ -10,7 +10,7 @@ from ..errors import InputError
 from .reporting import Reporter, add_common_arguments
 
 # Other tasks' trainers, one module each under clinseg.cli (``train_<task>.py`` with ``register(tasks)``).
-TASK_TRAINERS: list[str] = ["oar", "stroke", "nodule"]
+TASK_TRAINERS: list[str] = ["oar", "stroke", "nodule", "ctv"]
 
 
 def _triple(text: str) -> tuple[int, int, int]:
