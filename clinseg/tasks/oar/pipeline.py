@@ -1,8 +1,9 @@
-"""The OARSeg pipeline: head & neck CT -> organs at risk (two-stage network) [+ CTV from a drawn GTV] -> Result.
+"""The OARSeg pipeline: head & neck CT -> organs at risk (two-stage network) [+ CTV] -> Result.
 
 Steps: check the input (a CT, big enough, of the head and neck: a chest or abdomen scan is refused), stage 1 on the
 whole downsampled scan, stage 2 on crops around the small organs, one connected component per organ, a per-organ
-volume table. With a GTV, the CTV is grown from it by the anatomy-constrained margin tool when it is installed.
+volume table. A CTV comes from one of two sources: with a drawn GTV, the anatomy-constrained margin tool grows it;
+with ``ctv_model``, the learned CTV network (``ctv.predict_ctv``) finds it from the CT alone.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class OarOptions:
     margin_mm: float = DEFAULT_MARGIN_MM
     stage2: bool = True
     check_region: bool = True
+    ctv_model: str | None = None  # a registered CTV model (e.g. ctv-unet-phantom): the learned CTV, without a GTV
 
 
 def _model_id(options: OarOptions) -> str:
@@ -80,6 +82,8 @@ def run_oar(
     gtv = _gtv_on_grid(options.gtv, ct) if options.gtv is not None else None
     if gtv is not None and not 0.0 <= options.margin_mm <= 30.0:
         raise InputError("--margin", f"must lie in [0, 30] mm, got {options.margin_mm}")
+    if gtv is not None and options.ctv_model:
+        raise InputError("--ctv-model", "choose one CTV source: a drawn GTV (margin tool) or the learned model")
 
     stages.begin("organs")
     prediction = predict_organs(ct, model_id, options.device, options.stage2, progress, cancel)
@@ -89,14 +93,22 @@ def run_oar(
     warnings = [f"{name}: not found" for name in prediction.missing_stage2]
 
     ctv_ml = None
-    if gtv is not None:
+    if gtv is not None or options.ctv_model:
         stages.begin("ctv")
-        ctv = grow_ctv(ct, gtv, options.margin_mm)
+        if gtv is not None:
+            ctv = grow_ctv(ct, gtv, options.margin_mm)
+        else:
+            from .ctv import predict_ctv
+
+            ctv = predict_ctv(ct, options.ctv_model, options.device, progress, cancel)
         inside = np.asarray(ctv.array) != 0
-        ctv_ml = float(inside.sum()) * float(np.prod(ct.spacing)) / 1000.0
-        # One label per voxel: the CTV keeps the voxels no organ holds (its full extent: ctv_volume_ml).
-        labels[inside & (labels == 0)] = CTV.label
-        segments.append(CTV)
+        if inside.any():
+            ctv_ml = float(inside.sum()) * float(np.prod(ct.spacing)) / 1000.0
+            # One label per voxel: the CTV keeps the voxels no organ holds (its full extent: ctv_volume_ml).
+            labels[inside & (labels == 0)] = CTV.label
+            segments.append(CTV)
+        else:
+            warnings.append(f"CTV: not found by the learned model {options.ctv_model}")
     stages.begin("done")
     labelmap = ct.with_array(labels, name="organs")
     table = organ_table(labelmap, segments)
@@ -106,6 +118,7 @@ def run_oar(
         "stage2_organs": prediction.stage2,
         "ctv_volume_ml": None if ctv_ml is None else round(ctv_ml, 3),
         "margin_mm": options.margin_mm if gtv is not None else None,
+        "ctv_model": options.ctv_model if gtv is None else None,
         "timings_s": stages.timings,
         "warnings": warnings,
     }
