@@ -52,6 +52,7 @@ class OARSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     gtvSegmentation: vtkMRMLSegmentationNode
     marginMm: Annotated[float, WithinRange(0.0, MAX_MARGIN_MM), Default(DEFAULT_MARGIN_MM)]
+    learnedCtv: Annotated[bool, Default(False)]  # without a GTV: add the learned CTV (ctv-unet-phantom)
     device: Annotated[str, Choice(list(widgets.DEVICE_CHOICES)), Default(widgets.DEFAULT_DEVICE)]
     outputSegmentation: vtkMRMLSegmentationNode
 
@@ -92,6 +93,16 @@ class OARSegWidget(taskmodule.TaskModuleWidget):
         super().setup()
         self.ui.exportRtStructButton.visible = rt_export_available()
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
+        self._addLearnedCtvCheckBox()
+
+    def _addLearnedCtvCheckBox(self):
+        import qt
+
+        box = qt.QCheckBox("Learned CTV (no GTV; phantom-trained model)")
+        box.toolTip = "Without a GTV segmentation, add the CTV found by the learned model from the CT alone."
+        box.setProperty("SlicerParameterName", "learnedCtv")
+        self.ui.targetCollapsibleButton.layout().addRow(box)
+        self.ui.learnedCtvCheckBox = box
 
     def updateExtraButtons(self, parameterNode, hasSegments):
         exporting = self.busy and self._taskRunner.applyButton is self.ui.exportRtStructButton
@@ -123,7 +134,7 @@ class OARSegWidget(taskmodule.TaskModuleWidget):
 
     def taskOptions(self, parameterNode):
         if parameterNode.gtvSegmentation is None:
-            return {}
+            return {"learnedCtv": True} if parameterNode.learnedCtv else {}
         return {"gtv": parameterNode.gtvSegmentation, "marginMm": parameterNode.marginMm}
 
     def resultText(self, metrics):

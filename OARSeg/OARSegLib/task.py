@@ -27,15 +27,18 @@ LAYOUT = ResultLayout("Organ-at-risk results", "ClinicalSeg.OARSeg.", (
 
 
 def oar_options(options: dict[str, Any]) -> list[str]:
-    """``gtv`` (a label-map file) -> ``--gtv``; ``marginMm`` (0-30 mm, only with a GTV) -> ``--margin``."""
-    unknown = set(options) - {"gtv", "marginMm"}
+    """``gtv`` (a label-map file) -> ``--gtv``; ``marginMm`` (0-30 mm, only with a GTV) -> ``--margin``;
+    ``learnedCtv`` (true, only without a GTV) -> ``--ctv-model`` (the shipped learned CTV model)."""
+    unknown = set(options) - {"gtv", "marginMm", "learnedCtv"}
     if unknown:
         raise InputError("options", f"organ-at-risk segmentation takes no option {', '.join(sorted(unknown))}")
-    gtv, margin = options.get("gtv"), options.get("marginMm")
+    gtv, margin, learned = options.get("gtv"), options.get("marginMm"), bool(options.get("learnedCtv"))
+    if learned and gtv is not None:
+        raise InputError("learned CTV", "choose one CTV source: the drawn GTV (margin) or the learned CTV")
     if gtv is None:
         if margin is not None:
             raise InputError("margin", "a CTV margin needs a GTV segmentation")
-        return []
+        return ["--ctv-model"] if learned else []
     if not isinstance(gtv, str | Path):
         raise InputError("GTV", f"expected a segmentation node or a label-map file, got {type(gtv).__name__}")
     args = ["--gtv", str(gtv)]
