@@ -100,6 +100,39 @@ def test_inference_pastes_the_organ_where_the_rule_puts_the_crop(case, phantom):
         assert np.allclose(extent, np.array(op["patch"][::-1]) * op["spacing"], atol=3.0)
 
 
+def test_an_organ_longer_than_its_crop_keeps_stage_1_outside_the_crop(phantom):
+    """The cord's stage 2 (op replace = crop) redraws the cord inside its crop only: stage 1's cord above and below
+    survives, while an ordinary op would have cleared it."""
+    cord = Stage2Spec("spinal_cord", {"Spinal cord": ("Spinal cord",)}, (8, 16, 16), (1.5, 1.5, 4.0), within_crop=True)
+    reference = organ_centroids(phantom.labels, VALUE, ("Spinal cord",))
+    rules, _ = learn_rules([AnchorCase("p", phantom.ct, phantom.labels, reference, {})], cord)
+    (op,) = stage2_ops([cord], {"spinal_cord": rules})
+    assert op["replace"] == "crop"
+    torch.manual_seed(0)
+    cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
+                         {"spinal_cord": {"width": 2, "dropout": 0.0}})
+    with torch.no_grad():
+        cascade.stage2["spinal_cord"].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
+    cascade.eval()
+
+    class Card:
+        inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
+
+    value = op["label"]
+    rows = np.nonzero((phantom.labels.array == value).any((1, 2)))[0]
+    for replace in ("crop", None):
+        labels = phantom.labels.array.copy()
+        assert _stage2(phantom.ct, labels, cascade, {**op, "replace": replace}, Card(), torch.device("cpu"),
+                       reference)
+        kept = np.nonzero((labels == value).any((1, 2)))[0]
+        crop_rows = 8 * 4.0 / phantom.ct.spacing[2]
+        if replace == "crop":  # the whole stage-1 length is still there, and more than the crop's 32 mm
+            assert kept.min() == rows.min() and kept.max() == rows.max()
+            assert len(kept) > crop_rows + 4
+        else:
+            assert len(kept) <= crop_rows + 2
+
+
 def test_train_oar_stage2_command_refuses_an_unknown_model_in_one_line(tmp_path, capsys):
     from clinseg.cli import main
 

@@ -83,3 +83,37 @@ def test_body_fallback_without_midline_organs():
     hu[:, 5:35, 12:32] = 40.0  # body centred at i = 21.5 -> x = 3 mm
     a, _, _ = midline_plane(grid, np.zeros(grid.shape, np.uint8), MIDLINE, hu)
     assert a == pytest.approx(3.0, abs=0.5)
+
+
+def test_mirror_pass_makes_stage_1_left_right_equivariant():
+    """With the mirror pass (card inference ``mirror_tta``) a mirrored scan gives the mirrored labels, left and right
+    swapped, whatever the network: the two passes are each other's mirror images."""
+    import torch
+
+    from clinseg.engine import SlidingWindowInferer
+    from clinseg.tasks.oar.model import _with_mirror_pass, left_right_axis
+
+    class Card:
+        @staticmethod
+        def segments():
+            return HN_ORGANS
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, len(HN_ORGANS) + 1, 3, padding=1).eval()
+    inferer = SlidingWindowInferer((8, 16, 16), overlap=0.25)
+    image = np.random.default_rng(0).random((8, 16, 20)).astype(np.float32)
+    grid = Volume(image, (1.0, 1.0, 1.0))
+    assert left_right_axis(grid) == 2
+    turned = Volume(image, (1.0, 1.0, 1.0), direction=np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], float))
+    assert left_right_axis(turned) == 1  # the rows (j), not the columns, run left-right here
+
+    def labels(array: np.ndarray) -> np.ndarray:
+        plain = inferer(array, network)
+        return _with_mirror_pass(plain, array, grid, Card(), inferer, network, None, None).argmax(0).numpy()
+
+    swap = np.arange(len(HN_ORGANS) + 1)
+    for left, right in paired_labels(HN_ORGANS):
+        swap[left], swap[right] = right, left
+    direct, mirrored = labels(image), labels(np.ascontiguousarray(image[:, :, ::-1]))
+    assert len(np.unique(direct)) > 3
+    assert np.array_equal(swap[mirrored[:, :, ::-1]], direct)

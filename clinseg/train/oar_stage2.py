@@ -46,6 +46,7 @@ class Stage2Spec:
     anchors: Mapping[str, tuple[str, ...]]  # organ -> the organs its crop is anchored on
     patch: tuple[int, int, int]  # D, H, W at ``spacing`` (multiples of 8)
     spacing: tuple[float, float, float] = STAGE2_SPACING  # i, j, k mm
+    within_crop: bool = False  # the organ outgrows any crop (cord, canal): stage 1's mask is replaced only inside it
 
 
 DEFAULT_SPECS = (
@@ -55,6 +56,14 @@ DEFAULT_SPECS = (
     Stage2Spec("lacrimal", {"Lacrimal L": ("Eye L",), "Lacrimal R": ("Eye R",)}, (16, 32, 32)),
     Stage2Spec("submandibular", {"Submandibular L": ("Mandible",), "Submandibular R": ("Mandible",)}, (24, 48, 48),
                (1.5, 1.5, 2.5)),
+    # Mid-size organs stage 1 does find, if coarsely: the crop is centred on stage 1's own organ, refined at 1.5 mm.
+    Stage2Spec("parotid", {"Parotid L": ("Parotid L",), "Parotid R": ("Parotid R",)}, (32, 40, 40), (2.0, 2.0, 2.5)),
+    Stage2Spec("submandibular_self", {"Submandibular L": ("Submandibular L",),
+                                      "Submandibular R": ("Submandibular R",)}, (24, 40, 40), (1.5, 1.5, 2.0)),
+    Stage2Spec("brainstem", {"Brainstem": ("Brainstem",)}, (32, 32, 32), (2.0, 2.0, 2.5)),
+    Stage2Spec("eye", {"Eye L": ("Eye L",), "Eye R": ("Eye R",)}, (24, 40, 40), (1.0, 1.0, 1.5)),
+    Stage2Spec("spinal_canal", {"Spinal canal": ("Spinal canal",)}, (56, 32, 32), (1.5, 1.5, 4.0), within_crop=True),
+    Stage2Spec("spinal_cord", {"Spinal cord": ("Spinal cord",)}, (56, 32, 32), (1.5, 1.5, 4.0), within_crop=True),
 )
 # Shipped in oar-unet-phantom 0.3.0; the submandibular model lowered those glands' Dice (docs/oar.md).
 DEFAULT_MODELS = ("lens", "optic_nerve", "cochlea", "lacrimal")
@@ -180,7 +189,7 @@ def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, Anc
         for organ, rule in rules.get(spec.key, {}).items():
             ops.append({"op": "stage2", "organ": organ, "key": spec.key, "label": LABEL_OF[organ],
                         "spacing": [float(v) for v in spec.spacing], "patch": list(spec.patch),
-                        "anchor": rule.to_dict()})
+                        "anchor": rule.to_dict(), **({"replace": "crop"} if spec.within_crop else {})})
     return ops
 
 

@@ -95,6 +95,24 @@ def _sides(prob: np.ndarray, seen: Volume, card) -> np.ndarray | None:
     return plane
 
 
+def left_right_axis(grid: Volume) -> int:
+    """The array axis (0 = k, 1 = j, 2 = i) that runs most nearly along the patient's left-right (LPS x)."""
+    direction = np.asarray(grid.direction, float).reshape(3, 3)  # columns: i, j, k in LPS
+    return 2 - int(np.argmax(np.abs(direction[0])))
+
+
+def _with_mirror_pass(logits: torch.Tensor, image: np.ndarray, seen: Volume, card, inferer, network, progress,
+                      cancel) -> torch.Tensor:
+    """Mean of the logits and those of the left-right mirrored scan, whose paired channels are swapped back: a
+    mirrored head is still a plausible head, so the second pass is a second opinion at no training cost."""
+    axis = left_right_axis(seen)
+    mirrored = inferer(np.ascontiguousarray(np.flip(image, axis)), network, progress=progress, cancel=cancel)
+    order = list(range(logits.shape[0]))
+    for left, right in paired_labels(card.segments()):
+        order[left], order[right] = right, left
+    return (logits + torch.flip(mirrored, (axis + 1,))[order]) / 2
+
+
 def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, progress,
             cancel) -> tuple[np.ndarray, np.ndarray | None]:
     from ...preprocess import bounding_box
@@ -106,7 +124,10 @@ def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, pr
     inferer = SlidingWindowInferer(tuple(inputs["patch_size"]), overlap=float(inputs.get("overlap", 0.25)),
                                    batch_size=int(inference.get("batch_size", 2)),
                                    precision=inference.get("precision", "auto"), device=device)
-    logits = inferer(window(seen.array, low, high), network, progress=progress, cancel=cancel)
+    image = window(seen.array, low, high)
+    logits = inferer(image, network, progress=progress, cancel=cancel)
+    if inference.get("mirror_tta"):
+        logits = _with_mirror_pass(logits, image, seen, card, inferer, network, progress, cancel)
     prob = torch.softmax(logits, dim=0).numpy()
     _bands(prob, seen, card)
     plane = _sides(prob, seen, card)
@@ -146,7 +167,10 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
     up = resample_to(grid.with_array(prob), crop(ct.with_array(labels), target), order=1, default_value=0.0).array
     if not (up > 0.5).any():
         return False  # stage 2 found nothing: keep stage 1's mask rather than lose the organ
-    labels[mask] = 0
+    if op.get("replace") == "crop":  # an organ longer than the crop (the cord) keeps stage 1's mask outside it
+        labels[target][mask[target]] = 0
+    else:
+        labels[mask] = 0
     sub = labels[target]
     sub[up > 0.5] = value
     return True
