@@ -209,7 +209,7 @@ def train_ctv(out: str | Path, config: CtvTrainConfig, masks_root: Path | None =
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        window_loss.append(float(loss))
+        window_loss.append(loss.item())
         if step % 25 == 0 or step == config.steps:
             elapsed = time.perf_counter() - train_started
             rows.append({"step": step, "loss": round(float(np.mean(window_loss)), 4), "seconds": round(elapsed, 1),

@@ -1,7 +1,8 @@
 """The learned CTV (document 002's network, ``clinseg train ctv``) on a head & neck CT: a mask on the CT's grid.
 
 The CT is resampled to the card's spacing, windowed as in training, run through the sliding-window engine with
-the card's patch; the sigmoid probability comes back to the CT grid (linear) and is thresholded; the card's
+the card's patch over the body's box only (a CTV lies inside the body; the air around a head costs half the
+patches); the sigmoid probability comes back to the CT grid (linear) and is thresholded; the card's
 ``largest_component`` op keeps the one connected CTV a primary tumour gives.
 """
 
@@ -13,13 +14,14 @@ import torch
 from ...engine import SlidingWindowInferer, select_device
 from ...errors import InputError
 from ...post.components import largest_component
-from ...preprocess import resample, resample_to, window
+from ...preprocess import bounding_box, crop, resample, resample_to, window
 from ...progress import CancelToken, ProgressCallback
 from ...registry import get_registry
 from ...volume import Volume
 
 DEFAULT_CTV_MODEL = "ctv-unet-phantom"
 AIR_HU = -1000.0
+BODY_HU = -400.0  # as the margin tool's body outline
 
 
 def predict_ctv(ct: Volume, model_id: str = DEFAULT_CTV_MODEL, device: str = "auto",
@@ -33,6 +35,10 @@ def predict_ctv(ct: Volume, model_id: str = DEFAULT_CTV_MODEL, device: str = "au
     network = registry.load_network(model_id, torch_device)
     inputs, inference = card.inputs, card.inference
     seen = resample(ct, card.working_spacing(ct.spacing) or ct.spacing, order=1, default_value=AIR_HU)
+    box = bounding_box(seen.array > BODY_HU, 2)
+    if box is None:
+        return ct.with_array(np.zeros(ct.shape, np.uint8), name="CTV")
+    seen = crop(seen, box)
     low, high = inputs["intensity"]["clip"]
     inferer = SlidingWindowInferer(tuple(inputs["patch_size"]), overlap=float(inputs["overlap"]),
                                    batch_size=int(inference.get("batch_size", 1)),
