@@ -114,9 +114,10 @@ def phantom_specs(seeds: tuple[int, ...], masks_root: Path | None, split: str | 
     return specs
 
 
-def heldout_phantoms(masks_root: Path | None) -> Iterator[tuple[str, object]]:
+def heldout_phantoms(masks_root: Path | None, procedural: bool = True) -> Iterator[tuple[str, object]]:
     """The held-out set of ``bench/ctv.py`` and the card: other seeds and the masks' validation split."""
-    for name, build in phantom_specs(HELDOUT_SEEDS, masks_root, "validation", HELDOUT_MASK_SEED):
+    seeds = HELDOUT_SEEDS if procedural else ()
+    for name, build in phantom_specs(seeds, masks_root, "validation", HELDOUT_MASK_SEED):
         ph = build()
         if ph is not None:
             yield name, ph
