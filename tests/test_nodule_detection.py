@@ -1,12 +1,13 @@
-"""Nodule detection pieces: the ground-glass candidate pass, the ball mask fallback, the false-positive
-network (built-in weights verified and loaded, patches), and detection on a phantom at a fixed score."""
+"""Nodule detection pieces: the ground-glass and vessel-bulge candidate passes, the segment openings, the ball
+mask fallback, the false-positive network (built-in weights verified and loaded, patches)."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from clinseg.tasks.nodule.candidates import Candidate, detect_candidates, ggo_window
+from clinseg.tasks.nodule.bulges import line_opening
+from clinseg.tasks.nodule.candidates import BULGE_SIGMAS_MM, Candidate, detect_candidates, ggo_window
 from clinseg.tasks.nodule.classical import ball_mask
 from clinseg.tasks.nodule.fpr import HU_RANGE, patches
 
@@ -34,6 +35,66 @@ def test_ground_glass_pass_finds_the_nodule_beside_a_vessel():
     assert near(detect_candidates(ct, region, (1.0, 1.0, 1.0), ggo_sigmas_mm=())) == []
     found = near(detect_candidates(ct, region, (1.0, 1.0, 1.0)))
     assert len(found) == 1 and found[0].ggo
+
+
+def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    t = np.clip((points - a) @ ab / (ab @ ab), 0.0, 1.0)
+    return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
+
+
+def _vessels(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """A 3.2 mm vessel (+40 HU) in lung (-850) on a 1.4 mm grid, rendered with partial volume (3^3 sub-voxels):
+    straight ("plain"), forking into two 2.6 mm branches ("fork"), or with a 3.5 mm nodule on its side
+    ("bulge", centred 0.8 nodule radii outside the vessel's wall, as the phantoms place them). Also returns
+    the nodule's centre as a float ``[k, j, i]`` index."""
+    n, sub, step = 34, 3, 1.4
+    points = (np.stack(np.mgrid[: n * sub, : n * sub, : n * sub], -1).astype(np.float32) + 0.5) * (step / sub)
+    mid, end = n * step / 2, n * step
+    start, fork = np.array([mid, mid, 0.0]), np.array([mid, mid, mid])
+    inside = _segment_distance(points, start, np.array([mid, mid, end])) <= 1.6
+    if kind == "fork":
+        inside = _segment_distance(points, start, fork) <= 1.6
+        for side in (-14.0, 14.0):
+            inside |= _segment_distance(points, fork, np.array([mid + side, mid, end])) <= 1.3
+    centre = np.array([mid, mid + 1.6 + 0.8 * 1.75, mid])
+    if kind == "bulge":
+        inside |= np.linalg.norm(points - centre, axis=-1) <= 1.75
+    ct = np.where(inside, 40.0, -850.0).astype(np.float32).reshape(n, sub, n, sub, n, sub).mean(axis=(1, 3, 5))
+    ct += np.random.default_rng(0).normal(0, 15, ct.shape).astype(np.float32)
+    return ct, centre / step - 0.5
+
+
+def _bulge_pass_only(ct: np.ndarray) -> list[Candidate]:
+    """The vessel-bulge pass alone: the first pass blind to small blobs, no ground-glass pass."""
+    cands = detect_candidates(ct, np.ones(ct.shape, bool), (1.4, 1.4, 1.4), sigmas_mm=(9.0,), ggo_sigmas_mm=(),
+                              bulge_sigmas_mm=BULGE_SIGMAS_MM)
+    return [c for c in cands if c.bulge]
+
+
+def test_bulge_pass_finds_a_nodule_on_a_vessel_and_nothing_on_a_plain_vessel_or_a_fork():
+    ct, centre = _vessels("bulge")
+    found = _bulge_pass_only(ct)
+    assert len(found) == 1 and np.linalg.norm((found[0].kji - centre) * 1.4) <= 1.75
+    # The pass runs only when asked.
+    default = detect_candidates(ct, np.ones(ct.shape, bool), (1.4, 1.4, 1.4), sigmas_mm=(9.0,), ggo_sigmas_mm=())
+    assert not any(c.bulge for c in default)
+    assert _bulge_pass_only(_vessels("plain")[0]) == []
+    assert _bulge_pass_only(_vessels("fork")[0]) == []
+
+
+def test_line_opening_keeps_a_long_tube_and_drops_a_short_blob():
+    image = np.zeros((30, 30, 30), np.float32)
+    image[15, 15, 3:27] = 100.0  # a 24 mm line along i (1 mm grid)
+    image[5:8, 5:8, 5:8] = 100.0  # a 3 mm cube
+    image[20, 5:10, 20] = 100.0  # a 5 mm segment along j
+    opened = line_opening(image, np.array([1.0, 1.0, 1.0]), 8.0)
+    assert np.all(opened[15, 15, 3:27] == 100.0)
+    assert opened[5:8, 5:8, 5:8].max() == 0.0 and opened[20, 5:10, 20].max() == 0.0
+    diagonal = np.zeros((20, 20, 20), np.float32)
+    idx = np.arange(2, 18)
+    diagonal[idx, idx, idx] = 50.0  # a body diagonal: one of the 13 directions
+    assert np.all(line_opening(diagonal, np.array([1.0, 1.0, 1.0]), 8.0)[idx, idx, idx] == 50.0)
 
 
 def test_ggo_window_keeps_ground_glass_and_drops_lung_and_solid():
