@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from clinseg.phantoms.raster import capsule_distance_points
 from clinseg.tasks.nodule.bulges import line_opening
 from clinseg.tasks.nodule.candidates import BULGE_SIGMAS_MM, Candidate, detect_candidates, ggo_window
 from clinseg.tasks.nodule.classical import ball_mask
@@ -37,29 +38,25 @@ def test_ground_glass_pass_finds_the_nodule_beside_a_vessel():
     assert len(found) == 1 and found[0].ggo
 
 
-def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ab = b - a
-    t = np.clip((points - a) @ ab / (ab @ ab), 0.0, 1.0)
-    return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
-
-
 def _vessels(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """A 3.2 mm vessel (+40 HU) in lung (-850) on a 1.4 mm grid, rendered with partial volume (3^3 sub-voxels):
     straight ("plain"), forking into two 2.6 mm branches ("fork"), or with a 3.5 mm nodule on its side
     ("bulge", centred 0.8 nodule radii outside the vessel's wall, as the phantoms place them). Also returns
     the nodule's centre as a float ``[k, j, i]`` index."""
     n, sub, step = 34, 3, 1.4
-    points = (np.stack(np.mgrid[: n * sub, : n * sub, : n * sub], -1).astype(np.float32) + 0.5) * (step / sub)
+    points = ((np.stack(np.mgrid[: n * sub, : n * sub, : n * sub], -1).astype(np.float32) + 0.5) * (step / sub))
+    points = points.reshape(-1, 3)
     mid, end = n * step / 2, n * step
     start, fork = np.array([mid, mid, 0.0]), np.array([mid, mid, mid])
-    inside = _segment_distance(points, start, np.array([mid, mid, end])) <= 1.6
     if kind == "fork":
-        inside = _segment_distance(points, start, fork) <= 1.6
-        for side in (-14.0, 14.0):
-            inside |= _segment_distance(points, fork, np.array([mid + side, mid, end])) <= 1.3
+        caps = ([start, fork, fork], [fork, [mid - 14, mid, end], [mid + 14, mid, end]], np.array([1.6, 1.3, 1.3]))
+    else:
+        caps = ([start], [[mid, mid, end]], np.array([1.6]))
+    inside = capsule_distance_points(points, np.array(caps[0]), np.array(caps[1], float), caps[2]) <= 0
     centre = np.array([mid, mid + 1.6 + 0.8 * 1.75, mid])
     if kind == "bulge":
         inside |= np.linalg.norm(points - centre, axis=-1) <= 1.75
+    inside = inside.reshape(n * sub, n * sub, n * sub)
     ct = np.where(inside, 40.0, -850.0).astype(np.float32).reshape(n, sub, n, sub, n, sub).mean(axis=(1, 3, 5))
     ct += np.random.default_rng(0).normal(0, 15, ct.shape).astype(np.float32)
     return ct, centre / step - 0.5
