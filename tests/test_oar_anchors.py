@@ -11,7 +11,7 @@ from clinseg.nets.oar_unet import OARCascade
 from clinseg.phantoms.headneck import generate_headneck
 from clinseg.preprocess import resample_to
 from clinseg.tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
-from clinseg.tasks.oar.model import _stage2
+from clinseg.tasks.oar.model import _stage2, stage2_order
 from clinseg.terminology import HN_ORGANS
 from clinseg.train.oar_stage2 import AnchorCase, Stage2Spec, anchored_crops, learn_rules, stage2_ops
 from clinseg.volume import Volume
@@ -142,3 +142,11 @@ def test_train_oar_stage2_command_refuses_an_unknown_model_in_one_line(tmp_path,
     assert code == 2
     assert len(err) == 1 and "--models" in err[0] and "spleen" in err[0] and "lacrimal" in err[0]
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_stage2_paints_large_crops_first_so_the_lens_stays_inside_the_eye():
+    ops = [{"organ": "Lens L", "patch": [16, 32, 32], "spacing": [1.0, 1.0, 1.5]},
+           {"organ": "Eye L", "patch": [24, 40, 40], "spacing": [1.0, 1.0, 1.5]},
+           {"organ": "Lens R", "patch": [16, 32, 32], "spacing": [1.0, 1.0, 1.5]},
+           {"organ": "Spinal cord", "patch": [56, 32, 32], "spacing": [1.5, 1.5, 4.0]}]
+    assert [op["organ"] for op in stage2_order(ops)] == ["Spinal cord", "Eye L", "Lens L", "Lens R"]

@@ -178,17 +178,22 @@ def card_with_stage2(base: dict, weights: Path, record: dict, version: str, figu
     if notes:
         card["training"].update(notes)
     organs = ", ".join(op["organ"] for op in record["ops"])
+    own = [op["organ"] for op in record["ops"] if (op.get("anchor") or {}).get("organs") == [op["organ"]]]
+    placement = ("an anchor rule (anchor organs' centroid + an offset learnt from the training masks; "
+                 "postprocessing ops)" + (f", or, for {', '.join(own)}, on stage 1's own organ" if own else ""))
     spacing = "; ".join(f"{key} {op['patch']} voxels at {op['spacing']}" for key, op in
                         {op["key"]: op for op in record["ops"]}.items())
     stage2_dev = {"setting": "stage 2",
                   "document": "8 binary models on resized crops (eyes/optic nerves 32^3, brainstem and parotids 64^3, "
                               "mandible 64x128x128) placed on stage 1's box of the organ",
                   "ours": f"{len(keys)} binary models ({', '.join(keys)}; one per organ type, right-side crops "
-                          f"mirrored) for {organs}: fixed crops ({spacing} mm) placed by an "
-                          "anchor rule (anchor organs' centroid + an offset learnt from the training masks; "
-                          "postprocessing ops), CE + soft Dice",
-                  "why": "stage 1 at 3 mm never finds these organs, so a crop on its own guess would go nowhere; "
-                         "the eyes and brainstem it finds reliably place the crops instead. Mirroring doubles the "
+                          f"mirrored) for {organs}: fixed crops ({spacing} mm) placed by {placement}"
+                          + (" (replaced inside the crop only for organs longer than it)"
+                             if any(op.get("replace") == "crop" for op in record["ops"]) else "")
+                          + ", CE + soft Dice",
+                  "why": "stage 1 at 3 mm never finds the smallest organs, so a crop on its own guess would go "
+                         "nowhere; the eyes and brainstem it finds reliably place those crops instead, while the "
+                         "organs it does find are refined where it put them. Mirroring doubles the "
                          "training crops; CE + Dice instead of inverse-frequency class weights, which reach "
                          "100-1000 : 1 for organs of 20-300 voxels (not compared one-for-one)"}
     deviations = card["document"]["deviations"]

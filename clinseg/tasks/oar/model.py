@@ -176,6 +176,12 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
     return True
 
 
+def stage2_order(ops: list[dict]) -> list[dict]:
+    """Stage-2 ops by decreasing crop volume, so an organ inside another's crop (the lens in the eye's) is painted
+    after it, not under it; equal crops keep the card's order."""
+    return sorted(ops, key=lambda op: -float(np.prod(op["patch"]) * np.prod(op["spacing"])))
+
+
 def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: bool = True,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> OrganPrediction:
     """Organ labels (the card's label values) on the CT grid."""
@@ -190,6 +196,7 @@ def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: 
         return result
     ops = [op for op in card.postprocessing if op.get("op") == "stage2" and op.get("key") in
            getattr(network, "stage2", {})]
+    ops = stage2_order(ops)
     values = {s.name: s.label for s in card.segments()}
     anchors = {name for op in ops for name in (op.get("anchor") or {}).get("organs", ())}
     centroids = organ_centroids(result.labels, values, anchors)  # stage 1's, before any stage 2 changes them
