@@ -21,11 +21,13 @@ def test_card_matches_the_network_and_carries_the_anchor_rules():
     assert card.parameter_count == sum(p.numel() for p in network.parameters())
     names = {s.name for s in card.segments()}
     ops = [op for op in card.postprocessing if op["op"] == "stage2"]
-    assert {op["key"] for op in ops} == set(network.stage2) and len(ops) == 2 * len(network.stage2)
+    assert {op["key"] for op in ops} == set(network.stage2)
     for op in ops:
         rule = AnchorRule.from_op(op)
         assert rule is not None and set(rule.organs) <= names and op["organ"] in names
         assert rule.mirror == op["organ"].endswith(" R")  # one model per organ type, right side mirrored
+        sides = [o["organ"] for o in ops if o["key"] == op["key"]]
+        assert len(sides) == (2 if op["organ"][-2:] in (" L", " R") else 1), sides
     kinds = [op["op"] for op in card.postprocessing]
     assert kinds.index("z_band") < kinds.index("left_right_by_midline") < kinds.index("stage2")
     assert card.figures["heldout_phantoms"]["cases"] == 7
@@ -71,8 +73,11 @@ def test_pipeline_on_a_held_out_phantom(heldout):
     for organ in ("Lens L", "Lens R", "Optic nerve L", "Optic nerve R"):
         assert dice[organ] >= 0.4, (organ, dice[organ])
     for organ in ("Eye L", "Eye R", "Parotid L", "Parotid R"):  # right side, no stray copy in the chest
-        assert dice[organ] >= 0.6 and rows[organ]["hd95_mm"] < 20.0, (organ, rows[organ])
-    assert dice["mean"] >= 0.70  # bench protocol on all 7: 0.79
+        assert dice[organ] >= 0.7 and rows[organ]["hd95_mm"] < 20.0, (organ, rows[organ])
+    # Refined on crops centred on stage 1's own organ (0.4.0); the eye painted before the lenses inside it.
+    assert set(result.metrics["stage2_organs"]) >= {"Eye L", "Eye R", "Parotid L", "Parotid R", "Brainstem"}
+    assert min(dice["Eye L"], dice["Eye R"]) >= 0.85 and dice["Brainstem"] >= 0.7, dice
+    assert dice["mean"] >= 0.76  # this case 0.820 in bench/oar.py; all 7: 0.810
     labels = result.labelmap.array
     for value_l, value_r in ((6, 7), (13, 14)):  # eyes, parotids: left ones at +x (LPS)
         xl = result.labelmap.index_to_physical(np.argwhere(labels == value_l).mean(0)[::-1])[0]
