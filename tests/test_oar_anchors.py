@@ -75,23 +75,29 @@ def test_training_crops_hold_the_lens_at_the_same_place_on_both_sides(case):
     assert np.abs(centres[0] - centres[1]).max() < 3.0
 
 
+class _Card:
+    inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
+
+
+def _organ_everywhere(key: str) -> OARCascade:
+    """A cascade whose stage-2 model ``key`` says 'organ' at every voxel of its crop."""
+    torch.manual_seed(0)
+    cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
+                         {key: {"width": 2, "dropout": 0.0}})
+    with torch.no_grad():
+        cascade.stage2[key].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
+    return cascade.eval()
+
+
 def test_inference_pastes_the_organ_where_the_rule_puts_the_crop(case, phantom):
     """A stage-2 model that says 'organ' everywhere fills exactly its crop: the crop sits at eye + offset."""
     rules, _ = learn_rules([case], LENS)
-    torch.manual_seed(0)
-    cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
-                         {"lens": {"width": 2, "dropout": 0.0}})
-    with torch.no_grad():
-        cascade.stage2["lens"].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
-    cascade.eval()
-
-    class Card:
-        inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
+    cascade = _organ_everywhere("lens")
 
     for op in stage2_ops([LENS], {"lens": rules}):
         labels = phantom.labels.array.copy()
         labels[labels == op["label"]] = 0  # stage 1 missed the lens: the eye anchors the crop anyway
-        assert _stage2(phantom.ct, labels, cascade, op, Card(), torch.device("cpu"), case.reference)
+        assert _stage2(phantom.ct, labels, cascade, op, _Card(), torch.device("cpu"), case.reference)
         filled = np.argwhere(labels == op["label"])
         centre = phantom.ct.index_to_physical(filled.mean(0)[::-1])
         expected = anchor_point(AnchorRule.from_op(op), case.reference)
@@ -108,21 +114,13 @@ def test_an_organ_longer_than_its_crop_keeps_stage_1_outside_the_crop(phantom):
     rules, _ = learn_rules([AnchorCase("p", phantom.ct, phantom.labels, reference, {})], cord)
     (op,) = stage2_ops([cord], {"spinal_cord": rules})
     assert op["replace"] == "crop"
-    torch.manual_seed(0)
-    cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
-                         {"spinal_cord": {"width": 2, "dropout": 0.0}})
-    with torch.no_grad():
-        cascade.stage2["spinal_cord"].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
-    cascade.eval()
-
-    class Card:
-        inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
+    cascade = _organ_everywhere("spinal_cord")
 
     value = op["label"]
     rows = np.nonzero((phantom.labels.array == value).any((1, 2)))[0]
     for replace in ("crop", None):
         labels = phantom.labels.array.copy()
-        assert _stage2(phantom.ct, labels, cascade, {**op, "replace": replace}, Card(), torch.device("cpu"),
+        assert _stage2(phantom.ct, labels, cascade, {**op, "replace": replace}, _Card(), torch.device("cpu"),
                        reference)
         kept = np.nonzero((labels == value).any((1, 2)))[0]
         crop_rows = 8 * 4.0 / phantom.ct.spacing[2]
