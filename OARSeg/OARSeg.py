@@ -93,16 +93,6 @@ class OARSegWidget(taskmodule.TaskModuleWidget):
         super().setup()
         self.ui.exportRtStructButton.visible = rt_export_available()
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
-        self._addLearnedCtvCheckBox()
-
-    def _addLearnedCtvCheckBox(self):
-        import qt
-
-        box = qt.QCheckBox("Learned CTV (no GTV; phantom-trained model)")
-        box.toolTip = "Without a GTV segmentation, add the CTV found by the learned model from the CT alone."
-        box.setProperty("SlicerParameterName", "learnedCtv")
-        self.ui.targetCollapsibleButton.layout().addRow(box)
-        self.ui.learnedCtvCheckBox = box
 
     def updateExtraButtons(self, parameterNode, hasSegments):
         exporting = self.busy and self._taskRunner.applyButton is self.ui.exportRtStructButton
