@@ -7,13 +7,24 @@ import numpy as np
 import pytest
 import torch
 
+from clinseg.errors import InputError
 from clinseg.nets.oar_unet import OARCascade
 from clinseg.phantoms.headneck import generate_headneck
-from clinseg.preprocess import resample_to
+from clinseg.preprocess import resample, resample_to, window
 from clinseg.tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
-from clinseg.tasks.oar.model import _stage2, stage2_order
+from clinseg.tasks.oar.model import _stage2, stage2_input, stage2_order
 from clinseg.terminology import HN_ORGANS
-from clinseg.train.oar_stage2 import AnchorCase, Stage2Spec, anchored_crops, learn_rules, stage2_ops
+from clinseg.train.oar_stage2 import (
+    DEFAULT_SPECS,
+    AnchorCase,
+    Stage2Spec,
+    anchored_crops,
+    learn_rules,
+    load_case,
+    save_case,
+    stage2_model_kwargs,
+    stage2_ops,
+)
 from clinseg.volume import Volume
 
 VALUE = {s.name: s.label for s in HN_ORGANS}
@@ -66,7 +77,7 @@ def test_training_crops_hold_the_lens_at_the_same_place_on_both_sides(case):
     rules, _ = learn_rules([case], LENS)
     crops = anchored_crops(case, rules, (1.0, 1.0, 1.5), LENS.patch, jitter_mm=6.0)
     assert len(crops) == 2  # one per side (no stage-1 centroids in this case)
-    assert crops[0][0].shape == (16 + 2 * 4, 32 + 12, 32 + 12)
+    assert crops[0][0].shape == (1, 16 + 2 * 4, 32 + 12, 32 + 12)  # the CT only
     centres = [np.argwhere(mask).mean(0) for _, mask in crops]
     for (_, mask), c in zip(crops, centres):
         assert mask.sum() > 20
@@ -79,11 +90,11 @@ class _Card:
     inputs = {"intensity": {"clip": [-1000.0, 600.0]}}
 
 
-def _organ_everywhere(key: str) -> OARCascade:
+def _organ_everywhere(key: str, in_channels: int = 1) -> OARCascade:
     """A cascade whose stage-2 model ``key`` says 'organ' at every voxel of its crop."""
     torch.manual_seed(0)
     cascade = OARCascade({"out_channels": len(HN_ORGANS) + 1, "width": 2, "dropout": 0.0},
-                         {key: {"width": 2, "dropout": 0.0}})
+                         {key: {"width": 2, "dropout": 0.0, "in_channels": in_channels}})
     with torch.no_grad():
         cascade.stage2[key].convs["conv15"].bias[:] = torch.tensor([-20.0, 20.0])
     return cascade.eval()
@@ -148,3 +159,87 @@ def test_stage2_paints_large_crops_first_so_the_lens_stays_inside_the_eye():
            {"organ": "Lens R", "patch": [16, 32, 32], "spacing": [1.0, 1.0, 1.5]},
            {"organ": "Spinal cord", "patch": [56, 32, 32], "spacing": [1.5, 1.5, 4.0]}]
     assert [op["organ"] for op in stage2_order(ops)] == ["Spinal cord", "Eye L", "Lens L", "Lens R"]
+
+
+SUBMANDIBULAR = next(s for s in DEFAULT_SPECS if s.key == "submandibular_prob")
+
+
+def _stage1_like(phantom, organs) -> dict[str, Volume]:
+    """Stand-ins for stage 1's probability maps: each organ's mask on a 3 x 3 x 4.5 mm grid (trilinear)."""
+    return {organ: resample(phantom.labels.with_array((phantom.labels.array == VALUE[organ]).astype(np.float32)),
+                            (3.0, 3.0, 4.5), order=1) for organ in organs}
+
+
+def test_a_ct_only_op_sees_exactly_the_windowed_ct(phantom):
+    """The shipped ops have no ``inputs``: their model's input is the windowed CT alone, as before the option, and
+    their networks keep one input channel."""
+    grid = crop_grid(phantom.ct, phantom.ct.index_to_physical(np.array([100.0, 90.0, 30.0])), (1.0, 1.0, 1.5),
+                     (16, 32, 32), mirror=True)
+    x = stage2_input(phantom.ct, grid, {"organ": "Lens R"}, (-1000.0, 600.0), probability=None)
+    expected = window(resample_to(phantom.ct, grid, order=1, default_value=-1000.0).array, -1000.0, 600.0)
+    assert x.shape == (1, 16, 32, 32) and x.dtype == np.float32 and np.array_equal(x[0], expected)
+    ops = [{"key": "lens", "organ": "Lens L"}, {"key": "gland", "organ": "Submandibular L",
+                                                 "inputs": ["ct", "stage1_prob"]}]
+    assert stage2_model_kwargs(ops, {"width": 8}) == {"lens": {"width": 8}, "gland": {"width": 8, "in_channels": 2}}
+
+
+def test_stage1_probability_channel_follows_the_organ_on_both_sides(phantom, tmp_path):
+    """With ``stage1_prob`` the crops carry stage 1's probability of their own organ as a second channel, mirrored
+    with the right-side crop; it survives the case cache; a case without it is refused in one line."""
+    organs = ("Submandibular L", "Submandibular R")
+    reference = organ_centroids(phantom.labels, VALUE, organs)
+    case = AnchorCase("p", phantom.ct, phantom.labels, reference, {}, _stage1_like(phantom, organs))
+    save_case(case, tmp_path / "p.npz")
+    loaded = load_case(tmp_path / "p.npz")
+    assert np.array_equal(loaded.probabilities["Submandibular R"].array, case.probabilities["Submandibular R"].array)
+    rules, _ = learn_rules([loaded], SUBMANDIBULAR)
+    crops = anchored_crops(loaded, rules, SUBMANDIBULAR.spacing, SUBMANDIBULAR.patch, 6.0, SUBMANDIBULAR.inputs)
+    ct_only = anchored_crops(loaded, rules, SUBMANDIBULAR.spacing, SUBMANDIBULAR.patch, 6.0)
+    assert len(crops) == len(ct_only) == 2
+    for (image, mask), (plain, plain_mask) in zip(crops, ct_only):
+        assert image.shape == (2, *mask.shape) and mask.sum() > 500
+        assert np.array_equal(image[:1], plain) and np.array_equal(mask, plain_mask)  # the CT channel unchanged
+        found = image[1] > 0.5
+        assert 2 * (found & (mask > 0)).sum() / (found.sum() + mask.sum()) > 0.8  # the channel lies on the gland
+    (op,) = [o for o in stage2_ops([SUBMANDIBULAR], {SUBMANDIBULAR.key: rules}) if o["organ"] == "Submandibular R"]
+    assert op["inputs"] == ["ct", "stage1_prob"]
+    with pytest.raises(InputError, match="Submandibular"):
+        anchored_crops(AnchorCase("q", phantom.ct, phantom.labels, reference, {}), rules, SUBMANDIBULAR.spacing,
+                       SUBMANDIBULAR.patch, 6.0, SUBMANDIBULAR.inputs)
+
+
+def test_inference_feeds_the_probability_to_a_two_channel_model(phantom):
+    """A two-channel stage-2 model runs on the crop with stage 1's probability; without a probability map the
+    channel is zero, not an error."""
+    organs = ("Submandibular L", "Submandibular R")
+    reference = organ_centroids(phantom.labels, VALUE, organs)
+    rules, _ = learn_rules([AnchorCase("p", phantom.ct, phantom.labels, reference, {})], SUBMANDIBULAR)
+    probs = _stage1_like(phantom, organs)
+    cascade = _organ_everywhere(SUBMANDIBULAR.key, in_channels=2)
+    for op in stage2_ops([SUBMANDIBULAR], {SUBMANDIBULAR.key: rules}):
+        grid = crop_grid(phantom.ct, reference[op["organ"]], op["spacing"], op["patch"], op["anchor"]["mirror"])
+        x = stage2_input(phantom.ct, grid, op, (-1000.0, 600.0), probs[op["organ"]])
+        assert x.shape == (2, *op["patch"]) and x[1].max() > 0.9
+        assert not stage2_input(phantom.ct, grid, op, (-1000.0, 600.0), None)[1].any()
+        labels = phantom.labels.array.copy()
+        assert _stage2(phantom.ct, labels, cascade, op, _Card(), torch.device("cpu"), reference, probs[op["organ"]])
+        assert (labels == op["label"]).sum() > (phantom.labels.array == op["label"]).sum()
+
+
+def test_a_two_channel_model_trains_on_probability_crops(phantom, tmp_path):
+    """train_models builds the spec's model with one input channel per input and steps through its crops."""
+    from clinseg.train.oar import OarTrainConfig
+    from clinseg.train.oar_stage2 import train_models
+
+    organs = ("Submandibular L", "Submandibular R")
+    case = AnchorCase("p", phantom.ct, phantom.labels, organ_centroids(phantom.labels, VALUE, organs), {},
+                      _stage1_like(phantom, organs))
+    rules, _ = learn_rules([case], SUBMANDIBULAR)
+    crops = {SUBMANDIBULAR.key: anchored_crops(case, rules, SUBMANDIBULAR.spacing, SUBMANDIBULAR.patch, 3.0,
+                                               SUBMANDIBULAR.inputs)}
+    config = OarTrainConfig(batch=2, iters_per_epoch=2, stage2_width=2, norm="batch")
+    trained = train_models(crops, [SUBMANDIBULAR], config, tmp_path, epochs=1, lr=1e-3, dice_weight=1.0,
+                           max_minutes=None, log=lambda _: None)
+    model = trained[SUBMANDIBULAR.key]["model"]
+    assert model.convs["conv1"].weight.shape[1] == 2
+    assert trained[SUBMANDIBULAR.key]["summary"].epochs_done == 1

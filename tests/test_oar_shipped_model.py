@@ -83,3 +83,18 @@ def test_pipeline_on_a_held_out_phantom(heldout):
         xl = result.labelmap.index_to_physical(np.argwhere(labels == value_l).mean(0)[::-1])[0]
         xr = result.labelmap.index_to_physical(np.argwhere(labels == value_r).mean(0)[::-1])[0]
         assert xl > xr + 40.0
+
+
+def test_keeping_stage_1_probabilities_changes_no_label(heldout):
+    """The probability maps a stage-2 op with ``stage1_prob`` needs are kept on request without touching the
+    labels: the same cascade gives the same label map, bit for bit, with or without them."""
+    from clinseg.tasks.oar.model import predict_organs
+
+    torch.set_num_threads(2)
+    plain = predict_organs(heldout.ct, MODEL)
+    kept = predict_organs(heldout.ct, MODEL, probabilities=("Spinal cord", "Submandibular L"))
+    assert np.array_equal(plain.labels.array, kept.labels.array) and plain.stage2 == kept.stage2
+    assert {"Spinal cord", "Submandibular L"} <= set(kept.probabilities)
+    cord = kept.probabilities["Spinal cord"]
+    assert np.allclose(cord.spacing, get_registry().card(MODEL).inputs["spacing"])  # stage 1's working grid
+    assert 0.0 <= cord.array.min() and cord.array.max() <= 1.0 and (cord.array > 0.5).sum() > 50

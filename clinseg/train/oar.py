@@ -167,7 +167,7 @@ def load_prepared(path: Path) -> PreparedCase:
 
 def _batch(images: list[np.ndarray], labels: list[np.ndarray], rng: np.random.Generator, augment: bool,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    x = torch.from_numpy(np.stack([i if i.ndim == 4 else i[None] for i in images]).astype(np.float32))  # (N, C, ...)
     y = torch.from_numpy(np.stack(labels)[:, None].astype(np.int64))
     if augment:
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
@@ -276,10 +276,10 @@ class Stage2Task:
         for _ in range(cfg.iters_per_epoch):
             images, labels = [], []
             for _ in range(cfg.batch):
-                image, mask = self.crops[int(rng.integers(len(self.crops)))]
-                slack = np.array(image.shape) - patch
+                image, mask = self.crops[int(rng.integers(len(self.crops)))]  # image: (D, H, W) or (C, D, H, W)
+                slack = np.array(mask.shape) - patch
                 start = np.array([int(rng.integers(0, s + 1)) for s in slack])
-                images.append(read_patch(image, start, patch, fill=0.0))
+                images.append(np.stack([read_patch(c, start, patch, fill=0.0) for c in image.reshape(-1, *mask.shape)]))
                 labels.append(read_patch(mask, start, patch, fill=0))
             yield _batch(images, labels, rng, cfg.augment, device)
 

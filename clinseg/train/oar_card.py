@@ -158,10 +158,12 @@ def card_with_stage2(base: dict, weights: Path, record: dict, version: str, figu
 
     from safetensors.torch import load_file
 
+    from .oar_stage2 import stage2_model_kwargs
+
     card = copy.deepcopy(base)
     kwargs = card["architecture"]["kwargs"]
     keys = sorted({op["key"] for op in record["ops"]})
-    kwargs["stage2"] = {key: dict(record["stage2_kwargs"]) for key in keys}
+    kwargs["stage2"] = stage2_model_kwargs(record["ops"], record["stage2_kwargs"])
     cascade = OARCascade(kwargs["stage1"], kwargs["stage2"])
     cascade.load_state_dict(load_file(str(weights)))
     card["version"] = version
@@ -190,6 +192,9 @@ def card_with_stage2(base: dict, weights: Path, record: dict, version: str, figu
                           f"mirrored) for {organs}: fixed crops ({spacing} mm) placed by {placement}"
                           + (" (replaced inside the crop only for organs longer than it)"
                              if any(op.get("replace") == "crop" for op in record["ops"]) else "")
+                          + (", given stage 1's probability of the organ on the crop as a second input channel "
+                             f"({', '.join(sorted({op['key'] for op in record['ops'] if op.get('inputs')}))})"
+                             if any(op.get("inputs") for op in record["ops"]) else "")
                           + ", CE + soft Dice",
                   "why": "stage 1 at 3 mm never finds the smallest organs, so a crop on its own guess would go "
                          "nowhere; the eyes and brainstem it finds reliably place those crops instead, while the "

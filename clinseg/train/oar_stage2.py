@@ -7,7 +7,9 @@ right-side crops are mirrored, and the two sides' offsets are averaged in the le
 
 Training crops are placed by that very rule, once from the reference anchors and once from the anchors stage 1
 finds on the training phantom (its real localisation error); each is cut with a margin of ``jitter_mm`` around
-the crop, and every sample is a random sub-crop of it (a further uniform +-``jitter_mm`` shift).
+the crop, and every sample is a random sub-crop of it (a further uniform +-``jitter_mm`` shift). A spec with
+``stage1_prob`` gives its model a second channel, stage 1's probability of the organ on the same crop: ``prepare``
+keeps stage 1's probability maps of the target organs (its working grid, cut to the case's box) for that.
 
 Steps: ``prepare`` (per case: the CT and labels cropped to the region of interest at their native grid, with the
 reference and stage-1 centroids; cached), ``learn_rules``, ``anchored_crops``, ``train_models``, then one cascade
@@ -31,6 +33,7 @@ from ..errors import InputError
 from ..nets.oar_unet import OARCascade, OARUNet
 from ..preprocess import bounding_box, crop, resample_to
 from ..tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
+from ..tasks.oar.model import STAGE1_PROB, covering_box, stage2_input
 from ..terminology import HN_ORGANS, RIGHT
 from ..volume import Volume
 from .loop import LoopConfig, export_safetensors, train
@@ -47,6 +50,11 @@ class Stage2Spec:
     patch: tuple[int, int, int]  # D, H, W at ``spacing`` (multiples of 8)
     spacing: tuple[float, float, float] = STAGE2_SPACING  # i, j, k mm
     within_crop: bool = False  # the organ outgrows any crop (cord, canal): stage 1's mask is replaced only inside it
+    stage1_prob: bool = False  # a second input channel: stage 1's probability of the organ on the crop
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("ct", STAGE1_PROB) if self.stage1_prob else ("ct",)
 
 
 DEFAULT_SPECS = (
@@ -64,6 +72,15 @@ DEFAULT_SPECS = (
     Stage2Spec("eye", {"Eye L": ("Eye L",), "Eye R": ("Eye R",)}, (24, 40, 40), (1.0, 1.0, 1.5)),
     Stage2Spec("spinal_canal", {"Spinal canal": ("Spinal canal",)}, (56, 32, 32), (1.5, 1.5, 4.0), within_crop=True),
     Stage2Spec("spinal_cord", {"Spinal cord": ("Spinal cord",)}, (56, 32, 32), (1.5, 1.5, 4.0), within_crop=True),
+    # The same crops with stage 1's probability as a second channel: the glands are painted 5 HU under muscle in
+    # the phantoms, so a model that sees the CT alone lost to stage 1's whole-scan context.
+    Stage2Spec("submandibular_prob", {"Submandibular L": ("Submandibular L",),
+                                      "Submandibular R": ("Submandibular R",)}, (24, 40, 40), (1.5, 1.5, 2.0),
+               stage1_prob=True),
+    Stage2Spec("spinal_canal_prob", {"Spinal canal": ("Spinal canal",)}, (56, 32, 32), (1.5, 1.5, 4.0),
+               within_crop=True, stage1_prob=True),
+    Stage2Spec("spinal_cord_prob", {"Spinal cord": ("Spinal cord",)}, (56, 32, 32), (1.5, 1.5, 4.0),
+               within_crop=True, stage1_prob=True),
 )
 # Shipped in oar-unet-phantom 0.3.0; the submandibular model lowered those glands' Dice (docs/oar.md).
 DEFAULT_MODELS = ("lens", "optic_nerve", "cochlea", "lacrimal")
@@ -80,6 +97,7 @@ class AnchorCase:
     labels: Volume  # uint8 on the same grid
     reference: dict[str, np.ndarray] = field(default_factory=dict)  # organ -> centroid (LPS mm) of the labels
     predicted: dict[str, np.ndarray] = field(default_factory=dict)  # organ -> centroid stage 1 found
+    probabilities: dict[str, Volume] = field(default_factory=dict)  # organ -> stage 1's probability (its grid)
 
 
 def _spec_organs(specs: Sequence[Stage2Spec]) -> set[str]:
@@ -94,21 +112,32 @@ def prepare(case: OarCase, specs: Sequence[Stage2Spec], stage1_model: str | None
                        [int(np.ceil(ROI_MARGIN_MM / s)) for s in case.ct.spacing[::-1]])
     if box is None:
         return None
+    ct = crop(case.ct, box)
     predicted: dict[str, np.ndarray] = {}
+    probabilities: dict[str, Volume] = {}
     if stage1_model is not None:
         from ..tasks.oar.model import predict_organs
 
-        stage1 = predict_organs(case.ct, stage1_model, use_stage2=False)
+        targets = {organ for spec in specs for organ in spec.anchors}
+        stage1 = predict_organs(case.ct, stage1_model, use_stage2=False, probabilities=targets)
         predicted = organ_centroids(stage1.labels, LABEL_OF, names)
-    return AnchorCase(case.name, crop(case.ct, box), crop(case.labels, box),
-                      organ_centroids(case.labels, LABEL_OF, names), predicted)
+        for organ, prob in stage1.probabilities.items():  # kept on stage 1's grid, cut to the case's box
+            inner = covering_box(prob, ct, tuple(slice(0, n) for n in ct.shape), pad=2)
+            if inner is not None:
+                probabilities[organ] = crop(prob, inner)
+    return AnchorCase(case.name, ct, crop(case.labels, box), organ_centroids(case.labels, LABEL_OF, names),
+                      predicted, probabilities)
 
 
 def save_case(case: AnchorCase, path: Path) -> None:
     geometry = {"spacing": case.ct.spacing, "origin": case.ct.origin, "direction": case.ct.direction.tolist()}
     np.savez_compressed(path, ct=case.ct.array, labels=case.labels.array, geometry=json.dumps(geometry),
                         reference=json.dumps({k: v.tolist() for k, v in case.reference.items()}),
-                        predicted=json.dumps({k: v.tolist() for k, v in case.predicted.items()}))
+                        predicted=json.dumps({k: v.tolist() for k, v in case.predicted.items()}),
+                        **{f"prob/{k}": v.array for k, v in case.probabilities.items()},
+                        prob_geometry=json.dumps({k: {"spacing": v.spacing, "origin": v.origin,
+                                                      "direction": v.direction.tolist()}
+                                                  for k, v in case.probabilities.items()}))
 
 
 def load_case(path: Path) -> AnchorCase:
@@ -116,7 +145,11 @@ def load_case(path: Path) -> AnchorCase:
     geo = json.loads(str(data["geometry"]))
     ct = Volume(data["ct"], tuple(geo["spacing"]), tuple(geo["origin"]), np.array(geo["direction"]), "ct")
     cents = {k: {n: np.array(v) for n, v in json.loads(str(data[k])).items()} for k in ("reference", "predicted")}
-    return AnchorCase(path.stem, ct, ct.with_array(data["labels"]), cents["reference"], cents["predicted"])
+    probs = json.loads(str(data["prob_geometry"])) if "prob_geometry" in data else {}  # caches before stage1_prob
+    probabilities = {k: Volume(data[f"prob/{k}"], tuple(g["spacing"]), tuple(g["origin"]), np.array(g["direction"]),
+                               "stage1_prob") for k, g in probs.items()}
+    return AnchorCase(path.stem, ct, ct.with_array(data["labels"]), cents["reference"], cents["predicted"],
+                      probabilities)
 
 
 def learn_rules(cases: Sequence[AnchorCase], spec: Stage2Spec) -> tuple[dict[str, AnchorRule], list[float]]:
@@ -140,11 +173,16 @@ def learn_rules(cases: Sequence[AnchorCase], spec: Stage2Spec) -> tuple[dict[str
 
 
 def anchored_crops(case: AnchorCase, rules: Mapping[str, AnchorRule], spacing: Sequence[float],
-                   patch: Sequence[int], jitter_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(windowed image, binary mask) crops of ``patch`` plus a ``jitter_mm`` margin, placed by each organ's rule
-    from the reference centroids and from stage 1's."""
-    from ..preprocess import window
-
+                   patch: Sequence[int], jitter_mm: float,
+                   inputs: Sequence[str] = ("ct",)) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input channels (C, D, H, W), binary mask) crops of ``patch`` plus a ``jitter_mm`` margin, placed by each
+    organ's rule from the reference centroids and from stage 1's; the channels are those inference gives the model
+    (``inputs``: the windowed CT, and stage 1's probability of the organ with ``stage1_prob``)."""
+    if STAGE1_PROB in inputs:
+        lacking = [organ for organ in rules if organ in case.reference and organ not in case.probabilities]
+        if lacking:
+            raise InputError("--cache", f"case {case.name} holds no stage-1 probability of {', '.join(lacking)}: "
+                                        "prepare a new cache (--stage1-model, these --models)")
     reach = np.ceil(jitter_mm / np.asarray(spacing, float)[::-1]).astype(int)
     big = tuple(int(p) for p in np.asarray(patch) + 2 * reach)
     out = []
@@ -157,8 +195,8 @@ def anchored_crops(case: AnchorCase, rules: Mapping[str, AnchorRule], spacing: S
             if centre is None:
                 continue
             grid = crop_grid(case.ct, centre, spacing, big, rule.mirror)
-            image = window(resample_to(case.ct, grid, order=1, default_value=HU_WINDOW[0]).array, *HU_WINDOW)
-            out.append((image.astype(np.float32), resample_to(mask, grid, order=0).array.astype(np.uint8)))
+            image = stage2_input(case.ct, grid, {"inputs": list(inputs)}, HU_WINDOW, case.probabilities.get(organ))
+            out.append((image, resample_to(mask, grid, order=0).array.astype(np.uint8)))
     return out
 
 
@@ -171,7 +209,8 @@ def train_models(crops: Mapping[str, list[tuple[np.ndarray, np.ndarray]]], specs
         if not crops.get(spec.key):
             continue
         torch.manual_seed(config.seed)
-        model = OARUNet(out_channels=2, width=config.stage2_width, norm=config.norm, dropout=0.0)
+        model = OARUNet(in_channels=len(spec.inputs), out_channels=2, width=config.stage2_width, norm=config.norm,
+                        dropout=0.0)
         task = Stage2Task(spec.key, crops[spec.key], config, patch=spec.patch, dice_weight=dice_weight)
         loop = LoopConfig(out / "stage2" / spec.key, epochs, lr=lr, milestones=(0.8,), seed=config.seed,
                           amp=False, max_minutes=max_minutes, log=log)
@@ -189,14 +228,25 @@ def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, Anc
         for organ, rule in rules.get(spec.key, {}).items():
             ops.append({"op": "stage2", "organ": organ, "key": spec.key, "label": LABEL_OF[organ],
                         "spacing": [float(v) for v in spec.spacing], "patch": list(spec.patch),
-                        "anchor": rule.to_dict(), **({"replace": "crop"} if spec.within_crop else {})})
+                        "anchor": rule.to_dict(), **({"replace": "crop"} if spec.within_crop else {}),
+                        **({"inputs": list(spec.inputs)} if spec.stage1_prob else {})})
     return ops
 
 
+def stage2_model_kwargs(ops: Sequence[Mapping], common: Mapping) -> dict[str, dict]:
+    """Each stage-2 key's ``OARUNet`` arguments: ``common`` plus one input channel per entry of its ops' ``inputs``
+    (absent: the CT only, as in the cards before ``stage1_prob``)."""
+    out = {}
+    for op in ops:
+        channels = len(op.get("inputs", ("ct",)))
+        out[op["key"]] = {**common, **({"in_channels": channels} if channels > 1 else {})}
+    return out
+
+
 def build_cascade(stage1_state: Mapping[str, torch.Tensor], stage1_kwargs: dict, models: Mapping[str, OARUNet],
-                  stage2_kwargs: dict) -> OARCascade:
-    """A cascade of the given stage-1 weights and the stage-2 models."""
-    cascade = OARCascade(stage1_kwargs, {key: dict(stage2_kwargs) for key in models})
+                  stage2_kwargs: Mapping[str, dict]) -> OARCascade:
+    """A cascade of the given stage-1 weights and the stage-2 models (``stage2_kwargs``: per model key)."""
+    cascade = OARCascade(stage1_kwargs, {key: dict(stage2_kwargs[key]) for key in models})
     cascade.stage1.load_state_dict({k[len("stage1."):]: v for k, v in stage1_state.items() if k.startswith("stage1.")})
     for key, model in models.items():
         cascade.stage2[key].load_state_dict(model.state_dict())
@@ -250,7 +300,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     for spec in specs:
         rules[spec.key], spread[spec.key] = learn_rules(cases, spec)
         crops[spec.key] = [c for case in cases for c in anchored_crops(case, rules[spec.key], spec.spacing,
-                                                                         spec.patch, args.jitter_mm)]
+                                                                         spec.patch, args.jitter_mm, spec.inputs)]
         print(f"{spec.key}: {len(crops[spec.key])} crops, offset SD {spread[spec.key]} mm", flush=True)
     trained = train_models(crops, specs, config, args.out, args.epochs, args.lr, args.dice_weight, args.max_minutes)
     registry = get_registry()
@@ -258,13 +308,14 @@ def run(args: argparse.Namespace, command: str) -> int:
     weights = args.stage1_weights or registry.model_dir(args.stage1_model) / card.files[0].name
     stage1_kwargs = card.architecture[1]["stage1"]
     stage2_kwargs = {"width": config.stage2_width, "dropout": 0.0, "norm": config.norm}
+    ops = stage2_ops(specs, rules)
     cascade = build_cascade(load_file(str(weights)), stage1_kwargs, {k: v["model"] for k, v in trained.items()},
-                            stage2_kwargs)
+                            stage2_model_kwargs(ops, stage2_kwargs))
     export_safetensors(cascade, args.out / "model.safetensors", {"network": "OARCascade"})
     record = {
         "command": command,
         "stage1_weights": str(weights), "stage2_kwargs": stage2_kwargs, "prepare_minutes": round(prepare_minutes, 1),
-        "ops": stage2_ops(specs, rules), "offset_sd_mm": spread,
+        "ops": ops, "offset_sd_mm": spread,
         "models": {k: {"crops": len(crops[k]), "epochs": v["summary"].epochs_done,
                        "steps": sum(int(r["iterations"]) for r in v["summary"].rows), "batch": args.batch,
                        "minutes": v["minutes"], "curves": v["summary"].rows} for k, v in trained.items()},

@@ -5,13 +5,16 @@ class probabilities are brought back to the CT grid organ by organ (each inside 
 that of one float map of the CT) and the label is the arg-max. Stage 2: for each small organ the card lists
 (``postprocessing`` ops ``stage2``), a fixed-size crop at a finer spacing is placed by the op's anchor rule
 (``anchors``: anchor organs' centroid plus an offset, mirrored for one side) or, without a rule, where stage 1
-put the organ; the organ's binary model runs on it, and its mask replaces stage 1's for that organ. Before
+put the organ; the organ's binary model runs on it, and its mask replaces stage 1's for that organ. An op whose
+``inputs`` list ``stage1_prob`` also gives its model stage 1's probability of the organ on the same crop, as a
+second channel, so it refines stage 1 instead of starting from the CT alone. Before
 that, each organ is kept to its head-to-foot band (op ``z_band``, ``zbands``) and paired organs are handed out
 by side of the midsagittal plane (op ``left_right_by_midline``, ``sides``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +30,7 @@ from .sides import assign_sides, midline_plane, paired_labels
 from .zbands import MIN_ANCHOR_ML, apply_z_bands
 
 AIR_HU = -1000.0
+STAGE1_PROB = "stage1_prob"  # a stage-2 op's ``inputs`` entry: stage 1's probability of the organ as a channel
 
 
 @dataclass
@@ -35,9 +39,10 @@ class OrganPrediction:
     stage2: list[str] = field(default_factory=list)  # organs refined by a stage-2 model
     missing_stage2: list[str] = field(default_factory=list)  # stage-2 organs stage 1 did not locate
     midline: np.ndarray | None = None  # (a, b, c) of the midsagittal plane x = a + b*y + c*z (LPS mm), if used
+    probabilities: dict[str, Volume] = field(default_factory=dict)  # organ -> stage 1's probability (its grid)
 
 
-def _native_box(ct: Volume, grid: Volume, box: tuple[slice, ...], pad: int = 1) -> tuple[slice, ...] | None:
+def covering_box(ct: Volume, grid: Volume, box: tuple[slice, ...], pad: int = 1) -> tuple[slice, ...] | None:
     """The CT-grid index box covering ``box`` of another grid (``grid``) in physical space."""
     corners = np.array([[i, j, k] for k in (box[0].start - 0.5, box[0].stop - 0.5)
                         for j in (box[1].start - 0.5, box[1].stop - 0.5)
@@ -55,7 +60,7 @@ def _native_box(ct: Volume, grid: Volume, box: tuple[slice, ...], pad: int = 1) 
 def _paste_max(ct: Volume, coarse: Volume, prob: np.ndarray, box: tuple[slice, ...], value: int,
                best: np.ndarray, labels: np.ndarray) -> None:
     """Resample ``prob[box]`` (on ``coarse``'s grid) onto the CT grid and take the label where it wins."""
-    target = _native_box(ct, coarse, box)
+    target = covering_box(ct, coarse, box)
     if target is None:
         return
     patch = crop(coarse.with_array(prob), box)
@@ -113,8 +118,10 @@ def _with_mirror_pass(logits: torch.Tensor, image: np.ndarray, seen: Volume, car
     return (logits + torch.flip(mirrored, (axis + 1,))[order]) / 2
 
 
-def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, progress,
-            cancel) -> tuple[np.ndarray, np.ndarray | None]:
+def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, progress, cancel,
+            keep: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray | None, dict[int, Volume]]:
+    """Stage-1 labels on the CT grid, the midline plane and, for the label values in ``keep``, the final
+    probabilities (after the bands and sides) on the working grid."""
     from ...preprocess import bounding_box
 
     inputs, inference = card.inputs, card.inference
@@ -138,13 +145,26 @@ def _stage1(ct: Volume, network: torch.nn.Module, card, device: torch.device, pr
         box = bounding_box(coarse_labels == value, 2)
         if box is not None:
             _paste_max(ct, seen, prob[value], box, value, best, labels)
-    return labels, plane
+    return labels, plane, {value: seen.with_array(prob[value].copy(), name="stage1_prob") for value in keep}
+
+
+def stage2_input(ct: Volume, grid: Volume, op: Mapping, clip: Sequence[float],
+                 probability: Volume | None = None) -> np.ndarray:
+    """The channels (C, D, H, W) a stage-2 model sees on its crop grid: the windowed CT and, for an op whose
+    ``inputs`` list ``stage1_prob``, stage 1's probability of the organ resampled onto the crop (mirrored with it;
+    0 outside stage 1's grid or where none was kept)."""
+    channels = [window(resample_to(ct, grid, order=1, default_value=AIR_HU).array, *clip)]
+    if STAGE1_PROB in op.get("inputs", ()):
+        channels.append(np.zeros(grid.shape, np.float32) if probability is None else
+                        resample_to(probability, grid, order=1, default_value=0.0).array.astype(np.float32))
+    return np.stack(channels)
 
 
 def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: torch.device,
-            centroids: dict[str, np.ndarray]) -> bool:
+            centroids: dict[str, np.ndarray], probability: Volume | None = None) -> bool:
     """One stage-2 organ: its binary model on a crop placed by the op's anchor rule (or, without one, on stage 1's
-    own organ); its mask replaces stage 1's when it finds the organ."""
+    own organ), given stage 1's ``probability`` of the organ too when the op asks for it; its mask replaces stage
+    1's when it finds the organ."""
     value = int(op["label"])
     mask = labels == value
     rule = AnchorRule.from_op(op)
@@ -155,13 +175,11 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
     if centre is None:
         return False
     grid = crop_grid(ct, centre, op["spacing"], op["patch"], rule is not None and rule.mirror)
-    low, high = card.inputs["intensity"]["clip"]
-    seen = resample_to(ct, grid, order=1, default_value=AIR_HU)
-    x = torch.from_numpy(window(seen.array, low, high))[None, None].to(device)
+    x = torch.from_numpy(stage2_input(ct, grid, op, card.inputs["intensity"]["clip"], probability))[None].to(device)
     model = network.stage2[op["key"]]
     with torch.no_grad():
         prob = torch.softmax(model(x).float(), dim=1)[0, 1].cpu().numpy()
-    target = _native_box(ct, grid, tuple(slice(0, n) for n in grid.shape), pad=0)
+    target = covering_box(ct, grid, tuple(slice(0, n) for n in grid.shape), pad=0)
     if target is None:
         return False
     up = resample_to(grid.with_array(prob), crop(ct.with_array(labels), target), order=1, default_value=0.0).array
@@ -183,26 +201,32 @@ def stage2_order(ops: list[dict]) -> list[dict]:
 
 
 def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: bool = True,
-                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> OrganPrediction:
-    """Organ labels (the card's label values) on the CT grid."""
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                   probabilities: Iterable[str] = ()) -> OrganPrediction:
+    """Organ labels (the card's label values) on the CT grid; ``probabilities``: organs whose stage-1
+    probability maps (working grid) the result keeps, besides those the stage-2 ops ask for."""
     registry = get_registry()
     card = registry.card(model_id)
     torch_device = select_device(device)
     network = registry.load_network(model_id, torch_device)
     stage1 = getattr(network, "stage1", network)
-    labels, plane = _stage1(ct, stage1, card, torch_device, progress, cancel)
-    result = OrganPrediction(ct.with_array(labels, name="organs"), midline=plane)
+    ops = [op for op in card.postprocessing if op.get("op") == "stage2" and op.get("key") in
+           getattr(network, "stage2", {})] if use_stage2 else []
+    values = {s.name: s.label for s in card.segments()}
+    wanted = {*probabilities, *(op["organ"] for op in ops if STAGE1_PROB in op.get("inputs", ()))}
+    keep = {values[name]: name for name in wanted if name in values}
+    labels, plane, kept = _stage1(ct, stage1, card, torch_device, progress, cancel, tuple(keep))
+    result = OrganPrediction(ct.with_array(labels, name="organs"), midline=plane,
+                             probabilities={keep[value]: prob for value, prob in kept.items()})
     if not use_stage2:
         return result
-    ops = [op for op in card.postprocessing if op.get("op") == "stage2" and op.get("key") in
-           getattr(network, "stage2", {})]
     ops = stage2_order(ops)
-    values = {s.name: s.label for s in card.segments()}
     anchors = {name for op in ops for name in (op.get("anchor") or {}).get("organs", ())}
     centroids = organ_centroids(result.labels, values, anchors)  # stage 1's, before any stage 2 changes them
     for op in ops:
         if cancel is not None:
             cancel.check("oar")
-        found = _stage2(ct, labels, network, op, card, torch_device, centroids)
+        found = _stage2(ct, labels, network, op, card, torch_device, centroids,
+                        result.probabilities.get(str(op.get("organ"))))
         (result.stage2 if found else result.missing_stage2).append(str(op.get("organ")))
     return result
