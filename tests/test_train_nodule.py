@@ -104,6 +104,18 @@ def test_seed_phantoms_need_no_folder_and_stay_below_the_benchmark(tmp_path):
         sample_sets(None, NoduleTrainConfig(layout="luna16", seeds=[3]))
 
 
+def test_denser_training_phantoms_carry_more_positives_validation_keeps_eight(tmp_path):
+    """--nodules-per-phantom packs more nodules into the training phantoms only, and is part of the cache key."""
+    base = NoduleTrainConfig(seeds=[3], val_seeds=[4], shape=(112, 112, 80))
+    dense = NoduleTrainConfig(seeds=[3], val_seeds=[4], shape=(112, 112, 80), nodules_per_phantom=16)
+    train8, val8, _ = sample_sets(None, base, cache=tmp_path)
+    train16, val16, info = sample_sets(None, dense, cache=tmp_path)
+    positives = lambda s: int(s["label"][~s["jittered"]].sum())  # noqa: E731
+    assert positives(train16) > positives(train8)
+    assert info["nodules_per_phantom"] == 16 and len(list(tmp_path.glob("samples-*.npz"))) == 3
+    np.testing.assert_array_equal(val16["patch"], val8["patch"])
+
+
 def test_lidc_consensus_sets_the_positives(shared):
     from clinseg.datasets.lidc import read_lidc_case, read_nodules
 

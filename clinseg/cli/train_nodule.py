@@ -25,6 +25,8 @@ def register(tasks) -> None:
     p.add_argument("--out", required=True, help="run folder: model.safetensors, log.csv, record.json, model/, pack")
     p.add_argument("--seeds", help="phantom layout without --data: training seeds, e.g. 100-139 (below 200)")
     p.add_argument("--val-seeds", help="phantom layout without --data: validation seeds, e.g. 140-149")
+    p.add_argument("--nodules-per-phantom", type=int, default=8,
+                   help="generated training phantoms: nodules in each (validation phantoms keep 8)")
     p.add_argument("--val-cases", type=int, default=0, help="folders: hold out the last N cases for validation")
     p.add_argument("--consensus", type=int, choices=[3, 4], default=3,
                    help="lidc: readers who must outline a nodule for it to be positive (fewer: ignored)")
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     if args.val_cases < 0 or args.batch < 2 or args.log_every < 1 or (args.max_steps or 1) < 1:
         raise InputError("arguments", "--val-cases must be >= 0, --batch >= 2, --log-every and --max-steps >= 1")
+    if not 1 <= args.nodules_per_phantom <= 40:
+        raise InputError("--nodules-per-phantom", f"must be between 1 and 40, got {args.nodules_per_phantom}")
     if not 0.0 <= args.hard_negatives <= 1.0:
         raise InputError("--hard-negatives", f"must be between 0 and 1, got {args.hard_negatives}")
     config = NoduleTrainConfig(
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         val_seeds=seed_range(args.val_seeds) if args.val_seeds and args.data is None else [],
         val_cases=args.val_cases, consensus=args.consensus, minutes=args.minutes, max_steps=args.max_steps,
         batch=args.batch, lr=args.lr, seed=args.seed, every=args.log_every, init=args.init,
-        hard_share=args.hard_negatives, cosine=args.cosine)
+        hard_share=args.hard_negatives, cosine=args.cosine, nodules_per_phantom=args.nodules_per_phantom)
     reporter = Reporter.from_args(args)
     summary = run_nodule_training(args.data, args.out, config, args.model_id or f"nodule-fpr-{args.layout}-trained",
                                   cache=args.cache or Path(args.out) / "cache", log=reporter.log)
