@@ -5,9 +5,11 @@ Usage: .venv/bin/python bench/oar.py [--model ID] [--limit N] [--no-interobserve
 Held-out cases: phantoms built (seed 1000 + index) around the oncologist masks of the *validation* split of
 ``hn_oar_masks``; the shipped model was trained on the test split only. The whole ``run_oar`` pipeline runs at the
 phantom's native grid (~1 x 1 x 2.5 mm) and each organ is scored against the phantom's exact labels with
-``clinseg.metrics.organs`` (Dice, pooled HD95, surface Dice at 2 mm). Beside it: radiographer-vs-oncologist
-agreement on the same scans (``bench/hn_interobserver.py``). ``--speed``: one 512 x 512 x 200 H&N CT (a full-preset
-phantom padded with air to a 500 mm field of view), wall time and the process's peak resident memory.
+``clinseg.tasks.oar.organs.score_organs`` (Dice, pooled HD95, surface Dice at 2 mm), containers at their full
+extent on both sides as the real masks draw them (spinal canal with the cord, eyes with the lenses). Beside it:
+radiographer-vs-oncologist agreement on the same scans (``bench/hn_interobserver.py``, full real masks).
+``--speed``: one 512 x 512 x 200 H&N CT (a full-preset phantom padded with air to a 500 mm field of view), wall
+time and the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from clinseg.datasets.hn_oar import crop_to_organs, read_hn_oar
-from clinseg.metrics.organs import organ_table
 from clinseg.phantoms.headneck import generate_headneck, generate_headneck_from_masks
 from clinseg.shared import shared_dir
 from clinseg.tasks.oar import OarOptions, run_oar
+from clinseg.tasks.oar.organs import score_organs
 from clinseg.terminology import HN_ORGANS
 from clinseg.volume import Volume
-
-NAMES = {s.label: s.name for s in HN_ORGANS}
 
 
 def heldout_rows(model: str, limit: int | None, root: Path) -> tuple[list[dict], list[float]]:
@@ -40,7 +40,7 @@ def heldout_rows(model: str, limit: int | None, root: Path) -> tuple[list[dict],
         started = time.perf_counter()
         result = run_oar(ph.ct, OarOptions(model_id=model))
         seconds.append(time.perf_counter() - started)
-        table = organ_table(result.labelmap, ph.labels, labels=NAMES)
+        table = score_organs(result.labelmap, result.segments, ph.labels)
         rows += [dict(r, scan=case.name) for r in table.rows() if r["organ"] != "mean"]
         print(f"{case.name}: {seconds[-1]:.1f} s, mean Dice {table.rows()[-1]['dice']:.3f}", flush=True)
     return rows, seconds

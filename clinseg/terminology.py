@@ -28,6 +28,9 @@ class Segment:
     category: Code = ANATOMICAL_STRUCTURE
     type: Code = ("SCT", "85756007", "Tissue")
     modifier: Code | None = None  # e.g. laterality (SCT 7771000 Left / 24028007 Right)
+    # Names of the segments lying inside this one (spinal canal -> spinal cord): in a one-label-per-voxel map their
+    # voxels carry their own label, yet belong to this segment too (clinseg.containment gives the full masks).
+    contains: tuple[str, ...] = ()
 
     def terminology_entry(self) -> str:
         def fmt(code: Code | None) -> str:

@@ -3,8 +3,10 @@
 ``export SEG.seg.nrrd --ct DICOMDIR -o OUT.dcm``: one ROI per segment, contours on the CT slices, referencing the
 series' study, series, frame of reference and slice SOP instances; RT ROI Interpreted Type from the name (GTV*,
 CTV*, PTV*, Body/External, else ORGAN) or ``--type NAME=TYPE`` (e.g. ``--type "Spinal cord=AVOIDANCE"``).
-``--format seg`` writes a DICOM Segmentation instead (highdicom). ``import RTSTRUCT --ct DICOMDIR -o OUT.seg.nrrd``:
-every ROI as a segment on the CT grid. Existing outputs are refused unless ``--overwrite``; files are written
+``--format seg`` writes a DICOM Segmentation instead (highdicom). A segment that contains others (the spinal canal
+around the cord, ``Segment.contains`` from a layered ``.seg.nrrd``) is exported at its full extent.
+``import RTSTRUCT --ct DICOMDIR -o OUT.seg.nrrd``: every ROI as a segment on the CT grid (a ROI lying wholly inside
+another is recorded as contained in it). Existing outputs are refused unless ``--overwrite``; files are written
 atomically (a failed run leaves nothing half-written).
 """
 
@@ -60,6 +62,7 @@ def _types(pairs: list[str]) -> dict[str, str]:
 def run_export(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..containment import SegmentMasks
     from ..io import read_dicom_series, read_segmentation
     from ..io.rtstruct import ReferenceSeries, roi_type_for, write_rtstruct
     from ..preprocess import resample_to
@@ -81,7 +84,7 @@ def run_export(args: argparse.Namespace) -> int:
         write_dicom_seg(out, labelmap, segments, series_datasets(args.ct, ct, series.series_uid), overwrite=True)
         print(f"wrote {out}: DICOM SEG, {len(segments)} segments on series {series.series_uid}")
         return 0
-    masks = {s.name: labelmap.array == s.label for s in segments}
+    masks = dict(SegmentMasks(labelmap.array, segments))
     empty = [name for name, m in masks.items() if not np.any(m)]
     masks = {name: m for name, m in masks.items() if np.any(m)}
     if not masks:
@@ -98,6 +101,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
     from ..io import read_dicom_series, write_segmentation
@@ -111,7 +116,7 @@ def run_import(args: argparse.Namespace) -> int:
     if not structures:
         raise InputError(str(args.rtstruct), "holds no ROIs")
     # One label map: larger structures first, so a structure drawn inside another (GTV in CTV, lens in eye)
-    # keeps its voxels; the enclosing one loses those (a single-layer .seg.nrrd cannot overlap).
+    # keeps its voxels; the enclosing one records it in ``contains`` and keeps its full extent on a layer of its own.
     order = sorted(range(len(structures)), key=lambda n: -int(np.count_nonzero(structures[n].mask.array)))
     labels = np.zeros(ct.shape, np.uint16 if len(structures) > 255 else np.uint8)
     segments = []
@@ -119,6 +124,13 @@ def run_import(args: argparse.Namespace) -> int:
         s = structures[index]
         labels[s.mask.array > 0] = number
         segments.append(Segment(number, s.name, s.color))
+    for n, index in enumerate(order):
+        inner = np.flatnonzero(structures[index].mask.array)
+        outer = [segments[m] for m, other in enumerate(order[:n])
+                 if inner.size and np.all(structures[other].mask.array.ravel()[inner])]
+        for m, segment in enumerate(segments):
+            if segment in outer:
+                segments[m] = replace(segment, contains=(*segment.contains, segments[n].name))
     write_segmentation(out, ct.with_array(labels, "structures"), segments)
     print(f"wrote {out}: {len(segments)} segments")
     for s in structures:

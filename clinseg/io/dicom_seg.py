@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..containment import SegmentMasks
 from ..errors import InputError
 from ..terminology import Segment
 from ..volume import Volume, label_of
@@ -48,7 +49,8 @@ def series_datasets(folder: str | Path, reference: Volume, series_uid: str) -> l
 
 def write_dicom_seg(path: str | Path, labelmap: Volume, segments: list[Segment], source: list,
                     overwrite: bool = False, series_description: str = "ClinicalSeg segmentation") -> Path:
-    """Write ``labelmap`` (on the grid of ``source``, the CT datasets in slice order) as a binary DICOM SEG."""
+    """Write ``labelmap`` (on the grid of ``source``, the CT datasets in slice order) as a binary DICOM SEG; a
+    segment that contains others (``Segment.contains``) gets its full extent (SEG segments may overlap)."""
     hd = _require_highdicom()
     from pydicom.sr.coding import Code
     from pydicom.uid import generate_uid
@@ -60,11 +62,12 @@ def write_dicom_seg(path: str | Path, labelmap: Volume, segments: list[Segment],
         raise InputError(label_of(path), "exists (choose another name or pass --overwrite)")
     if len(source) != labelmap.shape[0]:
         raise InputError(label_of(path), f"{len(source)} CT slices for a {labelmap.shape[0]}-slice label map")
+    masks = SegmentMasks(labelmap.array, segments)
     present = [s for s in segments if np.any(labelmap.array == s.label)]
     if not present:
         raise InputError(label_of(path), "the segmentation is empty: nothing to export")
     # (frames, rows, columns, segments): frame k is CT slice k, rows j, columns i.
-    pixels = np.stack([labelmap.array == s.label for s in present], axis=-1).astype(np.uint8)
+    pixels = np.stack([masks[s.name] for s in present], axis=-1).astype(np.uint8)
     algorithm = hd.AlgorithmIdentificationSequence(name="ClinicalSeg", version=__version__,
                                                    family=Code("123109", "DCM", "Artificial Intelligence"))
     descriptions = []
