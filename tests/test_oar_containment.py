@@ -184,3 +184,17 @@ def test_real_masks_contain_as_declared(shared):
         for inner in inners:
             assert both[(inner, outer)] == 4 and min(fractions[(inner, outer)]) >= 0.99, (inner, outer)
     assert max(fractions[("Spinal canal", "Spinal cord")]) < 0.5  # the relation is one-way
+
+
+def test_eval_seg_qa_table_compares_full_containers(tmp_path, capsys):
+    """``clinseg eval seg`` against a manual segmentation: the canal is compared at its full extent when a file
+    says it contains the cord (a prediction that labels the cord as canal keeps canal Dice 1)."""
+    import json
+
+    truth = toy_labels()
+    no_cord = truth.with_array(np.where(truth.array == CORD.label, CANAL.label, truth.array).astype(np.uint8))
+    gt = write_segmentation(tmp_path / "manual.seg.nrrd", truth, toy_segments(truth))
+    pred = write_segmentation(tmp_path / "pred.seg.nrrd", no_cord, toy_segments(no_cord))
+    assert main(["eval", "seg", str(pred), str(gt), "--json"]) == 0
+    dice = {r["organ"]: r["dice"] for r in json.loads(capsys.readouterr().out)}
+    assert dice["Spinal canal"] == pytest.approx(1.0) and dice["Spinal cord"] == 0.0 and dice["Lens L"] == 1.0

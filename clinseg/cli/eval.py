@@ -121,15 +121,16 @@ def _register_seg(tasks) -> None:
 
 
 def _read_labelmap(path: Path) -> tuple:
-    """Label map Volume and value -> name from a .seg.nrrd's segments (empty for plain images)."""
+    """Label map Volume, value -> name and name -> names of the segments it contains, from a .seg.nrrd's segments
+    (both empty for plain images)."""
     from ..io import read_segmentation, read_volume
 
     if not path.exists():
         raise InputError(str(path), "not found")
     if path.name.lower().endswith(".seg.nrrd"):
         volume, segments = read_segmentation(path)
-        return volume, {s.label: s.name for s in segments}
-    return read_volume(path), {}
+        return volume, {s.label: s.name for s in segments}, {s.name: s.contains for s in segments if s.contains}
+    return read_volume(path), {}, {}
 
 
 def _parse_labels(items: list[str] | None, names: dict[int, str]) -> dict[int, str] | None:
@@ -169,8 +170,8 @@ def run_seg(args: argparse.Namespace) -> int:
     from ..metrics.organs import organ_table
 
     pred_path, gt_path = Path(args.pred), Path(args.gt)
-    gt, gt_names = _read_labelmap(gt_path)
-    pred, pred_names = _read_labelmap(pred_path)
+    gt, gt_names, gt_contains = _read_labelmap(gt_path)
+    pred, pred_names, pred_contains = _read_labelmap(pred_path)
     _require_same_grid_size(pred, gt, pred_path)
     if not pred.same_grid(gt, tol=1e-3):
         print(f"clinseg: warning: {pred_path.name} and {gt_path.name} differ in spacing/origin/direction; "
@@ -178,7 +179,17 @@ def run_seg(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise InputError("--tolerance", "must be >= 0 mm")
     labels = _parse_labels(args.labels, {**pred_names, **gt_names})
-    table = organ_table(pred.array, gt.array, gt.spacing, labels=labels, tolerance_mm=args.tolerance)
+    contains = {**pred_contains, **gt_contains}
+    if contains and labels:
+        # A segment containing others (spinal canal around the cord) is compared at its full extent on both sides.
+        from ..containment import SegmentMasks
+        from ..terminology import Segment
+
+        segments = [Segment(v, name, (0.5, 0.5, 0.5), contains=contains.get(name, ())) for v, name in labels.items()]
+        table = organ_table(SegmentMasks(pred.array, segments), SegmentMasks(gt.array, segments), gt.spacing,
+                            tolerance_mm=args.tolerance)
+    else:
+        table = organ_table(pred.array, gt.array, gt.spacing, labels=labels, tolerance_mm=args.tolerance)
     if args.json:
         print(json.dumps(_json_value(table.rows()), indent=1))
         return 0
