@@ -38,7 +38,12 @@ LOG_FIELDS = ["epoch", "lr", "iterations", "train_loss", "train_dice", "val_dice
 
 
 class TrainTask(Protocol):
-    """What the loop needs from a task."""
+    """What the loop needs from a task.
+
+    Optional: ``forward(model, image)`` returns what ``loss`` gets, for a task whose loss needs more than
+    ``model(image)`` (every recurrent pass, say) without wrapping the network, which would rename its weights.
+    Without it the loop calls ``model(image)``.
+    """
 
     def batches(self, epoch: int, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Image and label batches of one epoch, on ``device``. Channel 0 of a label batch is the label; a
@@ -67,6 +72,9 @@ class LoopConfig:
     max_minutes: float | None = None
     resume: bool = False
     keep_every: int = 0
+    # Opt-in: a milestone also counts as reached once that fraction of ``max_minutes`` has passed (checked at
+    # each epoch start), so a run that the time budget ends early still gets its late low-rate epochs.
+    time_milestones: bool = False
     log: Callable[[str], None] = print
 
 
@@ -78,11 +86,17 @@ class TrainSummary:
     stopped_early: bool
 
 
-def learning_rate(epoch: int, epochs: int, base: float, milestones=THESIS_MILESTONES, factor: float = 0.1) -> float:
+def learning_rate(epoch: int, epochs: int, base: float, milestones=THESIS_MILESTONES, factor: float = 0.1,
+                  min_drops: int = 0) -> float:
     """Step schedule: ``base`` times ``factor`` per milestone reached (milestone epoch = round(fraction *
-    epochs), at least 1, so the first epoch always runs at ``base``)."""
+    epochs), at least 1, so the first epoch always runs at ``base``), or per ``min_drops`` if more."""
     drops = sum(epoch >= max(1, round(f * epochs)) for f in milestones)
-    return base * factor**drops
+    return base * factor ** max(drops, min_drops)
+
+
+def time_drops(elapsed_minutes: float, max_minutes: float, milestones) -> int:
+    """Milestones reached by time: fractions of ``max_minutes`` that ``elapsed_minutes`` has passed."""
+    return sum(elapsed_minutes >= f * max_minutes for f in milestones)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -209,11 +223,20 @@ def train(model: nn.Module, task: TrainTask, config: LoopConfig) -> TrainSummary
         done = load_checkpoint(checkpoint, model, optimizer, scaler, device)
         config.log(f"resumed after epoch {done}")
     rows = read_log(log_path, done)
-    deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else math.inf
+    timed = config.time_milestones and bool(config.max_minutes)
+    # Drops already taken stay taken on resume: the restored optimiser holds the last epoch's rate.
+    dropped = 0
+    if timed and done and 0 < config.lr_factor < 1:
+        dropped = round(math.log(optimizer.param_groups[0]["lr"] / config.lr, config.lr_factor))
+    run_started = time.monotonic()
+    deadline = run_started + 60 * config.max_minutes if config.max_minutes else math.inf
+    forward = getattr(task, "forward", None)
     stopped = False
     for epoch in range(done, config.epochs):
         started = time.monotonic()
-        lr = learning_rate(epoch, config.epochs, config.lr, config.milestones, config.lr_factor)
+        if timed:
+            dropped = max(dropped, time_drops((started - run_started) / 60, config.max_minutes, config.milestones))
+        lr = learning_rate(epoch, config.epochs, config.lr, config.milestones, config.lr_factor, dropped)
         for group in optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(config.seed * 1_000_003 + epoch)  # any global-RNG use is tied to the epoch
@@ -221,7 +244,7 @@ def train(model: nn.Module, task: TrainTask, config: LoopConfig) -> TrainSummary
         loss_sum, iterations, skipped, overlap, total = 0.0, 0, 0, 0.0, 0.0
         for image, label in task.batches(epoch, device):
             with autocast(device, autocast_dtype):
-                output = model(image)
+                output = model(image) if forward is None else forward(model, image)
             loss, logits = task.loss(as_float32(output), label)  # the Dice sums need float32
             if not torch.isfinite(loss):
                 skipped += 1  # a diverging batch would poison Adam's moments; drop it and say so below
