@@ -55,12 +55,10 @@ def test_node_holds_the_canal_at_full_extent_and_reads_back_one_label_per_voxel(
 
 def test_slicer_reads_our_layered_file_and_writes_one_we_read(tmp_path, scene, labelmap):
     path = write_segmentation(tmp_path / "oar.seg.nrrd", labelmap, [BRAIN, CORD, CANAL])
-    node = slicer.vtkMRMLSegmentationNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
+    assert storage.ReadData(node) == 1  # Slicer's own reader
     assert node.GetSegmentation().GetNumberOfSegments() == 3
     canal, cord = segment_array(node, "Spinal canal"), segment_array(node, "Spinal cord")
     assert canal.sum() == np.isin(labelmap.array, [3, 4]).sum() and cord.sum() == (labelmap.array == 3).sum()
