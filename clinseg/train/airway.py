@@ -29,7 +29,7 @@ from ..preprocess import bounding_box, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
 from .init import initial_weights, load_initial_weights
-from .loop import THESIS_MILESTONES, LoopConfig, TrainSummary, train
+from .loop import THESIS_MILESTONES, LoopConfig, TrainSummary, check_resumed_settings, train
 from .losses import airway_loss
 from .sampler import epoch_patches, foreground_points, grid_starts, read_patch, scaled_train_stride
 
@@ -417,13 +417,7 @@ def run_training(
     if initial is not None:
         settings["init"] = initial[1]
     if resume:
-        if not settings_path.is_file():
-            raise InputError(str(out), "nothing to resume: run.json is missing")
-        previous = json.loads(settings_path.read_text())
-        # Over both key sets: an option left out of run.json at its default must not be switched on or off.
-        changed = sorted(k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k))
-        if changed:
-            raise InputError(str(out), f"--resume with different settings ({', '.join(changed)}) than the run")
+        check_resumed_settings(settings_path, settings)
     elif out.exists() and any(out.iterdir()):
         raise InputError(str(out), "run folder exists and is not empty (choose another or pass --resume)")
     out.mkdir(parents=True, exist_ok=True)

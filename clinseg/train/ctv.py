@@ -9,15 +9,16 @@ seeds and the validation split: disjoint from training by construction.
 
 Each step draws ``batch`` cuboids: with probability ``fg_fraction`` one holding a random CTV voxel, else one
 anywhere in the case; flips, small rotations and intensity changes (``augment_batch``); loss = BCE + soft Dice
-averaged over the recurrent passes (``ctv_loss``). Adam, learning rate /10 after 80 % of the steps (or of
-``max_minutes``). The run folder gets ``model.safetensors`` (also every 100 steps), ``log.csv`` and
-``summary.json``.
+averaged over the recurrent passes (``ctv_loss``). The steps run on the shared loop (``clinseg.train.loop``) as
+epochs of ``steps_per_epoch`` steps: Adam, learning rate /10 at 80 % of the steps or of ``max_minutes``, whichever
+comes first, a checkpoint every epoch (``resume``). The run folder gets ``model.safetensors``, ``log.csv`` (one
+row per epoch), ``summary.json``, ``run.json`` and ``checkpoints/``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..nets.counting import count_parameters
@@ -32,7 +34,7 @@ from ..nets.ctv_unet import CTVUNet
 from ..preprocess import resample, window
 from ..volume import Volume
 from .augment import AugmentConfig, augment_batch
-from .loop import export_safetensors
+from .loop import LoopConfig, check_resumed_settings, train
 from .oar_losses import ctv_loss
 from .sampler import foreground_start, read_patch
 
@@ -55,6 +57,7 @@ class CtvTrainConfig:
     batch: int = 2
     lr: float = 1e-3
     steps: int = 800
+    steps_per_epoch: int = 25  # one log row and one checkpoint per epoch
     fg_fraction: float = 2 / 3
     margin_mm: float = 8.0  # the phantoms' CTV margin
     train_seeds: tuple[int, ...] = TRAIN_SEEDS
@@ -163,6 +166,8 @@ def draw_batch(cases, config: CtvTrainConfig, rng: np.random.Generator) -> tuple
 def _check(config: CtvTrainConfig) -> None:
     if config.steps < 1:
         raise InputError("--steps", "must be at least 1")
+    if config.steps_per_epoch < 1:
+        raise InputError("--steps-per-epoch", "must be at least 1")
     if config.batch < 1:
         raise InputError("--batch", "must be at least 1")
     if config.patch[0] % 8 or config.patch[1] % 32 or config.patch[2] % 32:
@@ -171,63 +176,72 @@ def _check(config: CtvTrainConfig) -> None:
         raise InputError("--fg-fraction", "must lie in [0, 1]")
 
 
+class CtvTask:
+    """``TrainTask`` of the CTV network: epochs of ``steps_per_epoch`` steps (the last one what is left of
+    ``steps``), the loss on every recurrent pass."""
+
+    def __init__(self, cases: list[tuple[str, np.ndarray, np.ndarray]], config: CtvTrainConfig) -> None:
+        self.cases, self.config = cases, config
+
+    def batches(self, epoch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, epoch])  # from (seed, epoch): a resumed run repeats this epoch
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        for _ in range(min(cfg.steps_per_epoch, cfg.steps - epoch * cfg.steps_per_epoch)):
+            x, y = draw_batch(self.cases, cfg, rng)
+            if cfg.augment:
+                x, y = augment_batch(x, y, generator, AugmentConfig())
+            yield x.to(device), y.to(device)
+
+    def forward(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(model(image, return_all=True))
+
+    def loss(self, output: tuple[torch.Tensor, ...], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ctv_loss(output, label), output[-1]
+
+    def validate(self, model: nn.Module, epoch: int, device: torch.device) -> None:
+        return None  # held-out figures come from bench/ctv.py
+
+    def metadata(self) -> dict[str, str]:
+        return {"config": json.dumps(asdict(self.config))}
+
+
+def _run_settings(out: Path, config: CtvTrainConfig, resume: bool) -> None:
+    """``run.json``: a resumed run must keep every setting but ``steps`` and ``max_minutes``."""
+    path = out / "run.json"
+    settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k not in ("steps", "max_minutes")}
+    if resume:
+        check_resumed_settings(path, settings)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def train_ctv(out: str | Path, config: CtvTrainConfig, masks_root: Path | None = None, cache: Path | None = None,
-              log: Callable[[str], None] = print) -> dict:
-    """Train, write the run folder, return the summary."""
+              log: Callable[[str], None] = print, device: torch.device | None = None, amp: bool = True,
+              resume: bool = False) -> dict:
+    """Train on the shared loop, write the run folder, return the summary."""
     _check(config)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _run_settings(out, config, resume)
     started = time.perf_counter()
     cases = training_cases(config, masks_root, cache or out / "cache", log)
     prepared_s = time.perf_counter() - started
     log(f"{len(cases)} training cases in {prepared_s:.0f} s")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # network initialisation
     net = CTVUNet(**network_kwargs(config))
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
-    weights = out / "model.safetensors"
-    meta = {"config": json.dumps(asdict(config))}
-    rows, window_loss = [], []
-    train_started = time.perf_counter()
-    dropped = False
-    step = 0
-    net.train()
-    for step in range(1, config.steps + 1):
-        minutes = (time.perf_counter() - train_started) / 60
-        if config.max_minutes is not None and minutes >= config.max_minutes:
-            step -= 1
-            break
-        late = step > 0.8 * config.steps or (config.max_minutes is not None and minutes > 0.8 * config.max_minutes)
-        if late and not dropped:
-            for group in optimiser.param_groups:
-                group["lr"] = config.lr / 10
-            dropped = True
-        x, y = draw_batch(cases, config, rng)
-        if config.augment:
-            x, y = augment_batch(x, y, generator, AugmentConfig())
-        loss = ctv_loss(net(x, return_all=True), y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        window_loss.append(loss.item())
-        if step % 25 == 0 or step == config.steps:
-            elapsed = time.perf_counter() - train_started
-            rows.append({"step": step, "loss": round(float(np.mean(window_loss)), 4), "seconds": round(elapsed, 1),
-                         "lr": optimiser.param_groups[0]["lr"]})
-            window_loss = []
-            log(f"step {step}: loss {rows[-1]['loss']}, {elapsed / step:.2f} s/step")
-        if step % 100 == 0:
-            export_safetensors(net, weights, meta)
-    train_s = time.perf_counter() - train_started
-    export_safetensors(net, weights, meta)
-    with open(out / "log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["step", "loss", "seconds", "lr"])
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {"config": asdict(config), "steps": step, "cases": [name for name, _, _ in cases],
+    loop = LoopConfig(out, math.ceil(config.steps / config.steps_per_epoch), lr=config.lr, milestones=(0.8,),
+                      seed=config.seed, device=device or torch.device("cpu"), amp=amp,
+                      max_minutes=config.max_minutes, resume=resume, time_milestones=True, log=log)
+    result = train(net, CtvTask(cases, config), loop)
+    steps = sum(int(row["iterations"]) for row in result.rows)
+    train_s = sum(float(row["seconds"]) for row in result.rows)
+    summary = {"config": asdict(config), "steps": steps, "epochs": result.epochs_done,
+               "stopped_early": result.stopped_early, "cases": [name for name, _, _ in cases],
                "prepare_seconds": round(prepared_s, 1), "train_seconds": round(train_s, 1),
-               "seconds_per_step": round(train_s / max(step, 1), 3), "threads": torch.get_num_threads(),
-               "parameters": count_parameters(net).full, "final_loss": rows[-1]["loss"] if rows else None}
+               "seconds_per_step": round(train_s / max(steps, 1), 3), "threads": torch.get_num_threads(),
+               "parameters": count_parameters(net).full,
+               "final_loss": float(result.rows[-1]["train_loss"]) if result.rows else None,
+               "final_lr": float(result.rows[-1]["lr"]) if result.rows else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

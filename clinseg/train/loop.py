@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import random
 import time
@@ -170,6 +171,18 @@ def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     return path
+
+
+def check_resumed_settings(settings_path: Path, settings: dict) -> None:
+    """Refuse to resume a run whose ``run.json`` is missing or differs from ``settings``."""
+    out = settings_path.parent
+    if not settings_path.is_file():
+        raise InputError(str(out), f"nothing to resume: {settings_path.name} is missing")
+    previous = json.loads(settings_path.read_text())
+    # Over both key sets: an option left out of run.json at its default must not be switched on or off.
+    changed = sorted(k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k))
+    if changed:
+        raise InputError(str(out), f"--resume with different settings ({', '.join(changed)}) than the run")
 
 
 def autocast_precision(device: torch.device, amp: bool) -> torch.dtype | None:
