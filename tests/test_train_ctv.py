@@ -16,6 +16,7 @@ from clinseg.cli import main
 from clinseg.nets.ctv_unet import CTVUNet
 from clinseg.registry import get_registry
 from clinseg.tasks.oar.ctv import DEFAULT_CTV_MODEL
+from clinseg.train import ctv as ctv_training
 from clinseg.train.ctv import CtvTask, CtvTrainConfig, network_kwargs
 from clinseg.train.loop import LoopConfig, train
 
@@ -38,11 +39,15 @@ def test_shipped_card_still_loads_its_weights():
     assert set(network.state_dict()) == set(reference.state_dict()) == set(_shipped())
 
 
-def test_run_on_the_shared_loop_exports_the_shipped_keys_drops_the_rate_and_resumes(tmp_path):
+def test_run_on_the_shared_loop_exports_the_shipped_keys_drops_the_rate_and_resumes(tmp_path, monkeypatch):
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = ["train", "ctv", "--out", str(out), "--seeds", "100", "101", "--patch", "8", "32", "32", "--threads", "1",
             "--cache", str(cache), "--device", "cpu", "--precision", "float32", "--steps-per-epoch", "2"]
-    assert main([*args, "--steps", "5"]) == 0
+    loops = []
+    monkeypatch.setattr(ctv_training, "train", lambda model, task, loop: loops.append(loop) or train(model, task, loop))
+    assert main([*args, "--steps", "5", "--max-minutes", "30"]) == 0
+    # --max-minutes also drops the rate at 80 % of it (the loop's opt-in time milestone; test_train_loop_options).
+    assert [(lp.epochs, lp.milestones, lp.time_milestones, lp.max_minutes) for lp in loops] == [(3, (0.8,), True, 30)]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["epochs"] == 3 and summary["cases"] == ["phantom100"]
     # 80 % of 5 steps: the old step loop dropped the rate for step 5; here epoch 3 (its fifth step) runs at 1e-4.
@@ -58,7 +63,7 @@ def test_run_on_the_shared_loop_exports_the_shipped_keys_drops_the_rate_and_resu
     CTVUNet(**network_kwargs(config)).load_state_dict(weights)  # strict
     assert (out / "checkpoints" / "last.pt").is_file()
 
-    assert main([*args, "--steps", "7", "--resume"]) == 0
+    assert main([*args, "--steps", "7", "--max-minutes", "30", "--resume"]) == 0
     resumed = _rows(out)
     assert resumed[:3] == rows
     # Epoch 4 holds steps 7-8 of the schedule, cut to step 7; the short epoch 3 is not refilled.
