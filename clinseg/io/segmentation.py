@@ -156,9 +156,11 @@ def _geometry(subject: str, header: dict) -> tuple[tuple, tuple, np.ndarray]:
 def read_segmentation(path: str | Path) -> tuple[Volume, list[Segment]]:
     """Read a ``.seg.nrrd`` (ours or Slicer's, 3-D or 4-D multi-layer) as one label map plus its segments.
 
-    Layers of a 4-D file are merged into one label map; each segment then gets
-    its own label value (its 1-based order in the file) and where segments
-    overlap the later one wins (a ``UserWarning`` reports the lost voxels).
+    Layers of a 4-D file are merged into one label map; each segment keeps its
+    label value when no two segments share one, else gets its 1-based order in
+    the file. Containers (``ClinicalSeg.Contains`` tag) are painted first, so the
+    segments inside them keep their voxels; other overlaps go to the later
+    segment (a ``UserWarning`` reports the lost voxels).
     """
     import nrrd
 
