@@ -1,6 +1,7 @@
 """OARSeg's task as data: the ``clinseg oar`` options and how organs sit in the scene.
 
-One segment per organ (RT colours and codes from the core), an "organs" table (one row per organ) and, when a
+One segment per organ (RT colours and codes from the core; the spinal canal and the eyes at their full extent,
+cord and lens included, on a layer of their own), an "organs" table (one row per organ) and, when a
 GTV is given, a CTV segment grown from it by the margin. The GTV reaches the child as a label-map file on the
 CT's grid (the shared job writes a segmentation-valued option to a file and passes its path).
 """

@@ -2,9 +2,10 @@
 
 The organ list and codes live in ``clinseg.terminology.HN_ORGANS`` (label values shared with the phantoms and the
 models); a model card may carry a subset, and its labels are what a run writes. ``CONTAINS`` says which organs
-enclose others by the clinical definitions the real masks follow (``bench/hn_containment.py``: in every scan and
-for both annotators the canal holds the whole cord and the orbit the whole lens): the networks give one label per
-voxel, and the outputs give a container its full extent (``clinseg.containment``).
+enclose others by the clinical definitions the real masks follow (``bench/hn_containment.py``: in all 46 mask sets,
+23 scans x 2 annotators, the orbit holds 100 % of the lens and the canal 99.6-100 % of the cord; no other pair
+shares over 5 %): the networks give one label per voxel, and the outputs give a container its full extent
+(``clinseg.containment``).
 """
 
 from __future__ import annotations
