@@ -24,7 +24,7 @@ from stand_in_child import WritingChild  # noqa: E402
 from clinseg.errors import InputError  # noqa: E402
 from clinseg.io import read_volume  # noqa: E402
 from clinseg.result import Result  # noqa: E402
-from clinseg.tasks.oar.organs import organ_table  # noqa: E402
+from clinseg.tasks.oar.organs import organ_table, with_containment  # noqa: E402
 from clinseg.terminology import CTV, Segment  # noqa: E402
 
 GTV = Segment(1, "GTV", (1.0, 0.0, 0.0))
@@ -190,7 +190,9 @@ def test_rtstruct_export_links_the_ct_series_and_writes_the_structures(oar, app_
     database = Database(dict(zip(written.instance_uids, written.files)))
     assert dicom_files_of(ct, database) == list(written.files)
     truth = phantom()
-    structures = segmentation_node_from_labelmap(app_scene, truth.labels, truth.organs, reference_volume_node=ct)
+    # As a run leaves it: the canal and eyes contain the cord and lenses (full extent on a layer of their own).
+    structures = segmentation_node_from_labelmap(app_scene, truth.labels, with_containment(truth.organs),
+                                                 reference_volume_node=ct)
     logic = oar.OARSegLogic()
     logic.rtRunnerFactory = staticmethod(ExportRunner)
     output = tmp_path / "rs.dcm"
@@ -204,6 +206,8 @@ def test_rtstruct_export_links_the_ct_series_and_writes_the_structures(oar, app_
     assert job.runner.seen["slices"] == sorted(p.resolve() for p in written.files)  # exactly the CT's slices
     labelmap, segments = job.runner.seen["segmentation"]
     assert [s.name for s in segments] == [s.name for s in truth.organs]
+    contains = {s.name: s.contains for s in segments}  # the export command then writes the full canal and eyes
+    assert contains["Spinal canal"] == ("Spinal cord",) and contains["Eye R"] == ("Lens R",)
     np.testing.assert_array_equal(labelmap.array, truth.labels.array)  # on the CT's grid, voxel for voxel
     assert not job.work_dir.exists()  # the work folder went with the run
 
