@@ -138,6 +138,9 @@ def test_an_organ_longer_than_its_crop_keeps_stage_1_outside_the_crop(phantom):
         if replace == "crop":  # the whole stage-1 length is still there, and more than the crop's 32 mm
             assert kept.min() == rows.min() and kept.max() == rows.max()
             assert len(kept) > crop_rows + 4
+            # in one piece: stage 1 is cleared only where the crop reaches (clearing the whole covering box left an
+            # empty row at each end of the crop, and the largest-component step then dropped two of three pieces)
+            assert len(kept) == kept.max() - kept.min() + 1
         else:
             assert len(kept) <= crop_rows + 2
 
@@ -243,3 +246,25 @@ def test_a_two_channel_model_trains_on_probability_crops(phantom, tmp_path):
     model = trained[SUBMANDIBULAR.key]["model"]
     assert model.convs["conv1"].weight.shape[1] == 2
     assert trained[SUBMANDIBULAR.key]["summary"].epochs_done == 1
+
+
+def test_voxels_stage_2_takes_from_the_cord_go_back_to_the_canal(phantom):
+    """An op with ``refill`` (written for organs inside another) gives the container the stage-1 voxels of the organ
+    that stage 2 does not keep, so a thinner cord leaves no hole in the canal."""
+    spec = next(s for s in DEFAULT_SPECS if s.key == "spinal_cord_prob")
+    reference = organ_centroids(phantom.labels, VALUE, ("Spinal cord",))
+    rules, _ = learn_rules([AnchorCase("p", phantom.ct, phantom.labels, reference, {})], spec)
+    (op,) = stage2_ops([spec], {spec.key: rules})
+    assert op["refill"] == "Spinal canal" and op["inputs"] == ["ct", "stage1_prob"]
+    assert "refill" not in stage2_ops([SUBMANDIBULAR], {SUBMANDIBULAR.key: learn_rules(
+        [AnchorCase("p", phantom.ct, phantom.labels, organ_centroids(phantom.labels, VALUE, VALUE), {})],
+        SUBMANDIBULAR)[0]})[0]
+    cascade = _organ_everywhere(spec.key, in_channels=2)
+    cord, canal = VALUE["Spinal cord"], VALUE["Spinal canal"]
+    outside = phantom.labels.array == cord  # stage 1's cord: an ordinary op clears it all, then paints its crop
+    for refill, expected in ((0, 0), (canal, canal)):
+        labels = phantom.labels.array.copy()
+        short = {**op, "replace": None, "patch": [8, 16, 16]}  # 32 mm: much of stage 1's cord lies outside
+        assert _stage2(phantom.ct, labels, cascade, short, _Card(), torch.device("cpu"), reference, None, refill)
+        freed = outside & (labels != cord)
+        assert freed.sum() > 100 and np.all(labels[freed] == expected)

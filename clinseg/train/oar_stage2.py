@@ -34,6 +34,7 @@ from ..nets.oar_unet import OARCascade, OARUNet
 from ..preprocess import bounding_box, crop, resample_to
 from ..tasks.oar.anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
 from ..tasks.oar.model import STAGE1_PROB, covering_box, stage2_input
+from ..tasks.oar.organs import CONTAINS
 from ..terminology import HN_ORGANS, RIGHT
 from ..volume import Volume
 from .loop import LoopConfig, export_safetensors, train
@@ -41,6 +42,9 @@ from .oar import HU_WINDOW, STAGE2_SPACING, OarTrainConfig, Stage2Task
 from .oar_data import LABEL_OF, OarCase
 
 ROI_MARGIN_MM = 60.0
+# Stage 1's voxels a stage-2 model takes from an organ inside another (the cord) go back to the container (the
+# canal), not to background: a thinner cord left holes in the canal (canal Dice 0.846 -> 0.837 in the experiment).
+CONTAINED_IN = {inner: outer for outer, inners in CONTAINS.items() for inner in inners}
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,8 @@ def stage2_ops(specs: Sequence[Stage2Spec], rules: Mapping[str, Mapping[str, Anc
             ops.append({"op": "stage2", "organ": organ, "key": spec.key, "label": LABEL_OF[organ],
                         "spacing": [float(v) for v in spec.spacing], "patch": list(spec.patch),
                         "anchor": rule.to_dict(), **({"replace": "crop"} if spec.within_crop else {}),
-                        **({"inputs": list(spec.inputs)} if spec.stage1_prob else {})})
+                        **({"inputs": list(spec.inputs)} if spec.stage1_prob else {}),
+                        **({"refill": CONTAINED_IN[organ]} if spec.stage1_prob and organ in CONTAINED_IN else {})})
     return ops
 
 

@@ -161,10 +161,11 @@ def stage2_input(ct: Volume, grid: Volume, op: Mapping, clip: Sequence[float],
 
 
 def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: torch.device,
-            centroids: dict[str, np.ndarray], probability: Volume | None = None) -> bool:
+            centroids: dict[str, np.ndarray], probability: Volume | None = None, refill: int = 0) -> bool:
     """One stage-2 organ: its binary model on a crop placed by the op's anchor rule (or, without one, on stage 1's
     own organ), given stage 1's ``probability`` of the organ too when the op asks for it; its mask replaces stage
-    1's when it finds the organ."""
+    1's when it finds the organ. Stage 1's voxels it does not keep become ``refill`` (the label of the op's
+    ``refill`` organ, the one that contains it, e.g. the canal around the cord; default background)."""
     value = int(op["label"])
     mask = labels == value
     rule = AnchorRule.from_op(op)
@@ -182,13 +183,17 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
     target = covering_box(ct, grid, tuple(slice(0, n) for n in grid.shape), pad=0)
     if target is None:
         return False
-    up = resample_to(grid.with_array(prob), crop(ct.with_array(labels), target), order=1, default_value=0.0).array
+    native = crop(ct.with_array(labels), target)
+    up = resample_to(grid.with_array(prob), native, order=1, default_value=0.0).array
     if not (up > 0.5).any():
         return False  # stage 2 found nothing: keep stage 1's mask rather than lose the organ
     if op.get("replace") == "crop":  # an organ longer than the crop (the cord) keeps stage 1's mask outside it
-        labels[target][mask[target]] = 0
+        # Only where the crop reaches: the box's end rows lie partly beyond it, and clearing them too cut the cord
+        # in three there, of which the largest-component step kept one.
+        inside = resample_to(grid.with_array(np.ones(grid.shape, np.uint8)), native, order=0).array > 0
+        labels[target][mask[target] & inside] = refill
     else:
-        labels[mask] = 0
+        labels[mask] = refill
     sub = labels[target]
     sub[up > 0.5] = value
     return True
@@ -227,6 +232,6 @@ def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: 
         if cancel is not None:
             cancel.check("oar")
         found = _stage2(ct, labels, network, op, card, torch_device, centroids,
-                        result.probabilities.get(str(op.get("organ"))))
+                        result.probabilities.get(str(op.get("organ"))), values.get(op.get("refill"), 0))
         (result.stage2 if found else result.missing_stage2).append(str(op.get("organ")))
     return result
