@@ -201,8 +201,9 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
 
 def stage2_order(ops: list[dict]) -> list[dict]:
     """Stage-2 ops by decreasing crop volume, so an organ inside another's crop (the lens in the eye's) is painted
-    after it, not under it; equal crops keep the card's order."""
-    return sorted(ops, key=lambda op: -float(np.prod(op["patch"]) * np.prod(op["spacing"])))
+    after it, not under it; among equal crops an op with ``refill`` (its organ lies inside another: the cord in the
+    canal) comes after the others, then the card's order."""
+    return sorted(ops, key=lambda op: (-float(np.prod(op["patch"]) * np.prod(op["spacing"])), bool(op.get("refill"))))
 
 
 def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: bool = True,
