@@ -1,7 +1,9 @@
 """Fixtures for tests that run ClinicalSegLib on slicer-core's real MRML classes (no Slicer application).
 
 Each test module starts with ``pytest.importorskip("slicer")``, so the whole
-folder is skipped, with that reason, where slicer-core is not installed.
+folder is skipped, with that reason, where slicer-core is not installed. The folder is not named ``slicer``:
+slicer-core's ``slicer`` package extends its path with every ``slicer`` folder on ``sys.path`` and imports each
+module there, so ``import slicer`` from another test file imported these test modules (and failed alone).
 """
 
 from __future__ import annotations
