@@ -7,6 +7,7 @@ the real child does (exit 130, nothing written).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from clinseg.errors import Cancelled
@@ -14,7 +15,7 @@ from clinseg.output import write_result
 from clinseg.result import Result
 
 
-class WritingChild:
+class WritingChild(ABC):
     def __init__(self, args) -> None:
         self.args, self.cancelled, self.finished, self.returncode = list(args), False, False, None
 
@@ -25,11 +26,13 @@ class WritingChild:
     def inputs(self) -> list[str]:
         return self.args[1 : self.args.index("-o")]
 
+    @abstractmethod
     def result(self) -> Result:
-        raise NotImplementedError
+        """The task's result for ``self.args`` (each module test's stand-in makes its own)."""
 
     def start(self) -> None:
-        pass
+        """Nothing to launch: the output is written when waited on."""
+        return None
 
     def poll(self) -> list[dict]:
         return []

@@ -197,9 +197,7 @@ def test_seg_nrrd_save_and_reload_with_the_storage_node(scene, labelmap, referen
 
 def test_seg_nrrd_files_are_shared_with_clinseg_io(scene, labelmap, tmp_path):
     """A file written by Slicer's storage node reads in clinseg.io, and the other way round."""
-    io = pytest.importorskip("clinseg.io")
-    if not hasattr(io, "read_segmentation"):
-        pytest.skip("clinseg.io.read_segmentation is not available")
+    from clinseg import io
     node = segmentation_node_from_labelmap(scene, labelmap, SEGMENTS)
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     storage.SetFileName(str(tmp_path / "slicer.seg.nrrd"))
