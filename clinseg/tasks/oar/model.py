@@ -9,7 +9,8 @@ put the organ; the organ's binary model runs on it, and its mask replaces stage 
 ``inputs`` list ``stage1_prob`` also gives its model stage 1's probability of the organ on the same crop, as a
 second channel, so it refines stage 1 instead of starting from the CT alone. Before
 that, each organ is kept to its head-to-foot band (op ``z_band``, ``zbands``) and paired organs are handed out
-by side of the midsagittal plane (op ``left_right_by_midline``, ``sides``).
+by side of the midsagittal plane (op ``left_right_by_midline``, ``sides``). After stage 2, a bone organ's outline
+may be moved onto the CT's bone edge (op ``bone_edge``, ``bone_edge``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ...progress import CancelToken, ProgressCallback
 from ...registry import get_registry
 from ...volume import Volume
 from .anchors import AnchorRule, anchor_point, crop_grid, organ_centroids
+from .bone_edge import apply_bone_edges
 from .sides import assign_sides, midline_plane, paired_labels
 from .zbands import MIN_ANCHOR_ML, apply_z_bands
 
@@ -235,4 +237,7 @@ def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: 
         found = _stage2(ct, labels, network, op, card, torch_device, centroids,
                         result.probabilities.get(str(op.get("organ"))), values.get(op.get("refill"), 0))
         (result.stage2 if found else result.missing_stage2).append(str(op.get("organ")))
+    bone_ops = [op for op in card.postprocessing if op.get("op") == "bone_edge"]
+    if bone_ops:
+        apply_bone_edges(np.asarray(ct.array), labels, ct.spacing, bone_ops, values)
     return result
