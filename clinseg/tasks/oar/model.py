@@ -7,7 +7,8 @@ that of one float map of the CT) and the label is the arg-max. Stage 2: for each
 (``anchors``: anchor organs' centroid plus an offset, mirrored for one side) or, without a rule, where stage 1
 put the organ; the organ's binary model runs on it, and its mask replaces stage 1's for that organ. An op whose
 ``inputs`` list ``stage1_prob`` also gives its model stage 1's probability of the organ on the same crop, as a
-second channel, so it refines stage 1 instead of starting from the CT alone. Before
+second channel, so it refines stage 1 instead of starting from the CT alone; one whose ``blend`` is ``stage1_prob``
+takes the mean of its model's and stage 1's probabilities of the organ on the crop. Before
 that, each organ is kept to its head-to-foot band (op ``z_band``, ``zbands``) and paired organs are handed out
 by side of the midsagittal plane (op ``left_right_by_midline``, ``sides``). After stage 2, a bone organ's outline
 may be moved onto the CT's bone edge (op ``bone_edge``, ``bone_edge``).
@@ -182,6 +183,9 @@ def _stage2(ct: Volume, labels: np.ndarray, network, op: dict, card, device: tor
     model = network.stage2[op["key"]]
     with torch.no_grad():
         prob = torch.softmax(model(x).float(), dim=1)[0, 1].cpu().numpy()
+    if op.get("blend") == STAGE1_PROB and probability is not None:
+        # Two opinions with opposite volume biases (the brainstem: stage 1 too large, stage 2 too small): their mean.
+        prob = (prob + resample_to(probability, grid, order=1, default_value=0.0).array) / 2
     target = covering_box(ct, grid, tuple(slice(0, n) for n in grid.shape), pad=0)
     if target is None:
         return False
@@ -221,7 +225,8 @@ def predict_organs(ct: Volume, model_id: str, device: str = "auto", use_stage2: 
     ops = [op for op in card.postprocessing if op.get("op") == "stage2" and op.get("key") in
            getattr(network, "stage2", {})] if use_stage2 else []
     values = {s.name: s.label for s in card.segments()}
-    wanted = {*probabilities, *(op["organ"] for op in ops if STAGE1_PROB in op.get("inputs", ()))}
+    wanted = {*probabilities, *(op["organ"] for op in ops
+                                if STAGE1_PROB in op.get("inputs", ()) or op.get("blend") == STAGE1_PROB)}
     keep = {values[name]: name for name in wanted if name in values}
     labels, plane, kept = _stage1(ct, stage1, card, torch_device, progress, cancel, tuple(keep))
     result = OrganPrediction(ct.with_array(labels, name="organs"), midline=plane,
