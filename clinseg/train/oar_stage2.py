@@ -85,6 +85,8 @@ DEFAULT_SPECS = (
                within_crop=True, stage1_prob=True),
     Stage2Spec("spinal_cord_prob", {"Spinal cord": ("Spinal cord",)}, (56, 32, 32), (1.5, 1.5, 4.0),
                within_crop=True, stage1_prob=True),
+    # The brainstem is painted 2 HU under the brain: the CT-only model lost its top on one held-out phantom.
+    Stage2Spec("brainstem_prob", {"Brainstem": ("Brainstem",)}, (32, 32, 32), (2.0, 2.0, 2.5), stage1_prob=True),
 )
 # Shipped in oar-unet-phantom 0.3.0; the submandibular model lowered those glands' Dice (docs/oar.md).
 DEFAULT_MODELS = ("lens", "optic_nerve", "cochlea", "lacrimal")
