@@ -57,3 +57,20 @@ def test_bone_beyond_the_band_and_other_organs_stay_out() -> None:
     assert not (labels[..., 38:] == 5).any()  # the other bone, 12 mm away
     assert (labels[4:20, 12:52, 31] == 9).all()
     assert _dice(labels == 5, plate) > 0.95
+
+
+def test_a_lumen_in_bone_is_redrawn_and_air_beside_it_stays_out() -> None:
+    k, j, i = np.mgrid[0:12, 0:32, 0:32]
+    lumen = ((i - 14) ** 2 + (j - 16) ** 2 <= 9) & (k >= 4) & (k <= 7)  # a 3 mm radius canal, 4 slices
+    air = (i >= 20) & (i <= 23) & (j >= 13) & (j <= 19) & (k >= 4) & (k <= 7)  # 2 mm of bone beside it
+    hu = np.full(lumen.shape, 1700.0)
+    hu[lumen] = 200.0
+    hu[air] = -1000.0
+    ct = ndimage.gaussian_filter(hu, (0.4, 0.8, 0.8)).astype(np.int16)
+    shifted = np.roll(lumen, 1, axis=2)  # the network's mask one voxel off
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[shifted] = 17
+    apply_bone_edges(ct, labels, SPACING, [{"op": "bone_edge", "organ": "Cochlea L", "band_mm": 1.5, "lumen": True}],
+                     {"Cochlea L": 17})
+    assert _dice(shifted, lumen) < 0.85
+    assert _dice(labels == 17, lumen) > 0.95 and not (labels[air] == 17).any()
