@@ -585,9 +585,29 @@ def build_scene(organs: dict[str, np.ndarray], canvas: Canvas, rng: np.random.Ge
         canvas.capsules(scm, [coch + (side * 22, 20, -25), (side * 24, coch[1] - 30, z_low + 10)], [8.0, 7.0])
         paint(near(scm, sp, 1.5) & body & (bone_id == 0) & (tissue != AIR), FAT, over_bone=False)
         paint(scm & body & (bone_id == 0) & (tissue != AIR), MUSCLE, over_bone=False)
+    _gland_fat_planes(organs, canvas, body, tissue, paint, rng.spawn(1)[0])
     tissue[~body] = OUTSIDE
     bone_id[~body] = 0
     return Scene(organs, tissue, bone_id, body)
+
+
+def _gland_fat_planes(organs: dict[str, np.ndarray], canvas: Canvas, body: np.ndarray, tissue: np.ndarray,
+                      paint, rng: np.random.Generator) -> None:
+    """Fat of the submandibular space around most of each submandibular gland.
+
+    On CT the gland (near muscle density) is told from its neighbours by the fat around it; where it lies on the
+    mylohyoid or the mandible there is none, hence a plane 1-2.5 mm thick over about three quarters of it.
+    """
+    for tag in ("L", "R"):
+        gland = organs.get(f"Submandibular {tag}")
+        if gland is None or not gland.any():
+            continue
+        width = rng.uniform(1.0, 2.5)
+        box = _padded_bbox(gland, canvas.spacing, width)
+        shell = near(gland[box], canvas.spacing, width)
+        patchy = smooth_noise(shell.shape, canvas.spacing, 12.0, rng) > -0.7
+        soft = (tissue[box] != AIR) & body[box]
+        paint(shell & patchy & soft, FAT, over_bone=False, box=box)
 
 
 def _z_range(mask: np.ndarray | None, canvas: Canvas) -> tuple[float, float] | None:
