@@ -31,8 +31,10 @@ def edge_level(ct: np.ndarray, inside: np.ndarray, outside_mm: np.ndarray, band_
     to ``band_mm + SOFT_SHELL_MM`` outside the mask (beyond any bone it missed) or, for a ``lumen``, the median
     ``inside`` it; the bone is a high percentile within ``band_mm`` of the mask, so that a mask drawn inside the
     cortex still sees it."""
-    dark = inside if lumen else (outside_mm > band_mm) & (outside_mm <= band_mm + SOFT_SHELL_MM)
-    low = float(np.median(ct[dark]))
+    if lumen:  # its darkest voxels: robust to a mask that overlaps the bone around it
+        low = float(np.percentile(ct[inside], 100.0 - CORTEX_PERCENTILE))
+    else:
+        low = float(np.median(ct[(outside_mm > band_mm) & (outside_mm <= band_mm + SOFT_SHELL_MM)]))
     return low, (low + float(np.percentile(ct[outside_mm <= band_mm], CORTEX_PERCENTILE))) / 2.0
 
 
