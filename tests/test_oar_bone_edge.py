@@ -72,5 +72,6 @@ def test_a_lumen_in_bone_is_redrawn_and_air_beside_it_stays_out() -> None:
     labels[shifted] = 17
     apply_bone_edges(ct, labels, SPACING, [{"op": "bone_edge", "organ": "Cochlea L", "band_mm": 1.5, "lumen": True}],
                      {"Cochlea L": 17})
-    assert _dice(shifted, lumen) < 0.85
-    assert _dice(labels == 17, lumen) > 0.95 and not (labels[air] == 17).any()
+    assert _dice(shifted, lumen) < 0.8
+    # Its four tip voxels sit at the half-maximum itself (a digital disc is not round): 0.93, not 1.
+    assert _dice(labels == 17, lumen) > 0.9 and not (labels[air] == 17).any()

@@ -8,8 +8,8 @@ blur): both levels are measured on the scan itself, around and inside the networ
 in. Only a band of ``band_mm`` on either side of the network's outline is redrawn (deeper voxels are kept: marrow is
 darker than cortex), each slice's enclosed marrow is filled, and the largest component is kept; the network still
 says which bone it is, and the CT only where its edge lies. A lumen (the cochlea's fluid in the otic capsule) is the
-mirror case: the organ is what stays under the level half way between its own median and the bone around it, and
-no darker than its median by as much (so air next to it is not taken).
+mirror case: the organ is what stays under the level half way between its darkest voxels and the bone around it, and
+no darker than those by as much (so air next to it is not taken).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ CORTEX_PERCENTILE = 95.0  # of the CT numbers within the band and inside: the co
 def edge_level(ct: np.ndarray, inside: np.ndarray, outside_mm: np.ndarray, band_mm: float,
                lumen: bool = False) -> tuple[float, float]:
     """(the dark side's level, the edge level half way to the bone's): the dark side is the soft tissue ``band_mm``
-    to ``band_mm + SOFT_SHELL_MM`` outside the mask (beyond any bone it missed) or, for a ``lumen``, the median
-    ``inside`` it; the bone is a high percentile within ``band_mm`` of the mask, so that a mask drawn inside the
-    cortex still sees it."""
+    to ``band_mm + SOFT_SHELL_MM`` outside the mask (its median: beyond any bone the mask missed) or, for a
+    ``lumen``, a low percentile ``inside`` it; the bone is a high percentile within ``band_mm`` of the mask, so that a
+    mask drawn inside the cortex still sees it."""
     if lumen:  # its darkest voxels: robust to a mask that overlaps the bone around it
         low = float(np.percentile(ct[inside], 100.0 - CORTEX_PERCENTILE))
     else:
