@@ -4,9 +4,13 @@ The mask stays inside the search region (each lung closed with a ball larger tha
 juxta-pleural nodule is a dent in the lung's air that the closing fills, the chest wall stays out).
 The closing fills a broad-based dent only to a curved surface, so the tissue outside the region
 within the mask's convex hull (slice by slice) is added: the nodule then reaches the wall's line.
-The threshold is half-way between the lung background and the nodule's density (a centre above
--350 HU counts as solid tissue of at least 0 HU, as blur lowers a small nodule's peak), so the
-boundary sits where the edge crosses half the contrast, as a voxel-centre truth does. Tissue
+The first threshold is half-way between the lung background and the nodule's density (a centre above
+-350 HU counts as solid tissue of at least 0 HU, as blur lowers a small nodule's peak; a fainter one as
+ground glass, at most -620 HU). Blur keeps a nodule's excess density (HU above the background times
+volume): the solid sphere holding it, blurred as a scanner would (``blur.py``), tells a small solid
+nodule, whose blurred core reads short of solid, from a fainter one, and gives the level at which a
+blurred sphere of its size keeps its own volume (half the contrast for a large one, less for a small
+one); the mask is moved to that level, no farther out than the sphere reaches. Tissue
 attached to the nodule (vessels) is cut off by an opening whose ball scales with the nodule: a
 vessel thinner than the ball vanishes, the fatter nodule survives; a small nodule is opened on a
 finer copy of the crop (trilinear), its mask then read back at the original voxel centres. What the
@@ -28,6 +32,8 @@ import fill_voids
 import numpy as np
 from scipy import ndimage
 
+from .blur import scanner_sigma_mm, sphere_core, sphere_edge
+
 BACKGROUND_BELOW_HU = -700.0  # lung parenchyma sampled for the background level
 DEFAULT_BACKGROUND_HU = -850.0
 SOLID_CORE_HU = -350.0  # a centre denser than this is solid tissue (blurred when small)
@@ -40,6 +46,9 @@ LIMIT_FACTOR, LIMIT_PAD_MM = 1.7, 3.0  # ball limit: 1.7 r + 3 mm
 LOBE_DEPTH = 0.7  # a piece cut off by the opening that ends within this many radii of the rest is the nodule's
 LOBE_OPEN = 0.5  # lobulations are looked for again after an opening with this share of the ball
 MAX_UPSAMPLE = 2
+SOLID_SHARE = 0.9  # a core short of solid reading this share of a blurred solid sphere's is solid
+VOLUME_SLACK = 0.1  # log-volume error of the excess-density sphere (noise, background level)
+MASS_PAD_SIGMAS = 2.0  # excess density summed within this many blur sigmas of the mask (the blurred tail)
 
 
 @dataclass
@@ -200,6 +209,29 @@ def _against_the_wall(mask: np.ndarray, tissue: np.ndarray, allowed: np.ndarray)
     return out
 
 
+def _blur_band(mask: np.ndarray, allowed: np.ndarray, spacing: np.ndarray, smooth_vox: np.ndarray) -> np.ndarray:
+    """``mask`` and what lies within MASS_PAD_SIGMAS blur sigmas of it (inside ``allowed``): where the scanner's
+    blur and the smoothing spread its density."""
+    pad = MASS_PAD_SIGMAS * float(np.sqrt(scanner_sigma_mm(spacing) ** 2 + (smooth_vox * spacing) ** 2).max())
+    return (edt.edt((~mask).view(np.uint8), anisotropy=tuple(spacing), black_border=False) <= pad) & allowed
+
+
+def _mass_radius(hu: np.ndarray, band: np.ndarray, background: float, contrast: float, spacing: np.ndarray) -> float:
+    """Radius (mm) of the sphere of ``contrast`` over ``background`` that holds the HU above the background in
+    ``band``: blur spreads a nodule's density but keeps its sum, however small the nodule is."""
+    mass = float(np.sum(hu[band] - background)) * float(np.prod(spacing))
+    return float((3 * max(mass, 0.0) / (4 * np.pi * contrast)) ** (1 / 3))
+
+
+def _edge_mask(hu: np.ndarray, mask: np.ndarray, band: np.ndarray, threshold: float, edge_threshold: float,
+               dist: np.ndarray, seed_mm: float) -> np.ndarray:
+    """``mask`` (segmented at ``threshold``) moved to ``edge_threshold``: grown into ``band`` or trimmed, the part
+    at the centre."""
+    above = hu > edge_threshold
+    moved = (mask | band) & above if edge_threshold < threshold else mask & above
+    return _component_at(moved, dist, seed_mm)
+
+
 def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
                       centre_kji: np.ndarray, radius_mm: float) -> NoduleMask | None:
     """The nodule mask around ``centre_kji`` (float index) of estimated ``radius_mm``; None when nothing
@@ -211,34 +243,65 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     hi = np.minimum(c + half + 1, ct.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     raw = ct[box].astype(np.float32)
-    hu = ndimage.gaussian_filter(raw, np.minimum(0.6 / spacing, 0.7))  # tames noise, keeps the edge
+    smooth_vox = np.minimum(0.6 / spacing, 0.7)
+    hu = ndimage.gaussian_filter(raw, smooth_vox)  # tames noise, keeps the edge
     allowed = region[box]
     centre = np.asarray(centre_kji, float) - lo
     dist = _ball_distance(hu.shape, centre, spacing)
 
     lung = allowed & (hu < BACKGROUND_BELOW_HU)
     background = float(np.median(hu[lung])) if np.count_nonzero(lung) > 20 else DEFAULT_BACKGROUND_HU
-    core = float(np.percentile(hu[dist <= max(0.5 * radius_mm, float(spacing.max()))], 75))
+    read_mm = max(0.5 * radius_mm, float(spacing.max()))
+    core = float(np.percentile(hu[dist <= read_mm], 75))
     if core <= background + 60:
         return None
-    level = max(core, SOLID_LEVEL_HU) if core > SOLID_CORE_HU else core
-    threshold = (level + background) / 2
-    centre, radius_mm = _recentre(hu > threshold, allowed, dist, centre, spacing, radius_mm)
-    mask, leak, radius_mm, crop, r_hi = _grow_refit(hu, allowed, centre, spacing, threshold, radius_mm)
+
+    level = max(core, SOLID_LEVEL_HU)
+    # Short of solid: ground glass first (the threshold half-way to its level or the core, whichever is fainter).
+    threshold = ((min(core, GGO_LEVEL_HU) if core <= SOLID_CORE_HU else level) + background) / 2
+    centre, radius = _recentre(hu > threshold, allowed, dist, centre, spacing, radius_mm)
+    mask, leak, radius, crop, r_hi = _grow_refit(hu, allowed, centre, spacing, threshold, radius)
     if not mask.any():
         return None
+    out = crop.coarse(mask)
+    edge, solid = (threshold, out), core > SOLID_CORE_HU
+    if out.any():
+        # A solid sphere holding the excess density (blur keeps its sum): its core read tells a small solid
+        # nodule's blurred core from a fainter nodule's, its edge level where to threshold it to get its size back
+        # (half the contrast is the edge of a large sphere only, a small one's blur takes more off its edge).
+        band = _blur_band(out, allowed, spacing, smooth_vox)
+        r_mass = _mass_radius(hu, band, background, level - background, spacing)
+        solid = solid or (r_mass > 0 and core - background >= SOLID_SHARE * (level - background)
+                          * sphere_core(r_mass, spacing, smooth_vox, read_mm))
+        if solid and r_mass > 0:
+            edge_threshold = background + (level - background) * sphere_edge(r_mass, spacing, smooth_vox)
+            if core <= SOLID_CORE_HU:  # never above half-way to what a blurred core reads
+                edge_threshold = min(edge_threshold, (core + background) / 2)
+            # Grown no farther than the sphere reaches (plus half a voxel): not along a vessel it touches.
+            to_centre = _ball_distance(hu.shape, centre, spacing)
+            moved = _edge_mask(hu, out, band & (to_centre <= r_mass + 0.5 * float(spacing.max())), threshold,
+                               edge_threshold, to_centre, max(radius, 1.5 * float(spacing.max())))
+            # Unless the first mask is clearly nearer the sphere's volume (log scale): the edge threshold can open
+            # a juxta-vascular nodule's neck to its vessel.
+            voxels = 4 / 3 * np.pi * r_mass**3 / float(np.prod(spacing))
+            if moved.any() and abs(np.log(np.count_nonzero(moved) / voxels)) < abs(
+                    np.log(np.count_nonzero(out) / voxels)) + VOLUME_SLACK:
+                edge = (edge_threshold, moved)
+            if core <= SOLID_CORE_HU:
+                threshold, out = edge
     halo = False
     if core > SOLID_CORE_HU:
         # Compared with the opened core alone: lobes taken back at the solid threshold would hide a small
         # nodule's halo.
         low = (GGO_LEVEL_HU + background) / 2
-        wide, wide_leak, _, wide_crop, _ = _grow_refit(hu, allowed, centre, spacing, low, max(radius_mm, 2.0 * r_hi))
+        wide, wide_leak, _, wide_crop, _ = _grow_refit(hu, allowed, centre, spacing, low, max(radius, 2.0 * r_hi))
         # A solid edge's blur moves the lower threshold's boundary out by about a voxel; a ground-glass
         # halo (part-solid) by a share of the radius.
         r_lo = _equivalent_radius(wide, wide_crop.spacing)
         if wide_leak < 0.3 and r_lo - r_hi > HALO_VOXELS * float(spacing.max()) + HALO_SHARE * r_hi:
-            mask, leak, threshold, halo, crop = wide, wide_leak, low, True, wide_crop
-    out = crop.coarse(mask)
+            out, leak, threshold, halo = wide_crop.coarse(wide), wide_leak, low, True
+        else:
+            threshold, out = edge
     if not out.any():
         return None
     out = _against_the_wall(out, hu > threshold, allowed)
