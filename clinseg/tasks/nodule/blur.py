@@ -19,6 +19,7 @@ from scipy import ndimage
 IN_PLANE_PSF_MM = 0.55  # point-spread sigma of a standard chest reconstruction kernel
 SLICE_PSF_SHARE = 0.42  # through-plane sigma / slice spacing (slice profile's FWHM about one slice)
 SUPERSAMPLE = 3  # sub-voxel samples per axis (the edge level's count, the core read's centre offsets)
+CORE_PERCENTILE = 75  # a candidate's core read: this percentile of the voxels near its centre
 LARGEST_MM = 8.0  # past this radius the shares hardly change (core 1, edge within 0.04 of half)
 
 
@@ -53,7 +54,7 @@ def _core(radius_mm: float, spacing: tuple[float, float, float], smooth_vox: tup
         sub = tuple(slice((h + o) % n, None, n) for h, o in zip(half, offset))
         near = dist[sub] <= read_mm
         if near.any():
-            reads.append(np.percentile(field[sub][near], 75))
+            reads.append(np.percentile(field[sub][near], CORE_PERCENTILE))
     return float(np.mean(reads))
 
 

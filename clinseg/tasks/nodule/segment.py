@@ -32,6 +32,7 @@ import fill_voids
 import numpy as np
 from scipy import ndimage
 
+from . import blur
 from .blur import scanner_sigma_mm, sphere_core, sphere_edge
 
 BACKGROUND_BELOW_HU = -700.0  # lung parenchyma sampled for the background level
@@ -252,7 +253,7 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     lung = allowed & (hu < BACKGROUND_BELOW_HU)
     background = float(np.median(hu[lung])) if np.count_nonzero(lung) > 20 else DEFAULT_BACKGROUND_HU
     read_mm = max(0.5 * radius_mm, float(spacing.max()))
-    core = float(np.percentile(hu[dist <= read_mm], 75))
+    core = float(np.percentile(hu[dist <= read_mm], blur.CORE_PERCENTILE))
     if core <= background + 60:
         return None
 
