@@ -41,6 +41,7 @@ SOLID_CORE_HU = -350.0  # a centre denser than this is solid tissue (blurred whe
 SOLID_LEVEL_HU = 0.0
 GGO_LEVEL_HU = -620.0  # typical ground-glass density, for the halo threshold
 HALO_VOXELS, HALO_SHARE = 1.0, 0.15  # a halo widens the radius by more than 1 voxel + 15 %
+HALO_REACH, HALO_COMPACT = 1.3, 0.9  # ... and 90 % of it lies within 1.3 of its radius + 1 voxel
 OPEN_FRACTION = 0.4  # opening ball radius / nodule radius (0.55 was worse on training seeds 11, 100)
 MAX_OPEN_MM = 4.0
 LIMIT_FACTOR, LIMIT_PAD_MM = 1.7, 3.0  # ball limit: 1.7 r + 3 mm
@@ -299,7 +300,12 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
         # A solid edge's blur moves the lower threshold's boundary out by about a voxel; a ground-glass
         # halo (part-solid) by a share of the radius.
         r_lo = _equivalent_radius(wide, wide_crop.spacing)
-        if wide_leak < 0.3 and r_lo - r_hi > HALO_VOXELS * float(spacing.max()) + HALO_SHARE * r_hi:
+        # A halo surrounds its core: the wide mask lies about as close to the centre as a ball of its volume, where
+        # one that followed a vessel reaches far beyond it.
+        compact = np.count_nonzero(wide & (wide_crop.dist <= HALO_REACH * r_lo + float(spacing.max()))) / max(
+            np.count_nonzero(wide), 1)
+        if wide_leak < 0.3 and r_lo - r_hi > HALO_VOXELS * float(spacing.max()) + HALO_SHARE * r_hi \
+                and compact >= HALO_COMPACT:
             out, leak, threshold, halo = wide_crop.coarse(wide), wide_leak, low, True
         else:
             threshold, out = edge
