@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import edt
 import numpy as np
 
 from ...anatomy.lungs import ChestMasks
@@ -21,7 +22,7 @@ from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
 from .fpr import FPReducer
 from .region import search_region
-from .segment import NoduleMask, segment_candidate
+from .segment import NoduleMask, _ball_distance, _equivalent_radius, segment_candidate
 
 MIN_DIAMETER_MM = 2.5  # below the 3 mm LIDC floor even allowing for voxelisation
 NET_MIN_DIAMETER_MM = 1.5  # with the network: a 3 mm nodule on a 1.4 mm grid may segment to a few voxels
@@ -29,9 +30,11 @@ MAX_DIAMETER_MM = 40.0  # beyond a nodule (> 30 mm is a mass); a leak that fille
 MIN_BLOBNESS = 0.35  # l3/l1 at the candidate: below it a tube (vessel), cheaper dropped before segmenting
 MAX_SEGMENTED = 150  # the strongest candidates that are segmented and scored
 MAX_SEGMENTED_NET = 100  # with the network: its best candidates that are segmented
-LEAK_OFFSET = 0.5  # network path: a mask whose centroid lies this many blob radii off the candidate ...
-LEAK_SIZE = 1.5  # ... and whose equivalent radius exceeds the blob's this many times ran into a vessel
-CLIP_FACTOR = 1.2  # such a mask is cut to this many blob radii (+ half a voxel) around the candidate
+# Network path: a mask whose equivalent radius is LEAK_CORE times the ball inscribed at its thickest point near the
+# candidate (about 1 for a round nodule) and whose centroid lies LEAK_OFFSET radii off the candidate ran along a
+# vessel; it is cut to CLIP_FACTOR radii (+ half a voxel) around the candidate. The radius: the blob's or the
+# inscribed one, whichever is smaller (a blob merged with its vessel over-reads the nodule).
+LEAK_CORE, LEAK_OFFSET, CLIP_FACTOR = 1.5, 0.5, 1.2
 DUPLICATE_SHARE = 0.3  # a weaker mask with this share already claimed by a stronger one is the same nodule
 
 
@@ -94,22 +97,22 @@ def finding_of(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, flo
 
 
 def clip_leak(seg: NoduleMask, cand: Candidate, spacing_ijk: tuple[float, float, float]) -> NoduleMask:
-    """``seg`` cut to a ball around the candidate when it leaked (far larger than the blob and centred off
-    it: a juxta-vascular nodule's mask that ran along its vessel), else ``seg`` itself. Network path only:
-    there the network, which scored the blob, decides; the mask's centroid is where the table puts it."""
+    """``seg`` cut to a ball around the candidate when it leaked (far more volume than the ball inscribed at its
+    thickest point near the candidate, and centred off the candidate: a juxta-vascular nodule's mask that ran along
+    its vessel), else ``seg`` itself. Network path only: there the network, which scored the blob, decides; the mask's
+    centroid is where the table puts it. In mm, so at any sampling; the blob's radius, which a vessel the blob merged
+    with inflates, only caps the cut."""
     spacing = np.asarray(spacing_ijk[::-1], float)
-    pts = np.argwhere(seg.mask)
     centre = np.asarray(cand.kji, float) - [s.start for s in seg.box]
-    offset = float(np.linalg.norm((pts.mean(axis=0) - centre) * spacing))
-    radius = float((3 * len(pts) * np.prod(spacing) / (4 * np.pi)) ** (1 / 3))
-    if offset <= LEAK_OFFSET * cand.radius_mm or radius <= LEAK_SIZE * cand.radius_mm:
+    dist = _ball_distance(seg.mask.shape, centre, spacing)
+    depth = edt.edt(seg.mask.view(np.uint8), anisotropy=tuple(spacing), black_border=True)
+    inscribed = float(np.max(depth[dist <= max(cand.radius_mm, 1.5 * float(spacing.max()))], initial=0.0))
+    radius = min(cand.radius_mm, inscribed)
+    offset = float(np.linalg.norm((np.argwhere(seg.mask).mean(axis=0) - centre) * spacing)) if inscribed > 0 else 0.0
+    if offset <= LEAK_OFFSET * radius or _equivalent_radius(seg.mask, spacing) <= LEAK_CORE * inscribed:
         return seg
-    keep = pts[np.linalg.norm((pts - centre) * spacing, axis=1) <= CLIP_FACTOR * cand.radius_mm + 0.5 * spacing.max()]
-    if not len(keep):
-        return seg
-    mask = np.zeros_like(seg.mask)
-    mask[tuple(keep.T)] = True
-    return replace(seg, mask=mask)
+    keep = seg.mask & (dist <= CLIP_FACTOR * radius + 0.5 * float(spacing.max()))
+    return replace(seg, mask=keep) if keep.any() else seg
 
 
 def ball_mask(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
