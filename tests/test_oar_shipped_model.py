@@ -82,7 +82,7 @@ def test_pipeline_on_a_held_out_phantom(heldout):
     # Refined on crops centred on stage 1's own organ (0.4.0); the eye painted before the lenses inside it.
     assert set(result.metrics["stage2_organs"]) >= {"Eye L", "Eye R", "Parotid L", "Parotid R", "Brainstem"}
     assert min(dice["Eye L"], dice["Eye R"]) >= 0.85 and dice["Brainstem"] >= 0.7, dice
-    assert dice["mean"] >= 0.76  # this case 0.835 in bench/oar.py (0.5.0; 0.4.0: 0.827); all 7: 0.821
+    assert dice["mean"] >= 0.85  # this case 0.896 in bench/oar.py (0.6.0; 0.5.0: 0.835); all 7: 0.883
     # 0.5.0: the glands and cord refined from stage 1's probability; the cord in one piece (here 0.829, HD95 2.0 mm)
     assert set(result.metrics["stage2_organs"]) >= {"Submandibular L", "Submandibular R", "Spinal cord"}
     assert dice["Spinal cord"] >= 0.7 and rows["Spinal cord"]["hd95_mm"] < 10.0, rows["Spinal cord"]
@@ -90,6 +90,10 @@ def test_pipeline_on_a_held_out_phantom(heldout):
     by_name = {s.name: s for s in result.segments}
     canal = segment_mask(labels, by_name["Spinal canal"], result.segments)
     assert canal[labels == by_name["Spinal cord"].label].all() and dice["Spinal canal"] >= 0.75  # 0.851 measured
+    # 0.6.0: the glands (fat plane in the phantoms, model retrained: 0.769 / 0.811 here, 0.5.0 0.431 / 0.659) and the
+    # bone edges (mandible 0.968; each cochlea is its phantom's lumen, so the edge recovers it exactly here)
+    assert min(dice["Submandibular L"], dice["Submandibular R"]) >= 0.7, dice
+    assert dice["Mandible"] >= 0.93 and min(dice["Cochlea L"], dice["Cochlea R"]) >= 0.9, dice
     for value_l, value_r in ((6, 7), (13, 14)):  # eyes, parotids: left ones at +x (LPS)
         xl = result.labelmap.index_to_physical(np.argwhere(labels == value_l).mean(0)[::-1])[0]
         xr = result.labelmap.index_to_physical(np.argwhere(labels == value_r).mean(0)[::-1])[0]
