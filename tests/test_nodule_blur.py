@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from clinseg.tasks.nodule.blur import sphere_core, sphere_edge
+from clinseg.post.blur import sphere_core, sphere_edge
 from clinseg.tasks.nodule.segment import segment_candidate
 
 SPACING_IJK = (0.8, 0.8, 1.25)
@@ -90,3 +90,17 @@ def test_small_solid_nodule_on_a_vessel_gets_no_halo():
     assert not seg.halo
     assert 2 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth)) >= 0.7
     assert np.count_nonzero(mask & on_vessel) <= 20
+
+
+def test_a_small_solid_nodule_is_typed_solid_once_its_blur_is_allowed_for():
+    """A 4.4 mm solid nodule at 1.4 mm shows about 0.45 of its voxels above -300 HU (its rim blurs below): the
+    fixed cut (0.5) called it part-solid; scaled by what a blurred solid sphere of its size shows (0.59), solid."""
+    from clinseg.post.blur import solid_sphere_share
+    from clinseg.post.nodules import SOLID_HU, classify_nodule
+
+    grid = np.array([1.4, 1.4, 1.4])
+    shares = [solid_sphere_share(d / 2, grid, SOLID_HU) for d in (3.0, 4.4, 8.0, 20.0)]
+    assert shares == sorted(shares) and shares[0] < 0.45 and shares[-1] > 0.9
+    assert classify_nodule(0.45) == "part-solid"
+    assert classify_nodule(0.45, shares[1]) == "solid"
+    assert classify_nodule(0.2, shares[-1]) == "part-solid" and classify_nodule(0.01, shares[1]) == "ground-glass"

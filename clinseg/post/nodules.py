@@ -16,9 +16,10 @@ nodules the maximum over directions reads up to ~0.7 pixel long.
 
 Type by attenuation: a voxel with more than ``SOLID_HU`` (-300 HU) is solid;
 ``solid_fraction`` is the share of the nodule's voxels that are solid. The
-type is *solid* when at least ``SOLID_MIN_FRACTION`` (0.5) of the nodule is
-solid (the partial-volume rim of a small solid nodule lies below -300 HU, so
-a 3-4 mm solid nodule measures only 0.5-0.7), *part-solid* from
+type is *solid* when at least ``SOLID_MIN_FRACTION`` (0.5) of the share a
+solid sphere of the nodule's size shows once blurred is solid
+(``blur.solid_sphere_share``: the partial-volume rim of a small solid nodule,
+and at 3-4 mm even its core, lies below -300 HU), *part-solid* from
 ``PART_SOLID_MIN_FRACTION`` (0.05) up to that, and *ground-glass* below.
 
 Lung-RADS v2022 size category, baseline screening, for information only (size
@@ -47,6 +48,7 @@ from scipy.spatial import ConvexHull, QhullError
 from ..errors import InputError
 from ..result import Table
 from ..volume import Volume
+from .blur import solid_sphere_share
 
 SOLID_HU = -300.0
 SOLID_MIN_FRACTION = 0.5
@@ -210,9 +212,10 @@ def axial_axes(geometry: Volume, mask: np.ndarray, offset_kji: tuple[int, int, i
     return AxialAxes(long_mm, short_mm, z, area, np.column_stack([ends, np.full(2, z)]))
 
 
-def classify_nodule(solid_fraction: float) -> str:
-    """solid / part-solid / ground-glass from the share of voxels above ``SOLID_HU``."""
-    if solid_fraction >= SOLID_MIN_FRACTION:
+def classify_nodule(solid_fraction: float, solid_sphere: float = 1.0) -> str:
+    """solid / part-solid / ground-glass from the share of voxels above ``SOLID_HU``; ``solid_sphere``: the share a
+    solid sphere of the nodule's size shows once blurred (``blur.solid_sphere_share``), which scales the solid cut."""
+    if solid_fraction >= SOLID_MIN_FRACTION * solid_sphere:
         return "solid"
     return "part-solid" if solid_fraction >= PART_SOLID_MIN_FRACTION else "ground-glass"
 
@@ -266,7 +269,8 @@ def measure_nodules(labels: Volume, ct: Volume | None = None,
             solid = mask & (hu > SOLID_HU)
             m.mean_hu = float(hu[mask].mean())
             m.solid_fraction = float(np.count_nonzero(solid)) / n
-            m.kind = classify_nodule(m.solid_fraction)
+            blurred = solid_sphere_share(m.equivalent_diameter_mm / 2, np.asarray(labels.spacing)[::-1], SOLID_HU)
+            m.kind = classify_nodule(m.solid_fraction, blurred)
             m.solid_axes = axial_axes(labels, solid, offset)
             m.lung_rads = lung_rads_size_category(m.kind, m.axes.mean_mm, m.solid_axes.mean_mm)
         out.append(m)

@@ -32,8 +32,8 @@ import fill_voids
 import numpy as np
 from scipy import ndimage
 
-from . import blur
-from .blur import scanner_sigma_mm, sphere_core, sphere_edge
+from ...post import blur
+from ...post.blur import scanner_sigma_mm, sphere_core, sphere_edge
 
 BACKGROUND_BELOW_HU = -700.0  # lung parenchyma sampled for the background level
 DEFAULT_BACKGROUND_HU = -850.0

@@ -84,3 +84,22 @@ def sphere_edge(radius_mm: float, spacing: np.ndarray, smooth_vox: np.ndarray) -
     centres: where to threshold it to get its size back."""
     return _edge(*_key(radius_mm, spacing, smooth_vox))
 
+
+
+LUNG_HU, TISSUE_HU = -850.0, 30.0  # aerated lung and solid soft tissue: a solid nodule's background and body
+
+
+@lru_cache(maxsize=1024)
+def _share_above(radius_mm: float, spacing: tuple[float, float, float], smooth_vox: tuple[float, float, float],
+                 level: float) -> float:
+    field, _, _ = _field(radius_mm, spacing, smooth_vox)
+    kept = field >= _edge(radius_mm, spacing, smooth_vox)
+    return float(np.count_nonzero(field[kept] > level)) / max(int(np.count_nonzero(kept)), 1)
+
+
+def solid_sphere_share(radius_mm: float, spacing: np.ndarray, hu: float) -> float:
+    """The share of a blurred solid sphere (soft tissue in lung; its mask at the level that keeps its volume) that
+    reads above ``hu``: about 1 for a large nodule, less for a small one, whose rim and even core blur below it.
+    ``spacing``: the CT grid's, k, j, i."""
+    level = round((hu - LUNG_HU) / (TISSUE_HU - LUNG_HU), 3)
+    return _share_above(*_key(radius_mm, spacing, np.zeros(3)), level)
