@@ -22,7 +22,7 @@ from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
 from .fpr import FPReducer
 from .region import search_region
-from .segment import NoduleMask, _ball_distance, _equivalent_radius, segment_candidate
+from .segment import NoduleMask, ball_distance, equivalent_radius, segment_candidate
 
 MIN_DIAMETER_MM = 2.5  # below the 3 mm LIDC floor even allowing for voxelisation
 NET_MIN_DIAMETER_MM = 1.5  # with the network: a 3 mm nodule on a 1.4 mm grid may segment to a few voxels
@@ -104,12 +104,12 @@ def clip_leak(seg: NoduleMask, cand: Candidate, spacing_ijk: tuple[float, float,
     with inflates, only caps the cut."""
     spacing = np.asarray(spacing_ijk[::-1], float)
     centre = np.asarray(cand.kji, float) - [s.start for s in seg.box]
-    dist = _ball_distance(seg.mask.shape, centre, spacing)
+    dist = ball_distance(seg.mask.shape, centre, spacing)
     depth = edt.edt(seg.mask.view(np.uint8), anisotropy=tuple(spacing), black_border=True)
     inscribed = float(np.max(depth[dist <= max(cand.radius_mm, 1.5 * float(spacing.max()))], initial=0.0))
     radius = min(cand.radius_mm, inscribed)
     offset = float(np.linalg.norm((np.argwhere(seg.mask).mean(axis=0) - centre) * spacing)) if inscribed > 0 else 0.0
-    if offset <= LEAK_OFFSET * radius or _equivalent_radius(seg.mask, spacing) <= LEAK_CORE * inscribed:
+    if offset <= LEAK_OFFSET * radius or equivalent_radius(seg.mask, spacing) <= LEAK_CORE * inscribed:
         return seg
     keep = seg.mask & (dist <= CLIP_FACTOR * radius + 0.5 * float(spacing.max()))
     return replace(seg, mask=keep) if keep.any() else seg

@@ -32,8 +32,7 @@ import fill_voids
 import numpy as np
 from scipy import ndimage
 
-from ...post import blur
-from ...post.blur import scanner_sigma_mm, sphere_core, sphere_edge
+from ...post.blur import CORE_PERCENTILE, scanner_sigma_mm, sphere_core, sphere_edge
 
 BACKGROUND_BELOW_HU = -700.0  # lung parenchyma sampled for the background level
 DEFAULT_BACKGROUND_HU = -850.0
@@ -71,7 +70,7 @@ class NoduleMask:
         return int(np.count_nonzero(self.mask))
 
 
-def _ball_distance(shape: tuple[int, ...], centre: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def ball_distance(shape: tuple[int, ...], centre: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     axes = [(np.arange(n) - c) * s for n, c, s in zip(shape, centre, spacing)]
     return np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
 
@@ -86,7 +85,7 @@ def _component_at(mask: np.ndarray, dist: np.ndarray, within_mm: float) -> np.nd
     return labels == labels[seed]
 
 
-def _equivalent_radius(mask: np.ndarray, spacing: np.ndarray) -> float:
+def equivalent_radius(mask: np.ndarray, spacing: np.ndarray) -> float:
     return float((3 * np.count_nonzero(mask) * np.prod(spacing) / (4 * np.pi)) ** (1 / 3))
 
 
@@ -103,7 +102,7 @@ class _Crop:
                                    grid_mode=False).astype(bool)
         self.hu, self.allowed = hu, allowed
         self.spacing = spacing / self.factor
-        self.dist = _ball_distance(hu.shape, centre * self.factor, self.spacing)
+        self.dist = ball_distance(hu.shape, centre * self.factor, self.spacing)
 
     def coarse(self, mask: np.ndarray) -> np.ndarray:
         """``mask`` read at the CT's voxel centres."""
@@ -161,7 +160,7 @@ def _grow(crop: _Crop, threshold: float, radius_mm: float) -> tuple[np.ndarray, 
     inside = crop.dist <= LIMIT_FACTOR * radius_mm + LIMIT_PAD_MM
     leak = float(np.count_nonzero(core & ~inside)) / float(np.count_nonzero(core))
     mask = _component_at(fill_voids.fill(core & inside, in_place=False), crop.dist, seed_mm)
-    return mask, leak, _equivalent_radius(mask & opened, crop.spacing)
+    return mask, leak, equivalent_radius(mask & opened, crop.spacing)
 
 
 def _grow_refit(hu: np.ndarray, allowed: np.ndarray, centre: np.ndarray, spacing: np.ndarray, threshold: float,
@@ -171,7 +170,7 @@ def _grow_refit(hu: np.ndarray, allowed: np.ndarray, centre: np.ndarray, spacing
     opened core's radius)."""
     crop = _Crop(hu, allowed, centre, spacing, _open_mm(radius_mm))
     mask, leak, r_core = _grow(crop, threshold, radius_mm)
-    r_seg = _equivalent_radius(mask, crop.spacing)
+    r_seg = equivalent_radius(mask, crop.spacing)
     if r_seg > 1.3 * radius_mm or (leak > 0.3 and r_seg > radius_mm):
         crop2 = _Crop(hu, allowed, centre, spacing, _open_mm(r_seg))
         mask2, leak2, r_core2 = _grow(crop2, threshold, r_seg)
@@ -249,12 +248,12 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     hu = ndimage.gaussian_filter(raw, smooth_vox)  # tames noise, keeps the edge
     allowed = region[box]
     centre = np.asarray(centre_kji, float) - lo
-    dist = _ball_distance(hu.shape, centre, spacing)
+    dist = ball_distance(hu.shape, centre, spacing)
 
     lung = allowed & (hu < BACKGROUND_BELOW_HU)
     background = float(np.median(hu[lung])) if np.count_nonzero(lung) > 20 else DEFAULT_BACKGROUND_HU
     read_mm = max(0.5 * radius_mm, float(spacing.max()))
-    core = float(np.percentile(hu[dist <= read_mm], blur.CORE_PERCENTILE))
+    core = float(np.percentile(hu[dist <= read_mm], CORE_PERCENTILE))
     if core <= background + 60:
         return None
 
@@ -280,7 +279,7 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
             if core <= SOLID_CORE_HU:  # never above half-way to what a blurred core reads
                 edge_threshold = min(edge_threshold, (core + background) / 2)
             # Grown no farther than the sphere reaches (plus half a voxel): not along a vessel it touches.
-            to_centre = _ball_distance(hu.shape, centre, spacing)
+            to_centre = ball_distance(hu.shape, centre, spacing)
             moved = _edge_mask(hu, out, band & (to_centre <= r_mass + 0.5 * float(spacing.max())), threshold,
                                edge_threshold, to_centre, max(radius, 1.5 * float(spacing.max())))
             # Unless the first mask is clearly nearer the sphere's volume (log scale): the edge threshold can open
@@ -299,7 +298,7 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
         wide, wide_leak, _, wide_crop, _ = _grow_refit(hu, allowed, centre, spacing, low, max(radius, 2.0 * r_hi))
         # A solid edge's blur moves the lower threshold's boundary out by about a voxel; a ground-glass
         # halo (part-solid) by a share of the radius.
-        r_lo = _equivalent_radius(wide, wide_crop.spacing)
+        r_lo = equivalent_radius(wide, wide_crop.spacing)
         # A halo surrounds its core: the wide mask lies about as close to the centre as a ball of its volume, where
         # one that followed a vessel reaches far beyond it.
         compact = np.count_nonzero(wide & (wide_crop.dist <= HALO_REACH * r_lo + float(spacing.max()))) / max(
