@@ -171,3 +171,49 @@ def test_training_starts_from_given_weights(tmp_path):
             assert np.array_equal(net.state_dict()[name].numpy(), value.numpy()), name
     fresh, _ = train(data, None, 1.0, batch=8, lr=0.0, max_steps=1, log=lambda _: None)
     assert not np.array_equal(fresh.state_dict()["fc.0.weight"].numpy(), start.state_dict()["fc.0.weight"].numpy())
+
+
+def test_phantom_spacing_keeps_the_field_of_view_and_the_default_cache(tmp_path, capsys):
+    """--spacing I,J,K generates the seeds on another grid over the preset's field of view; the preset's own
+    1.4 mm is the default (same cache entry as without the option); bad values are one-line InputErrors."""
+    from clinseg.phantoms.chest import PRESETS
+    from clinseg.train.nodule_fpr import phantom_spacing
+
+    assert phantom_spacing("0.8,0.8,1.25") == (0.8, 0.8, 1.25) and phantom_spacing("1.4,1.4,1.4") is None
+    for bad in ("0.8,0.8", "0.8,x,1", "0.1,0.8,1.25", "0.8,0.8,9"):
+        with pytest.raises(InputError, match="--spacing") as error:
+            phantom_spacing(bad)
+        assert "\n" not in str(error.value)
+    assert main(["train", "nodule", "--seeds", "3", "--spacing", "0.8,0.8", "--out", str(tmp_path / "r"),
+                 "--progress", "none"]) != 0
+    assert "--spacing" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+    seen = []
+    import clinseg.phantoms.chest as chest
+
+    generate = chest.generate_chest
+
+    def spy(*args, **kwargs):
+        ph = generate(*args, **kwargs)
+        seen.append((ph.ct.shape, ph.ct.spacing))
+        return ph
+
+    chest.generate_chest = spy
+    try:
+        coarse = NoduleTrainConfig(seeds=[3], spacing=(2.0, 2.0, 2.4))
+        train, _, info = sample_sets(None, coarse, cache=tmp_path)
+        sample_sets(None, NoduleTrainConfig(seeds=[3], spacing=phantom_spacing("2,2,2.4")), cache=tmp_path)
+    finally:
+        chest.generate_chest = generate
+    assert len(seen) == 1  # the second call read the cache
+    (k, j, i), spacing = seen[0]
+    fov = np.multiply(PRESETS["small"][0], PRESETS["small"][1])
+    assert spacing == (2.0, 2.0, 2.4) and np.allclose(np.multiply((i, j, k), spacing), fov, atol=1.2)
+    assert info["spacing_mm"] == [2.0, 2.0, 2.4] and train["label"][~train["jittered"]].sum() >= 1
+    # the default grid keeps the cache name it had before the option: another entry than the 2 mm one
+    default = NoduleTrainConfig(seeds=[3], shape=(112, 112, 80))
+    sample_sets(None, default, cache=tmp_path)
+    sample_sets(None, NoduleTrainConfig(seeds=[3], shape=(112, 112, 80), spacing=phantom_spacing("1.4,1.4,1.4")),
+                cache=tmp_path)
+    assert len(list(tmp_path.glob("samples-*.npz"))) == 2

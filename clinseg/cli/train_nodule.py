@@ -27,6 +27,8 @@ def register(tasks) -> None:
     p.add_argument("--val-seeds", help="phantom layout without --data: validation seeds, e.g. 140-149")
     p.add_argument("--nodules-per-phantom", type=int, default=8,
                    help="generated training phantoms: nodules in each (validation phantoms keep 8)")
+    p.add_argument("--spacing", help="generated phantoms (training and validation): grid I,J,K in mm over the "
+                   "same field of view, e.g. 0.8,0.8,1.25 (default: the small preset's 1.4,1.4,1.4)")
     p.add_argument("--val-cases", type=int, default=0, help="folders: hold out the last N cases for validation")
     p.add_argument("--consensus", type=int, choices=[3, 4], default=3,
                    help="lidc: readers who must outline a nodule for it to be positive (fewer: ignored)")
@@ -50,7 +52,7 @@ def register(tasks) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.nodule_fpr import NoduleTrainConfig, run_nodule_training, seed_range
+    from ..train.nodule_fpr import NoduleTrainConfig, phantom_spacing, run_nodule_training, seed_range
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -60,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--nodules-per-phantom", f"must be between 1 and 40, got {args.nodules_per_phantom}")
     if not 0.0 <= args.hard_negatives <= 1.0:
         raise InputError("--hard-negatives", f"must be between 0 and 1, got {args.hard_negatives}")
+    if args.spacing and (args.data is not None or args.layout != "phantom"):
+        raise InputError("--spacing", "applies to generated phantom seeds only (a folder's scans keep their grid)")
     config = NoduleTrainConfig(
         layout=args.layout, seeds=seed_range(args.seeds) if args.seeds and args.data is None else [],
         val_seeds=seed_range(args.val_seeds) if args.val_seeds and args.data is None else [],
         val_cases=args.val_cases, consensus=args.consensus, minutes=args.minutes, max_steps=args.max_steps,
         batch=args.batch, lr=args.lr, seed=args.seed, every=args.log_every, init=args.init,
-        hard_share=args.hard_negatives, cosine=args.cosine, nodules_per_phantom=args.nodules_per_phantom)
+        hard_share=args.hard_negatives, cosine=args.cosine, nodules_per_phantom=args.nodules_per_phantom,
+        spacing=phantom_spacing(args.spacing) if args.spacing else None)
     reporter = Reporter.from_args(args)
     summary = run_nodule_training(args.data, args.out, config, args.model_id or f"nodule-fpr-{args.layout}-trained",
                                   cache=args.cache or Path(args.out) / "cache", log=reporter.log)
