@@ -280,3 +280,28 @@ def test_juxta_pleural_nodule_reaches_the_chest_wall():
     [ours] = measure_nodules(grid.with_array(mask.view(np.uint8)))
     [truth] = measure_nodules(grid.with_array(nodule.view(np.uint8)))
     assert abs(ours.axes.short_mm - truth.axes.short_mm) <= 1.0 and abs(ours.axes.long_mm - truth.axes.long_mm) <= 1.0
+
+
+def test_juxta_pleural_ground_glass_nodule_is_not_read_as_the_wall():
+    """A candidate of a ground-glass nodule on the chest wall sits near the wall (LIDC-IDRI-0002's does): the core
+    is read inside the search region only, so the wall's density does not make the nodule look solid and cut it
+    to its densest scrap."""
+    from clinseg.tasks.nodule.region import CLOSE_MM, close_mask
+    from clinseg.tasks.nodule.segment import segment_candidate
+
+    spacing_ijk, radius, inset = (0.7, 0.7, 1.25), 8.0, 3.0
+    spacing = np.asarray(spacing_ijk[::-1])
+    shape = tuple(int(round(80 / s)) | 1 for s in spacing)
+    z, y, x = (np.indices(shape).T * spacing).T - (np.asarray(shape) // 2 * spacing)[:, None, None, None]
+    wall = x > inset
+    nodule = (z ** 2 + y ** 2 + x ** 2 <= radius ** 2) & ~wall
+    hu = ndimage.gaussian_filter(np.where(wall, 40.0, np.where(nodule, -600.0, -860.0)), 0.6 / spacing)
+    hu += np.random.default_rng(1).normal(0, 20, shape)
+    region = close_mask(hu < -400, tuple(spacing), CLOSE_MM)
+    near_wall = np.asarray(shape, float) // 2 + [0.0, 0.0, (inset - 0.5) / spacing[2]]
+    seg = segment_candidate(hu.astype(np.float32), region, spacing_ijk, near_wall, 6.0)
+    mask = np.zeros(shape, bool)
+    mask[seg.box] = seg.mask
+    assert seg.core_hu < -350  # read as ground glass, not as tissue
+    assert 2 * np.count_nonzero(mask & nodule) / (np.count_nonzero(mask) + np.count_nonzero(nodule)) >= 0.85
+    assert not np.any(mask & wall)

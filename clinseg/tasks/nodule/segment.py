@@ -253,7 +253,10 @@ def segment_candidate(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     lung = allowed & (hu < BACKGROUND_BELOW_HU)
     background = float(np.median(hu[lung])) if np.count_nonzero(lung) > 20 else DEFAULT_BACKGROUND_HU
     read_mm = max(0.5 * radius_mm, float(spacing.max()))
-    core = float(np.percentile(hu[dist <= read_mm], CORE_PERCENTILE))
+    # The chest wall outside the search region is not the nodule: a juxta-pleural ground-glass nodule read with it
+    # looks solid and is thresholded above its own density.
+    read = (dist <= read_mm) & allowed
+    core = float(np.percentile(hu[read if np.count_nonzero(read) >= 4 else dist <= read_mm], CORE_PERCENTILE))
     if core <= background + 60:
         return None
 
