@@ -22,6 +22,7 @@ from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
 from .fpr import FPReducer
 from .region import search_region
+from .roots import is_vessel_stump
 from .segment import NoduleMask, ball_distance, equivalent_radius, segment_candidate
 
 MIN_DIAMETER_MM = 2.5  # below the 3 mm LIDC floor even allowing for voxelisation
@@ -70,7 +71,8 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
             progress(Progress("candidates", n, len(candidates), n / max(len(candidates), 1), None,
                               f"candidate {n + 1} of {len(candidates)}"))
         finding = finding_of(ct, region, spacing_ijk, cand, net_scores[n] if reducer is not None else None)
-        if finding is not None:
+        # A thick vessel's first part in the lung is no nodule; a click (interactive.py) may still add one by hand.
+        if finding is not None and not is_vessel_stump(finding.mask, spacing_ijk):
             findings.append(finding)
     findings.sort(key=lambda f: -f.score)
     return _drop_duplicates(findings, ct.shape)

@@ -33,9 +33,7 @@ def candidate_features(cand: Candidate, seg: NoduleMask, spacing_ijk: tuple[floa
     volume = n * float(np.prod(spacing))
     diameter = (6 * volume / np.pi) ** (1 / 3)
     centroid = pts.mean(axis=0)
-    cov = np.cov(pts.T) if n > 1 else np.zeros((3, 3))
-    cov = cov + np.diag(spacing ** 2 / 12)  # a voxel's own extent: a one-voxel mask is round
-    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    ev = principal_axes(pts, spacing)[0][::-1]
     elongation = float(np.sqrt(ev[0] / max(ev[2], 1e-6)))
     flatness = float(np.sqrt(ev[1] / max(ev[2], 1e-6)))
     radius = diameter / 2
@@ -49,6 +47,13 @@ def candidate_features(cand: Candidate, seg: NoduleMask, spacing_ijk: tuple[floa
         np.log(diameter), elongation, flatness, fill, seg.leak, cand.blobness, np.log(max(cand.response, 1e-3)),
         (seg.core_hu - seg.background_hu) / 1000.0, offset, float(seg.halo), pleura,
     ])
+
+
+def principal_axes(pts: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variances (ascending) and axes (columns) of points in mm; a voxel's own extent counts, so that a one-voxel
+    mask is round."""
+    cov = np.cov(pts.T) if len(pts) > 1 else np.zeros((3, 3))
+    return np.linalg.eigh(cov + np.diag(spacing ** 2 / 12))
 
 
 def _shell(mask: np.ndarray) -> np.ndarray:
