@@ -255,23 +255,32 @@ def test_segmentation_keeps_lobulations_and_cuts_the_vessel():
     assert not np.any(mask & vessel & (away > 4.0))  # at most the fillet where the vessel grazes the nodule
 
 
-def test_juxta_pleural_nodule_reaches_the_chest_wall():
-    """A broad-based nodule on a flat chest wall, in the real search region (each lung closed with a ball):
-    the closing fills its dent only to a curved surface; the mask still reaches the wall, never into it."""
+def _on_the_wall(spacing_ijk: tuple[float, float, float], radius: float, inset: float, size_mm: float,
+                 nodule_hu: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A spherical nodule of ``nodule_hu`` cut by a flat chest wall ``inset`` mm off its centre, in lung, with the real
+    search region (each lung closed with a ball): (HU, nodule, wall, region)."""
     from clinseg.tasks.nodule.region import CLOSE_MM, close_mask
-    from clinseg.tasks.nodule.segment import segment_candidate
 
-    spacing_ijk, radius, inset = (0.7, 0.7, 2.5), 11.0, 4.0
     spacing = np.asarray(spacing_ijk[::-1])
-    shape = tuple(int(round(100 / s)) | 1 for s in spacing)
+    shape = tuple(int(round(size_mm / s)) | 1 for s in spacing)
     z, y, x = (np.indices(shape).T * spacing).T - (np.asarray(shape) // 2 * spacing)[:, None, None, None]
     wall = x > inset
     nodule = (z ** 2 + y ** 2 + x ** 2 <= radius ** 2) & ~wall
-    hu = ndimage.gaussian_filter(np.where(wall | nodule, 40.0, -860.0), 0.6 / spacing)
-    hu += np.random.default_rng(0).normal(0, 20, shape)
-    region = close_mask(hu < -400, tuple(spacing), CLOSE_MM)
+    hu = ndimage.gaussian_filter(np.where(wall, 40.0, np.where(nodule, nodule_hu, -860.0)), 0.6 / spacing)
+    hu += np.random.default_rng(seed).normal(0, 20, shape)
+    return hu.astype(np.float32), nodule, wall, close_mask(hu < -400, tuple(spacing), CLOSE_MM)
+
+
+def test_juxta_pleural_nodule_reaches_the_chest_wall():
+    """A broad-based nodule on a flat chest wall, in the real search region (each lung closed with a ball):
+    the closing fills its dent only to a curved surface; the mask still reaches the wall, never into it."""
+    from clinseg.tasks.nodule.segment import segment_candidate
+
+    spacing_ijk = (0.7, 0.7, 2.5)
+    hu, nodule, wall, region = _on_the_wall(spacing_ijk, 11.0, 4.0, 100.0, 40.0, seed=0)
+    shape = hu.shape
     assert np.count_nonzero(nodule & ~region) > 0.1 * np.count_nonzero(nodule)  # the closing alone cuts it
-    seg = segment_candidate(hu.astype(np.float32), region, spacing_ijk, (np.asarray(shape) // 2).astype(float), 9.0)
+    seg = segment_candidate(hu, region, spacing_ijk, (np.asarray(shape) // 2).astype(float), 9.0)
     mask = np.zeros(shape, bool)
     mask[seg.box] = seg.mask
     assert 2 * np.count_nonzero(mask & nodule) / (np.count_nonzero(mask) + np.count_nonzero(nodule)) >= 0.95
@@ -286,20 +295,13 @@ def test_juxta_pleural_ground_glass_nodule_is_not_read_as_the_wall():
     """A candidate of a ground-glass nodule on the chest wall sits near the wall (LIDC-IDRI-0002's does): the core
     is read inside the search region only, so the wall's density does not make the nodule look solid and cut it
     to its densest scrap."""
-    from clinseg.tasks.nodule.region import CLOSE_MM, close_mask
     from clinseg.tasks.nodule.segment import segment_candidate
 
-    spacing_ijk, radius, inset = (0.7, 0.7, 1.25), 8.0, 3.0
-    spacing = np.asarray(spacing_ijk[::-1])
-    shape = tuple(int(round(80 / s)) | 1 for s in spacing)
-    z, y, x = (np.indices(shape).T * spacing).T - (np.asarray(shape) // 2 * spacing)[:, None, None, None]
-    wall = x > inset
-    nodule = (z ** 2 + y ** 2 + x ** 2 <= radius ** 2) & ~wall
-    hu = ndimage.gaussian_filter(np.where(wall, 40.0, np.where(nodule, -600.0, -860.0)), 0.6 / spacing)
-    hu += np.random.default_rng(1).normal(0, 20, shape)
-    region = close_mask(hu < -400, tuple(spacing), CLOSE_MM)
-    near_wall = np.asarray(shape, float) // 2 + [0.0, 0.0, (inset - 0.5) / spacing[2]]
-    seg = segment_candidate(hu.astype(np.float32), region, spacing_ijk, near_wall, 6.0)
+    spacing_ijk, inset = (0.7, 0.7, 1.25), 3.0
+    hu, nodule, wall, region = _on_the_wall(spacing_ijk, 8.0, inset, 80.0, -600.0, seed=1)
+    shape = hu.shape
+    near_wall = np.asarray(shape, float) // 2 + [0.0, 0.0, (inset - 0.5) / spacing_ijk[0]]
+    seg = segment_candidate(hu, region, spacing_ijk, near_wall, 6.0)
     mask = np.zeros(shape, bool)
     mask[seg.box] = seg.mask
     assert seg.core_hu < -350  # read as ground glass, not as tissue
