@@ -202,9 +202,8 @@ def bench_lidc(folder: Path | None = LIDC, level: int = 3) -> dict:
             if r.readers >= level and found is not None:
                 info.update(dice=round(overlap[n + 1]["dice"], 3), iou=round(overlap[n + 1]["iou"], 3))
             elif found is not None:  # not counted, but shown: Dice against the voxels any of its readers outlined
-                ours, theirs = result.labelmap.array == found["label"], r.agreement(1)
-                info.update(dice_any_reader=round(2 * float(np.count_nonzero(ours & theirs))
-                                                  / max(int(np.count_nonzero(ours) + np.count_nonzero(theirs)), 1), 3))
+                any_reader = nodule_overlaps(result.labelmap.array, r.agreement(1).view(np.uint8), {1: found["label"]})
+                info.update(dice_any_reader=round(any_reader[1]["dice"], 3))
             row[f"nodule{n + 1}"] = info
             tag = f">= {level} readers" if r.readers >= level else f"{r.readers} reader(s), not counted"
             if found is None:
