@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from clinseg import parallel
 from clinseg.phantoms.raster import capsule_distance_points
+from clinseg.tasks.nodule import candidates as candidates_module
 from clinseg.tasks.nodule.bulges import line_opening
 from clinseg.tasks.nodule.candidates import BULGE_SIGMAS_MM, Candidate, detect_candidates, ggo_window
 from clinseg.tasks.nodule.classical import ball_mask
@@ -36,6 +38,28 @@ def test_ground_glass_pass_finds_the_nodule_beside_a_vessel():
     assert near(detect_candidates(ct, region, (1.0, 1.0, 1.0), ggo_sigmas_mm=())) == []
     found = near(detect_candidates(ct, region, (1.0, 1.0, 1.0)))
     assert len(found) == 1 and found[0].ggo
+
+
+def test_the_passes_in_threads_give_the_candidates_of_one_thread(monkeypatch):
+    ct, _ = _ggo_beside_vessel()
+    k, j, i = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    ct[(k - 12) ** 2 + (j - 12) ** 2 + (i - 36) ** 2 <= 9] = 20.0  # a solid nodule for the first pass
+    region = np.ones(SHAPE, bool)
+    runs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(candidates_module, "available_threads", lambda n=threads: n)
+        runs.append(detect_candidates(ct, region, (1.0, 1.0, 1.0)))
+    one, two = runs
+    assert any(c.ggo for c in one) and any(not c.ggo for c in one)  # both passes ran
+    assert [(tuple(c.kji), c.response, c.sigma_mm, c.ggo) for c in one] == \
+        [(tuple(c.kji), c.response, c.sigma_mm, c.ggo) for c in two]
+
+
+def test_omp_num_threads_one_means_one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert parallel.available_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert parallel.available_threads() >= 1
 
 
 def _vessels(kind: str) -> tuple[np.ndarray, np.ndarray]:

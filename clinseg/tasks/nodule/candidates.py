@@ -21,11 +21,13 @@ the search region takes in).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from ...parallel import available_threads
 from .bulges import vessel_suppressed
 
 SIGMAS_MM = (0.9, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0, 9.0)  # blob radii ~1.6 to ~16 mm (3 to 30 mm nodules)
@@ -199,13 +201,15 @@ def detect_candidates(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[flo
     # Outside the (closed) lungs the image is set to lung density: a juxta-pleural nodule then stands
     # alone instead of a bump on the chest wall, which the Hessian would read as a plate.
     image = np.where(mask, np.clip(raw, *CLIP_HU), OUTSIDE_HU).astype(np.float32)
-    passes = {"first": _scale_maxima(image, mask, det_spacing, sigmas_mm, min_response)}
-    suppressed = vessel_suppressed(image, det_spacing, OUTSIDE_HU) if bulge_sigmas_mm else None
-    del image
+    jobs = {"first": (image, sigmas_mm)}
     if ggo_sigmas_mm:
-        glass = np.where(mask, ggo_window(raw), 0.0).astype(np.float32)
-        passes["ggo"] = _scale_maxima(glass, mask, det_spacing, ggo_sigmas_mm, min_response)
-        del glass
+        jobs["ggo"] = (np.where(mask, ggo_window(raw), 0.0).astype(np.float32), ggo_sigmas_mm)
+    # The passes are independent and their numpy/scipy work mostly runs without the GIL: one thread each.
+    with ThreadPoolExecutor(min(len(jobs), available_threads())) as pool:
+        found = pool.map(lambda job: _scale_maxima(job[0], mask, det_spacing, job[1], min_response), jobs.values())
+        passes = dict(zip(jobs, found))
+    suppressed = vessel_suppressed(image, det_spacing, OUTSIDE_HU) if bulge_sigmas_mm else None
+    del image, jobs
     if suppressed is not None:
         # Only solid maxima are kept: the response is needed at solid voxels and their neighbours alone
         # (the same maxima there, at a fraction of the eigenvalues' cost).

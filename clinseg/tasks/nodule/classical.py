@@ -11,12 +11,14 @@ shape features (``features.py``).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import edt
 import numpy as np
 
 from ...anatomy.lungs import ChestMasks
+from ...parallel import available_threads
 from ...progress import CancelToken, Progress, ProgressCallback
 from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
@@ -36,6 +38,7 @@ MAX_SEGMENTED_NET = 100  # with the network: its best candidates that are segmen
 # vessel; it is cut to CLIP_FACTOR radii (+ half a voxel) around the candidate. The radius: the blob's or the
 # inscribed one, whichever is smaller (a blob merged with its vessel over-reads the nodule).
 LEAK_CORE, LEAK_OFFSET, CLIP_FACTOR = 1.5, 0.5, 1.2
+CHUNK = 16  # candidates segmented between two progress reports / cancel checks
 DUPLICATE_SHARE = 0.3  # a weaker mask with this share already claimed by a stronger one is the same nodule
 
 
@@ -63,17 +66,21 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
         net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
     else:
         candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
-    findings: list[Finding] = []
-    for n, cand in enumerate(candidates):
-        if cancel is not None and n % 16 == 0:
-            cancel.check("nodule")
-        if progress is not None and n % 16 == 0:
-            progress(Progress("candidates", n, len(candidates), n / max(len(candidates), 1), None,
-                              f"candidate {n + 1} of {len(candidates)}"))
-        finding = finding_of(ct, region, spacing_ijk, cand, net_scores[n] if reducer is not None else None)
+    def kept(n: int) -> Finding | None:
+        finding = finding_of(ct, region, spacing_ijk, candidates[n], net_scores[n] if reducer is not None else None)
         # A thick vessel's first part in the lung is no nodule; a click (interactive.py) may still add one by hand.
-        if finding is not None and not is_vessel_stump(finding.mask, spacing_ijk):
-            findings.append(finding)
+        return None if finding is None or is_vessel_stump(finding.mask, spacing_ijk) else finding
+
+    findings: list[Finding] = []
+    with ThreadPoolExecutor(available_threads()) as pool:  # candidates are independent; edt/cc3d/numpy free the GIL
+        for start in range(0, len(candidates), CHUNK):
+            if cancel is not None:
+                cancel.check("nodule")
+            if progress is not None:
+                progress(Progress("candidates", start, len(candidates), start / max(len(candidates), 1), None,
+                                  f"candidate {start + 1} of {len(candidates)}"))
+            chunk = range(start, min(start + CHUNK, len(candidates)))
+            findings += [f for f in pool.map(kept, chunk) if f is not None]
     findings.sort(key=lambda f: -f.score)
     return _drop_duplicates(findings, ct.shape)
 
