@@ -124,6 +124,16 @@ def test_min_score_filters_and_empty_result_is_valid(chest, monkeypatch, tmp_pat
     assert table.n_rows == 0
 
 
+def test_thick_slices_are_warned_about_and_fine_ones_not(chest, monkeypatch):
+    phantom, _ = chest
+    monkeypatch.setattr(nodule_pipeline, "find_nodules", lambda *a, **k: [])
+    assert run_nodule(phantom.ct, NoduleOptions(engine="auto")).metrics["warnings"] == []
+    ct = phantom.ct
+    thick = Volume(ct.array[::4], (ct.spacing[0], ct.spacing[1], 4 * ct.spacing[2]), ct.origin, ct.direction, "thick")
+    warnings = run_nodule(thick, NoduleOptions(engine="auto")).metrics["warnings"]
+    assert len(warnings) == 1 and f"{4 * ct.spacing[2]:.1f} mm" in warnings[0] and "2.5 mm" in warnings[0]
+
+
 def test_min_score_keeps_only_higher_scores(chest, monkeypatch):
     phantom, _ = chest
     shape = phantom.ct.shape

@@ -53,5 +53,7 @@ def finish_task(args: argparse.Namespace, reporter: Reporter, task: str, result:
 
     args.cancel.check(task)
     files = write_result(result, out, overwrite=args.overwrite, render=None if args.no_preview else render)
+    for text in result.metrics.get("warnings", []):
+        reporter.log(f"clinseg: warning: {text}")
     reporter.result({"out": str(out), "files": {k: str(v) for k, v in files.items()}, "metrics": result.metrics})
     return 0

@@ -31,6 +31,9 @@ DEFAULT_MAX_NODULES = 100
 # (e.g. 12 slices of 1.25 mm) hold whole nodules.
 MIN_EXTENT_MM = (80.0, 80.0, 10.0)
 MIN_SLICES = 8
+# Lung screening protocols (ACR-STR) ask for slices of at most 2.5 mm; the engine was built and checked on finer
+# sampling, and on held-out phantoms with 5 mm slices it found 17 of 80 nodules (docs/nodule.md).
+THICK_SLICE_MM = 2.5
 EMPTY_MESSAGE = "no nodule above threshold"
 
 
@@ -57,6 +60,15 @@ def checked_chest(ct: Volume, subject: str) -> tuple[Volume, ChestMasks]:
     require_ct(ct, subject)
     masks = chest_masks(ct, subject)  # before padding is filled: it tells the field of view's edge
     return fill_ct_padding(ct), masks
+
+
+def sampling_warnings(spacing_ijk: tuple[float, float, float]) -> list[str]:
+    """A warning when the voxels are too coarse for small nodules (detection still runs)."""
+    coarsest = max(spacing_ijk)
+    if coarsest <= THICK_SLICE_MM:
+        return []
+    return [f"voxel spacing {coarsest:.1f} mm: nodule detection is made for at most {THICK_SLICE_MM:g} mm (lung "
+            f"screening protocols); nodules under about 10 mm are often missed"]
 
 
 def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:
@@ -103,6 +115,7 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
         candidates=len(findings),
         message=EMPTY_MESSAGE if not scores else f"{len(scores)} nodule(s) at score >= {options.min_score:g}",
         types={k: table.columns["type"].count(k) for k in sorted(set(table.columns["type"]))},
+        warnings=sampling_warnings(ct.spacing),
     )
     result.metrics["timings_s"] = stages.end()
     return result
