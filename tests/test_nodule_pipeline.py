@@ -131,7 +131,7 @@ def test_thick_slices_are_warned_about_and_fine_ones_not(chest, monkeypatch):
     ct = phantom.ct
     thick = Volume(ct.array[::4], (ct.spacing[0], ct.spacing[1], 4 * ct.spacing[2]), ct.origin, ct.direction, "thick")
     warnings = run_nodule(thick, NoduleOptions(engine="auto")).metrics["warnings"]
-    assert len(warnings) == 1 and f"{4 * ct.spacing[2]:.1f} mm" in warnings[0] and "2.5 mm" in warnings[0]
+    assert len(warnings) == 1 and f"{4 * ct.spacing[2]:.1f} mm" in warnings[0] and "1.4 mm" in warnings[0]
 
 
 def test_min_score_keeps_only_higher_scores(chest, monkeypatch):
