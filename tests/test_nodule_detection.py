@@ -55,11 +55,16 @@ def test_the_passes_in_threads_give_the_candidates_of_one_thread(monkeypatch):
         [(tuple(c.kji), c.response, c.sigma_mm, c.ggo) for c in two]
 
 
-def test_omp_num_threads_one_means_one_thread(monkeypatch):
+def test_omp_num_threads_one_and_a_batch_limit_mean_one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert parallel.available_threads() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert parallel.available_threads() >= 1
+    parallel.limit_threads(1)  # a batch worker's --threads
+    try:
+        assert parallel.available_threads() == 1
+    finally:
+        parallel.limit_threads(None)
 
 
 def _vessels(kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from ..errors import Cancelled, ClinsegError
 from ..io import atomic_output_dir, atomic_write
+from ..parallel import limit_threads
 from ..progress import CancelToken, Progress
 from .cases import Case
 from .manifest import MANIFEST, fingerprint, hash_inputs, output_files
@@ -152,6 +153,7 @@ def process_case(case: Case, plan: BatchPlan, cancel: CancelToken | None = None)
         import torch
 
         torch.set_num_threads(plan.torch_threads)
+        limit_threads(plan.torch_threads)  # the engines' own threads (nodule candidates and masks) as well
     start, worker = time.perf_counter(), worker_name()
     out = Path(plan.out_dir)
     with atomic_output_dir(out / case.case_id, overwrite=True) as folder:

@@ -66,6 +66,7 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
         net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
     else:
         candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
+
     def kept(n: int) -> Finding | None:
         finding = finding_of(ct, region, spacing_ijk, candidates[n], net_scores[n] if reducer is not None else None)
         # A thick vessel's first part in the lung is no nodule; a click (interactive.py) may still add one by hand.
