@@ -124,14 +124,20 @@ def test_min_score_filters_and_empty_result_is_valid(chest, monkeypatch, tmp_pat
     assert table.n_rows == 0
 
 
-def test_thick_slices_are_warned_about_and_fine_ones_not(chest, monkeypatch):
+def test_thick_slices_get_a_warning_and_the_thick_slice_reducer(chest, monkeypatch):
     phantom, _ = chest
     monkeypatch.setattr(nodule_pipeline, "find_nodules", lambda *a, **k: [])
-    assert run_nodule(phantom.ct, NoduleOptions(engine="auto")).metrics["warnings"] == []
+    fine = run_nodule(phantom.ct, NoduleOptions(engine="auto")).metrics
+    assert fine["warnings"] == [] and fine["model"] == "nodule-fpr-phantom"
     ct = phantom.ct
     thick = Volume(ct.array[::4], (ct.spacing[0], ct.spacing[1], 4 * ct.spacing[2]), ct.origin, ct.direction, "thick")
-    warnings = run_nodule(thick, NoduleOptions(engine="auto")).metrics["warnings"]
+    metrics = run_nodule(thick, NoduleOptions(engine="auto")).metrics
+    warnings = metrics["warnings"]
     assert len(warnings) == 1 and f"{4 * ct.spacing[2]:.1f} mm" in warnings[0] and "1.4 mm" in warnings[0]
+    assert metrics["model"] == "nodule-fpr-thick-phantom"  # the built-in reducer for thick slices
+    # A model the user names is kept whatever the sampling.
+    assert run_nodule(thick, NoduleOptions(engine="model", model_id="nodule-fpr-phantom")).metrics["model"] == \
+        "nodule-fpr-phantom"
 
 
 def test_min_score_keeps_only_higher_scores(chest, monkeypatch):

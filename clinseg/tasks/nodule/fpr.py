@@ -19,6 +19,8 @@ from ...nets.nodule_fpr import PATCH
 from .candidates import Candidate
 
 MODEL_ID = "nodule-fpr-phantom"  # the default of --engine auto/model
+THICK_MODEL_ID = "nodule-fpr-thick-phantom"  # the default instead on voxels coarser than THICK_SLICE_MM
+THICK_SLICE_MM = 2.0  # the engine was built and checked on voxels of at most 1.4 mm (docs/nodule.md)
 FPR_CLASS = "nodule_fpr:NoduleFPR"
 PATCH_MM = 1.0
 HU_RANGE = (-1200.0, 600.0)
@@ -114,3 +116,13 @@ def load_fpr(model_id: str = MODEL_ID) -> FPReducer | None:
                                    f"reducers ({FPR_CLASS}) only (NoduleNet inference is not shipped yet)")
     shift = float(card.figures.get("prior_shift", PRIOR_SHIFT))
     return FPReducer(model_id, registry.load_network(model_id, "cpu").eval(), shift)
+
+
+def default_fpr(spacing_ijk: tuple[float, float, float]) -> FPReducer | None:
+    """The built-in reducer for this sampling: the one fine-tuned on 2.5 mm slices when a voxel is coarser than
+    ``THICK_SLICE_MM`` (and it is installed), else ``MODEL_ID``; None when neither is installed."""
+    if max(spacing_ijk) > THICK_SLICE_MM:
+        thick = load_fpr(THICK_MODEL_ID)
+        if thick is not None:
+            return thick
+    return load_fpr()

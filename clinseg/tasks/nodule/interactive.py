@@ -24,7 +24,7 @@ from ...terminology import NODULE
 from ...volume import Volume
 from .candidates import Candidate, detect_candidates
 from .classical import MAX_DIAMETER_MM, MIN_BLOBNESS, MIN_DIAMETER_MM, NET_MIN_DIAMETER_MM, finding_of
-from .fpr import load_fpr
+from .fpr import default_fpr
 from .pipeline import checked_chest
 from .region import search_region
 from .segment import NoduleMask
@@ -107,7 +107,7 @@ def nodule_at(space: SearchSpace | Volume, point_lps, label: int = 1) -> Clicked
     # mask keeps the blob's ball), without it the logistic over the mask's shape scores.
     if cand.blobness < MIN_BLOBNESS:
         raise InputError("point", f"the structure at {_where(point)} is tube-shaped (a vessel?), not a nodule")
-    network = load_fpr()  # the default run's engine (auto)
+    network = default_fpr(ct.spacing)  # the default run's engine (auto)
     net_score = None if network is None else \
         float(1.0 / (1.0 + np.exp(-network.logits(ct.array, ct.spacing, [cand])[0])))
     finding = finding_of(ct.array, region, ct.spacing, cand, net_score)

@@ -23,7 +23,7 @@ from ...terminology import NODULE
 from ...volume import Volume
 from ..engines import resolve_engine
 from .classical import Finding, find_nodules
-from .fpr import MODEL_ID, FPReducer, load_fpr
+from .fpr import MODEL_ID, THICK_SLICE_MM, FPReducer, default_fpr, load_fpr
 
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_MAX_NODULES = 100
@@ -31,9 +31,6 @@ DEFAULT_MAX_NODULES = 100
 # (e.g. 12 slices of 1.25 mm) hold whole nodules.
 MIN_EXTENT_MM = (80.0, 80.0, 10.0)
 MIN_SLICES = 8
-# The engine was built and checked on voxels of at most 1.4 mm. Held-out phantoms at 1.4 x 1.4 x 2.5 mm: 50 of 80
-# nodules found, CPM 0.284; at 5 mm slices 17, CPM 0.043; at 1.4 mm 66, CPM 0.611 (docs/nodule.md).
-THICK_SLICE_MM = 2.0
 EMPTY_MESSAGE = "no nodule above threshold"
 
 
@@ -67,8 +64,8 @@ def sampling_warnings(spacing_ijk: tuple[float, float, float]) -> list[str]:
     coarsest = max(spacing_ijk)
     if coarsest <= THICK_SLICE_MM:
         return []
-    return [f"voxel spacing {coarsest:.1f} mm: nodule detection was checked on voxels of at most 1.4 mm and misses "
-            f"many small nodules on coarser ones (phantoms: 50 of 80 found at 2.5 mm slices, 17 at 5 mm, 66 at 1.4 mm)"]
+    return [f"voxel spacing {coarsest:.1f} mm: nodule detection is made for voxels of at most 1.4 mm and misses many "
+            f"small nodules on coarser ones (phantoms at 2.5 mm slices: 50 of 80 found, against 66 at 1.4 mm)"]
 
 
 def labels_from_findings(findings: list[Finding], shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, float]]:
@@ -99,6 +96,9 @@ def run_nodule(ct: Volume, options: NoduleOptions | None = None, progress: Progr
 
     stages.begin("lungs")
     ct, masks = checked_chest(ct, subject)
+
+    if reducer is not None and options.model_id is None:
+        reducer = default_fpr(ct.spacing)  # the built-in network for this sampling
 
     stages.begin("detection")
     findings = find_nodules(ct.array, masks, ct.spacing, progress, cancel, reducer)
