@@ -19,7 +19,11 @@ from .reporting import Reporter, add_common_arguments
 def register(tasks) -> None:
     from ..train.nodule_data import LAYOUTS
 
-    p = tasks.add_parser("nodule", help="the nodule false-positive reducer on phantoms, LUNA16 or LIDC-IDRI")
+    p = tasks.add_parser("nodule", help="the nodule false-positive reducer (or NoduleNet) on phantoms, LUNA16 or "
+                                        "LIDC-IDRI")
+    p.add_argument("--network", choices=("fpr", "nodulenet"), default="fpr",
+                   help="fpr: the reducer that scores the engine's blob candidates (default); nodulenet: document "
+                        "004's whole network (RPN, FPR head, mask head) on 1 mm crops")
     p.add_argument("--data", help="dataset folder in --layout (phantom: optional, --seeds generates them)")
     p.add_argument("--layout", choices=LAYOUTS, default="phantom")
     p.add_argument("--out", required=True, help="run folder: model.safetensors, log.csv, record.json, model/, pack")
@@ -35,7 +39,11 @@ def register(tasks) -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="training wall time")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (before --minutes)")
     p.add_argument("--log-every", type=int, default=200, help="steps between log rows and checkpoints")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, help="samples per step (fpr: 64) or crops per step (nodulenet: 2)")
+    p.add_argument("--width", type=float, default=0.25, help="nodulenet: channel width (1 = the document's 17.3 M)")
+    p.add_argument("--crop", type=int, default=96, help="nodulenet: training crop side in mm (multiple of 16)")
+    p.add_argument("--device", default="auto", help="nodulenet: auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=1, help="nodulenet: processes preparing the cases")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from these weights: an installed model id or a .safetensors file")
@@ -56,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
+    if args.network == "nodulenet":
+        return _run_nodulenet(args)
+    args.batch = 64 if args.batch is None else args.batch
     if args.val_cases < 0 or args.batch < 2 or args.log_every < 1 or (args.max_steps or 1) < 1:
         raise InputError("arguments", "--val-cases must be >= 0, --batch >= 2, --log-every and --max-steps >= 1")
     if not 1 <= args.nodules_per_phantom <= 40:
@@ -74,5 +85,41 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter.from_args(args)
     summary = run_nodule_training(args.data, args.out, config, args.model_id or f"nodule-fpr-{args.layout}-trained",
                                   cache=args.cache or Path(args.out) / "cache", log=reporter.log)
+    reporter.result({"out": str(args.out), **summary})
+    return 0
+
+
+def _run_nodulenet(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.devices import select_device
+    from ..train.nodule_fpr import seed_range
+    from ..train.nodulenet import NoduleNetConfig
+    from ..train.nodulenet_run import run_nodulenet_training
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    batch = 2 if args.batch is None else args.batch
+    if args.crop < 32 or args.crop % 16 or batch < 1 or not 0.05 <= args.width <= 2.0:
+        raise InputError("arguments", "--crop must be a multiple of 16 of at least 32, --batch >= 1 and --width "
+                                      "between 0.05 and 2")
+    if args.val_cases < 0 or args.log_every < 1 or (args.max_steps or 1) < 1 or args.workers < 1:
+        raise InputError("arguments", "--val-cases must be >= 0, --log-every, --max-steps and --workers >= 1")
+    if args.spacing or args.hard_negatives or args.cosine:
+        raise InputError("--network nodulenet", "takes no --spacing, --hard-negatives or --cosine (the network "
+                                                "reads 1 mm crops and mines its own hard negatives)")
+    seeds = seed_range(args.seeds) if args.seeds and args.data is None else []
+    val_seeds = seed_range(args.val_seeds) if args.val_seeds and args.data is None else []
+    if args.data is None and (args.layout != "phantom" or not seeds):
+        raise InputError("--data", f"a {args.layout} folder is needed (only the phantom layout generates seeds)")
+    if max(seeds + val_seeds, default=0) >= 200:
+        raise InputError("--seeds", "seeds 200 and above are the held-out benchmark; train below 200")
+    config = NoduleNetConfig(width=args.width, crop=args.crop, batch=batch, lr=args.lr, minutes=args.minutes,
+                             max_steps=args.max_steps, every=args.log_every, seed=args.seed)
+    reporter = Reporter.from_args(args)
+    summary = run_nodulenet_training(
+        args.data, args.out, config, args.model_id or f"nodulenet-{args.layout}-trained", args.layout, seeds,
+        val_seeds, args.val_cases, args.consensus, args.nodules_per_phantom, args.workers,
+        str(select_device(args.device)), args.init, reporter.log)
     reporter.result({"out": str(args.out), **summary})
     return 0

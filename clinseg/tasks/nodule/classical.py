@@ -23,6 +23,7 @@ from ...progress import CancelToken, Progress, ProgressCallback
 from .candidates import Candidate, detect_candidates
 from .features import candidate_features, score
 from .fpr import FPReducer
+from .nodulenet_engine import NoduleNetDetector
 from .region import search_region
 from .roots import is_vessel_stump
 from .segment import NoduleMask, ball_distance, equivalent_radius, segment_candidate
@@ -54,21 +55,31 @@ class Finding:
 
 def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, float, float],
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 reducer: FPReducer | None = None) -> list[Finding]:
+                 reducer: FPReducer | NoduleNetDetector | None = None) -> list[Finding]:
     """Every candidate that segments into a nodule-sized mask, scored (by ``reducer`` when given, else by the
-    logistic), best first, without duplicates."""
+    logistic), best first, without duplicates. A ``NoduleNetDetector`` replaces the blob candidates as well."""
     region = search_region(masks, spacing_ijk)
+    if isinstance(reducer, NoduleNetDetector):
+        candidates, net_scores = reducer.candidates(ct, region, spacing_ijk)
+        return segment_scored(ct, region, spacing_ijk, candidates, net_scores, progress, cancel)
     candidates = detect_candidates(ct, region, spacing_ijk)
-    if reducer is not None:
-        logits = reducer.logits(ct, spacing_ijk, candidates)
-        order = np.argsort(-logits, kind="stable")[:MAX_SEGMENTED_NET]
-        candidates = [candidates[n] for n in order]
-        net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
-    else:
+    if reducer is None:
         candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
+        return segment_scored(ct, region, spacing_ijk, candidates, None, progress, cancel)
+    logits = reducer.logits(ct, spacing_ijk, candidates)
+    order = np.argsort(-logits, kind="stable")[:MAX_SEGMENTED_NET]
+    net_scores = [float(1.0 / (1.0 + np.exp(-logits[n]))) for n in order]
+    return segment_scored(ct, region, spacing_ijk, [candidates[n] for n in order], net_scores, progress, cancel)
+
+
+def segment_scored(ct: np.ndarray, region: np.ndarray, spacing_ijk: tuple[float, float, float],
+                   candidates: list[Candidate], net_scores: list[float] | None,
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[Finding]:
+    """``candidates`` segmented and scored (``net_scores``: a network's, one each; None: the logistic's), vessel
+    stumps and duplicates dropped, best first."""
 
     def kept(n: int) -> Finding | None:
-        finding = finding_of(ct, region, spacing_ijk, candidates[n], net_scores[n] if reducer is not None else None)
+        finding = finding_of(ct, region, spacing_ijk, candidates[n], net_scores[n] if net_scores is not None else None)
         # A thick vessel's first part in the lung is no nodule; a click (interactive.py) may still add one by hand.
         return None if finding is None or is_vessel_stump(finding.mask, spacing_ijk) else finding
 

@@ -17,11 +17,13 @@ import torch
 from ...errors import InputError
 from ...nets.nodule_fpr import PATCH
 from .candidates import Candidate
+from .nodulenet_engine import NoduleNetDetector
 
 MODEL_ID = "nodule-fpr-phantom"  # the default of --engine auto/model
 THICK_MODEL_ID = "nodule-fpr-thick-phantom"  # the default instead on voxels coarser than THICK_SLICE_MM
 THICK_SLICE_MM = 2.0  # the engine was built and checked on voxels of at most 1.4 mm (docs/nodule.md)
 FPR_CLASS = "nodule_fpr:NoduleFPR"
+NODULENET_CLASS = "nodulenet:NoduleNet"
 PATCH_MM = 1.0
 HU_RANGE = (-1200.0, 600.0)
 ROI_MARGIN_MM = 4.0  # the ROI holds the candidate's radius plus this much surroundings
@@ -101,24 +103,28 @@ class FPReducer:
 
 
 @lru_cache(maxsize=2)
-def load_fpr(model_id: str = MODEL_ID) -> FPReducer | None:
-    """The registered reducer ``model_id`` (a card of class ``nodule_fpr:NoduleFPR``), or None when not installed.
+def load_fpr(model_id: str = MODEL_ID, device: str = "cpu") -> FPReducer | NoduleNetDetector | None:
+    """The registered network ``model_id``, or None when not installed: a false-positive reducer (card class
+    ``nodule_fpr:NoduleFPR``) that scores the blob candidates, or a whole NoduleNet (``nodulenet:NoduleNet``) that
+    finds the candidates too (on ``device``).
 
-    Its prior shift comes from its card (``figures.prior_shift``, written by ``clinseg train nodule``)."""
+    A reducer's prior shift comes from its card (``figures.prior_shift``, written by ``clinseg train nodule``)."""
     from ...registry import get_registry
 
     registry = get_registry()
     if not registry.is_installed(model_id):
         return None
     card = registry.card(model_id)
+    if card.architecture[0] == NODULENET_CLASS:
+        return NoduleNetDetector(model_id, registry.load_network(model_id, device).eval(), device)
     if card.architecture[0] != FPR_CLASS:
         raise InputError(model_id, f"is a {card.architecture[0]} network; the nodule engine runs false-positive "
-                                   f"reducers ({FPR_CLASS}) only (NoduleNet inference is not shipped yet)")
+                                   f"reducers ({FPR_CLASS}) and NoduleNet ({NODULENET_CLASS}) only")
     shift = float(card.figures.get("prior_shift", PRIOR_SHIFT))
     return FPReducer(model_id, registry.load_network(model_id, "cpu").eval(), shift)
 
 
-def default_fpr(spacing_ijk: tuple[float, float, float]) -> FPReducer | None:
+def default_fpr(spacing_ijk: tuple[float, float, float]) -> FPReducer | NoduleNetDetector | None:
     """The built-in reducer for this sampling: the one fine-tuned on 2.5 mm slices when a voxel is coarser than
     ``THICK_SLICE_MM`` (and it is installed), else ``MODEL_ID``; None when neither is installed."""
     if max(spacing_ijk) > THICK_SLICE_MM:

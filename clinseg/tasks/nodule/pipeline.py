@@ -14,6 +14,7 @@ import numpy as np
 
 from ...anatomy.lungs import ChestMasks, chest_masks
 from ...checks import require_3d_extent, require_ct
+from ...engine.devices import select_device
 from ...errors import InputError
 from ...post.nodules import nodule_table
 from ...preprocess import fill_ct_padding
@@ -24,6 +25,7 @@ from ...volume import Volume
 from ..engines import resolve_engine
 from .classical import Finding, find_nodules
 from .fpr import MODEL_ID, THICK_SLICE_MM, FPReducer, default_fpr, load_fpr
+from .nodulenet_engine import NoduleNetDetector
 
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_MAX_NODULES = 100
@@ -45,9 +47,12 @@ class NoduleOptions:
     max_nodules: int = DEFAULT_MAX_NODULES
 
 
-def _resolve_engine(options: NoduleOptions) -> tuple[str, FPReducer | None]:
+def _resolve_engine(options: NoduleOptions) -> tuple[str, FPReducer | NoduleNetDetector | None]:
     engine, model_id = resolve_engine("nodule", options.engine, options.model_id, MODEL_ID)
-    return engine, (load_fpr(model_id) if model_id else None)
+    if not model_id:
+        return engine, None
+    device = "cpu" if model_id == MODEL_ID else str(select_device(options.device))  # reducers are small: CPU
+    return engine, load_fpr(model_id, device)
 
 
 def checked_chest(ct: Volume, subject: str) -> tuple[Volume, ChestMasks]:
