@@ -42,6 +42,7 @@ HELD_OUT_SEEDS = tuple(range(200, 210))
 N_NODULES, N_DISTRACTORS = 8, 6
 SHARED = shared_dir()
 ENGINE = "auto"  # the FP network when installed; --logistic: the classical engine (logistic score)
+MODEL: str | None = None  # --model: a registered reducer or NoduleNet instead of the built-in default
 LIDC = SHARED / "data" / "lidc" if SHARED is not None else None
 
 
@@ -118,7 +119,7 @@ def bench_phantoms(seeds: tuple[int, ...] = HELD_OUT_SEEDS) -> dict:
         ph = phantom(seed)
         case = f"seed{seed}"
         t = time.perf_counter()
-        result = run_nodule(ph.ct, NoduleOptions(engine=ENGINE, min_score=0.0))
+        result = run_nodule(ph.ct, NoduleOptions(engine=ENGINE, model_id=MODEL, min_score=0.0))
         times.append(time.perf_counter() - t)
         dets, refs = detections_of(case, result), reference(case, ph)
         found = len(match_detections(dets, refs).detection_of)
@@ -163,7 +164,7 @@ def bench_lidc(folder: Path | None = LIDC, level: int = 3) -> dict:
         case = read_lidc_case(case_dir)
         ct = case.ct
         try:
-            result = run_nodule(ct, NoduleOptions(engine=ENGINE, min_score=0.0))
+            result = run_nodule(ct, NoduleOptions(engine=ENGINE, model_id=MODEL, min_score=0.0))
         except InputError as error:
             out[name] = {"refused": str(error)}
             print(name, "refused:", error, flush=True)
@@ -237,7 +238,7 @@ def bench_speed(seed: int = 1234) -> dict:
         write_volume(ph.ct, path)
         del ph
         cmd = [sys.executable, "-m", "clinseg", "nodule", str(path), "-o", str(Path(tmp) / "out"), "--no-preview",
-               "--engine", ENGINE]
+               "--engine", ENGINE] + (["--model", MODEL] if MODEL else [])
         t = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t
@@ -257,10 +258,13 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="refit the false-positive score on the training seeds")
     parser.add_argument("--seeds", type=int, nargs="*", help="held-out seeds (default HELD_OUT_SEEDS)")
     parser.add_argument("--logistic", action="store_true", help="score with the logistic fallback, not the network")
+    parser.add_argument("--model", help="an installed nodule model (reducer or NoduleNet) instead of the default")
     args = parser.parse_args()
+    global ENGINE, MODEL
     if args.logistic:
-        global ENGINE
         ENGINE = "classical"
+    if args.model:
+        ENGINE, MODEL = "model", args.model
     if args.fit:
         fit()
         return

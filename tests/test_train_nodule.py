@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_cli import cli_result
 from safetensors.torch import load_file
 
 from clinseg.cli import main
@@ -21,14 +22,6 @@ from clinseg.train.nodule_fpr import NoduleTrainConfig, case_samples, sample_set
 
 CHEST = ["--preset", "small", "--shape", "112,112,80", "--nodules", "4"]
 TINY = ["--max-steps", "4", "--log-every", "2", "--batch", "8", "--threads", "1", "--progress", "jsonl"]
-
-
-def _result(capsys, *argv: str) -> dict:
-    capsys.readouterr()
-    assert main(list(argv)) == 0
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-    [result] = [e for e in events if e["event"] == "result"]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def _check_run(out: Path, result: dict, model_id: str) -> None:
 
 def test_phantom_folders_end_to_end_and_pack_installs(phantoms, tmp_path, capsys, clinseg_home):
     out = tmp_path / "run"
-    result = _result(capsys, "train", "nodule", "--layout", "phantom", "--data", str(phantoms["plain"]),
+    result = cli_result(capsys, "train", "nodule", "--layout", "phantom", "--data", str(phantoms["plain"]),
                      "--val-cases", "1", "--out", str(out), *TINY)
     _check_run(out, result, "nodule-fpr-phantom-trained")
     card = get_registry().import_file(result["pack"])
@@ -65,7 +58,7 @@ def test_phantom_folders_end_to_end_and_pack_installs(phantoms, tmp_path, capsys
     network = get_registry().load_network(card.id)
     assert sum(p.numel() for p in network.parameters()) == card.data["parameter_count"]
     # The installed reducer is what `clinseg nodule --engine model --model ID` scores with, at its card's prior.
-    run = _result(capsys, "nodule", str(phantoms["plain"] / "p1" / "ct.nii.gz"), "-o", str(tmp_path / "seg"),
+    run = cli_result(capsys, "nodule", str(phantoms["plain"] / "p1" / "ct.nii.gz"), "-o", str(tmp_path / "seg"),
                   "--engine", "model", "--model", card.id, "--min-score", "0", "--no-preview", "--progress", "jsonl")
     assert run["metrics"]["engine"] == "model" and run["metrics"]["model"] == card.id
     assert run["metrics"]["candidates"] > 0
@@ -74,7 +67,7 @@ def test_phantom_folders_end_to_end_and_pack_installs(phantoms, tmp_path, capsys
 
 def test_luna16_folder_end_to_end(phantoms, tmp_path, capsys):
     out = tmp_path / "run"
-    result = _result(capsys, "train", "nodule", "--layout", "luna16", "--data", str(phantoms["luna16"]),
+    result = cli_result(capsys, "train", "nodule", "--layout", "luna16", "--data", str(phantoms["luna16"]),
                      "--val-cases", "1", "--model-id", "fpr-luna", "--out", str(out), *TINY)
     _check_run(out, result, "fpr-luna")
     # the same scans and nodules as the plain folders: the same candidates and labels

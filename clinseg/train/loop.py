@@ -173,6 +173,22 @@ def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -
     return path
 
 
+def row_checkpointer(weights: Path, log_path: Path, network_name: str) -> Callable[[nn.Module, dict], None]:
+    """A checkpoint callback for minute-bounded runs: exports the weights and rewrites ``log_path`` (CSV) with every
+    history row so far, so that a run stopped at any point leaves matching weights and log."""
+    rows: list[dict] = []
+
+    def checkpoint(network: nn.Module, row: dict) -> None:
+        export_safetensors(network, weights, {"network": network_name, "step": str(row["step"])})
+        rows.append(row)
+        with open(log_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[-1]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return checkpoint
+
+
 def check_resumed_settings(settings_path: Path, settings: dict) -> None:
     """Refuse to resume a run whose ``run.json`` is missing or differs from ``settings``."""
     out = settings_path.parent

@@ -16,7 +16,6 @@ Run: ``clinseg train nodule --layout phantom --seeds 100-139 --val-seeds 140-149
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import time
@@ -330,7 +329,7 @@ def run_nodule_training(data: str | Path | None, out: str | Path, config: Nodule
                         cache: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Samples -> training -> ``out/model.safetensors`` (checkpointed), ``log.csv``, ``record.json``, and the
     card + pack (``out/model/``, ``out/<model_id>.zip``)."""
-    from .loop import export_safetensors
+    from .loop import export_safetensors, row_checkpointer
     from .nodule_card import nodule_card, write_pack
 
     out = Path(out)
@@ -339,15 +338,7 @@ def run_nodule_training(data: str | Path | None, out: str | Path, config: Nodule
     log(f"train {info['samples']['train']} samples ({info['samples']['train_on_nodule']} candidates on a nodule), "
         f"val {info['samples']['val']}")
     weights = out / "model.safetensors"
-    rows: list[dict] = []
-
-    def checkpoint(network: NoduleFPR, row: dict) -> None:
-        export_safetensors(network, weights, {"network": "NoduleFPR", "step": str(row["step"])})
-        rows.append(row)
-        with open(out / "log.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[-1]))
-            writer.writeheader()
-            writer.writerows(rows)
+    checkpoint = row_checkpointer(weights, out / "log.csv", "NoduleFPR")
 
     init, provenance = None, None
     if config.init:

@@ -7,7 +7,6 @@ prepared in ``workers`` processes (a phantom takes a few seconds, a real CT more
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .loop import export_safetensors
+from .loop import export_safetensors, row_checkpointer
 from .nodulenet import NoduleNetConfig, train
 from .nodulenet_data import PreparedCase, prepare_case
 
@@ -81,15 +80,8 @@ def run_nodulenet_training(data: str | Path | None, out: str | Path, config: Nod
     if data is None:
         info["nodules_per_phantom"] = nodules_per_phantom
     log(f"prepared {len(cases)} training case(s) ({info['nodules']} nodules), {len(val)} validation")
-    weights, rows = out / "model.safetensors", []
-
-    def checkpoint(net: torch.nn.Module, row: dict) -> None:
-        export_safetensors(net, weights, {"network": "NoduleNet", "step": str(row["step"])})
-        rows.append(row)
-        with open(out / "log.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[-1]))
-            writer.writeheader()
-            writer.writerows(rows)
+    weights = out / "model.safetensors"
+    checkpoint = row_checkpointer(weights, out / "log.csv", "NoduleNet")
 
     start, provenance = None, None
     if init:
