@@ -127,3 +127,14 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys, extra, word):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and word in err[0]
     assert not (tmp_path / "r").exists()  # refused before anything is prepared or written
+
+
+def test_balanced_weights_give_each_class_half():
+    from clinseg.train.nodule_losses import balanced_weights
+
+    labels = torch.tensor([[1, 0, 0, 0, -1], [0, 0, -1, -1, -1]])
+    w = balanced_weights(labels)
+    assert float(w[labels == 1].sum()) == pytest.approx(0.5) and float(w[labels == 0].sum()) == pytest.approx(0.5)
+    assert float(w[labels == -1].abs().sum()) == 0.0
+    only_negatives = balanced_weights(torch.tensor([0, 0, -1]))
+    assert only_negatives.tolist() == [0.5, 0.5, 0.0]  # no positive in the batch: the negatives carry the term

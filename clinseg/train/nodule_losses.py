@@ -85,6 +85,16 @@ def mask_dice_loss(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tenso
     return torch.stack(terms).mean()
 
 
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights that give the positives (label 1) and the negatives (0) half of the term each, however
+    few the positives: a small nodule has a single positive anchor against the mined background ones."""
+    pos, neg = labels == 1, labels == 0
+    w = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    w[pos] = 0.5 / max(int(pos.sum()), 1) if bool(neg.any()) else 1.0 / max(int(pos.sum()), 1)
+    w[neg] = 0.5 / max(int(neg.sum()), 1) if bool(pos.any()) else 1.0 / max(int(neg.sum()), 1)
+    return w
+
+
 class NoduleLoss(NamedTuple):
     total: torch.Tensor
     rpn_cls: torch.Tensor
@@ -116,15 +126,17 @@ def nodulenet_loss(
     alpha: float | None = FOCAL_ALPHA,
     gamma: float = FOCAL_GAMMA,
     weights: LossWeights = LossWeights(),  # noqa: B008  (an immutable NamedTuple)
+    rpn_weights: torch.Tensor | None = None,
 ) -> NoduleLoss:
     """RPN + FPR (RCNN) + mask terms and their weighted sum.
 
     RPN: ``rpn_logits`` (B, A), ``rpn_deltas`` (B, A, 6), ``rpn_labels`` (B, A) in {1, 0, -1} (after mining) and
     ``rpn_targets`` (B, A, 6). RCNN: ``rcnn_logits`` (N, C), ``rcnn_deltas`` (N, 6), ``rcnn_labels`` (N,) class
-    indices or -1, ``rcnn_targets`` (N, 6). Masks: per-box logits and same-shaped 0/1 targets.
+    indices or -1, ``rcnn_targets`` (N, 6). Masks: per-box logits and same-shaped 0/1 targets. ``rpn_weights``
+    (B, A): per-anchor weights of the RPN classification term (see ``balanced_weights``).
     """
     zero = rpn_logits.sum() * 0.0
-    rpn_cls = focal_loss(rpn_logits, rpn_labels, alpha, gamma)
+    rpn_cls = focal_loss(rpn_logits, rpn_labels, alpha, gamma, rpn_weights)
     rpn_reg = box_loss(rpn_deltas, rpn_targets, rpn_labels)
     rcnn_cls = rcnn_reg = mask = zero
     if rcnn_logits is not None and rcnn_labels is not None and rcnn_logits.shape[0] > 0:

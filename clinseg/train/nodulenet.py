@@ -1,7 +1,8 @@
 """Training NoduleNet (document 004's multi-task network, ``clinseg.nets.nodulenet``) on 1 mm crops.
 
-Each step takes ``batch`` crops (``nodulenet_data``: half around a nodule) and sums the three heads' terms
-(``nodule_losses.nodulenet_loss``: focal classification, smooth-L1 boxes, soft-Dice masks):
+Each step takes ``batch`` crops (``nodulenet_data``: ``POSITIVE_CROPS`` of them around a nodule) and sums the three
+heads' terms (``nodule_losses.nodulenet_loss``: cross-entropy classification, the RPN's positives and negatives weighing
+half each, smooth-L1 boxes, soft-Dice masks):
 
 - RPN: anchors labelled by IoU with the nodules' cubes (>= 0.5 nodule, < 0.02 background, each nodule's best
   anchor a nodule too), then only the ``NUM_HARD`` background anchors the network scores highest among
@@ -28,7 +29,7 @@ import torch
 from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections
 from ..nets.nodulenet import NoduleNet
 from ..post.boxes import assign_anchor_targets, hard_negative_mining
-from .nodule_losses import nodulenet_loss
+from .nodule_losses import balanced_weights, nodulenet_loss
 from .nodulenet_data import CROP, PreparedCase, random_crop
 
 NUM_HARD = 100  # per crop
@@ -37,6 +38,12 @@ RCNN_PROPOSALS = 64  # the RPN's best boxes of a crop after NMS, for the FPR hea
 RCNN_SAMPLES = 32
 RCNN_POSITIVE_IOU, RCNN_NEGATIVE_IOU = 0.5, 0.1
 JITTER = 0.15  # nodule boxes for the FPR head: centre moved up to this share of the side, side scaled 1 +- this
+POSITIVE_CROPS = 0.7  # share of crops around a nodule (NoduleNet crops at random 30 % of the time)
+# Classification: cross-entropy (focal gamma 0, no alpha), NoduleNet's usual loss; the RPN's positives and mined
+# negatives weigh half each (``balanced_weights``): at stride 4 a 3-9 mm nodule reaches IoU 0.5 with no anchor and
+# only its best one is positive, so a plain mean over ~100 mined negatives all but ignores it (measured: after 500
+# steps the positives scored like the median background anchor).
+FOCAL_ALPHA, FOCAL_GAMMA = None, 0.0
 
 
 @dataclass
@@ -52,8 +59,8 @@ class NoduleNetConfig:
 
 
 def _batch(cases: list[PreparedCase], rng: np.random.Generator, config: NoduleNetConfig, device: torch.device):
-    crops = [random_crop(cases[rng.integers(len(cases))], rng, config.crop, positive=n % 2 == 0)
-             for n in range(config.batch)]
+    crops = [random_crop(cases[rng.integers(len(cases))], rng, config.crop, positive=rng.random() < POSITIVE_CROPS)
+             for _ in range(config.batch)]
     image = torch.from_numpy(np.stack([c.image for c in crops])[:, None]).to(device).float()
     return image, crops
 
@@ -111,8 +118,10 @@ def training_loss(net: NoduleNet, image: torch.Tensor, crops: list, generator: t
             target = crops[b].labels[region] == crops[b].box_labels[n]
             mask_logits.append(m.logits)
             mask_targets.append(torch.from_numpy(target).to(device=device, dtype=m.logits.dtype))
-    return nodulenet_loss(rpn.logits, rpn.deltas, torch.stack(rpn_labels), torch.stack(rpn_targets),
-                          rcnn.logits, rcnn.deltas, torch.cat(labels), torch.cat(targets), mask_logits, mask_targets)
+    rpn_labels = torch.stack(rpn_labels)
+    return nodulenet_loss(rpn.logits, rpn.deltas, rpn_labels, torch.stack(rpn_targets),
+                          rcnn.logits, rcnn.deltas, torch.cat(labels), torch.cat(targets), mask_logits, mask_targets,
+                          alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, rpn_weights=balanced_weights(rpn_labels))
 
 
 @torch.no_grad()
