@@ -61,7 +61,8 @@ def find_nodules(ct: np.ndarray, masks: ChestMasks, spacing_ijk: tuple[float, fl
     region = search_region(masks, spacing_ijk)
     if isinstance(reducer, NoduleNetDetector):
         candidates, net_scores = reducer.candidates(ct, region, spacing_ijk)
-        return segment_scored(ct, region, spacing_ijk, candidates, net_scores, progress, cancel)
+        keep = slice(0, MAX_SEGMENTED_NET)  # best first, as the reducer's
+        return segment_scored(ct, region, spacing_ijk, candidates[keep], net_scores[keep], progress, cancel)
     candidates = detect_candidates(ct, region, spacing_ijk)
     if reducer is None:
         candidates = [c for c in candidates if c.blobness >= MIN_BLOBNESS][:MAX_SEGMENTED]
