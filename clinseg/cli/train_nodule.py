@@ -90,15 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_nodulenet(args: argparse.Namespace) -> int:
-    import torch
-
+    """``--network nodulenet`` (``run`` has set the threads)."""
     from ..engine.devices import select_device
     from ..train.nodule_fpr import seed_range
     from ..train.nodulenet import NoduleNetConfig
     from ..train.nodulenet_run import run_nodulenet_training
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
     batch = 2 if args.batch is None else args.batch
     if args.crop < 32 or args.crop % 16 or batch < 1 or not 0.05 <= args.width <= 2.0:
         raise InputError("arguments", "--crop must be a multiple of 16 of at least 32, --batch >= 1 and --width "
