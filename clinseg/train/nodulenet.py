@@ -29,6 +29,7 @@ import torch
 from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections
 from ..nets.nodulenet import NoduleNet
 from ..post.boxes import assign_anchor_targets, hard_negative_mining
+from ..tasks.nodule.nodulenet_engine import NoduleNetDetector
 from .nodule_losses import balanced_weights, nodulenet_loss
 from .nodulenet_data import CROP, PreparedCase, random_crop
 
@@ -124,25 +125,19 @@ def training_loss(net: NoduleNet, image: torch.Tensor, crops: list, generator: t
                           alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, rpn_weights=balanced_weights(rpn_labels))
 
 
-@torch.no_grad()
-def detect_case(net: NoduleNet, case: PreparedCase, device: torch.device, rpn_score: float = 0.05,
-                max_proposals: int = 300) -> list[tuple[np.ndarray, float, float]]:
-    """(centre LPS mm, score, side mm) of every box the whole network keeps on the case, best first."""
+def detect_case(net: NoduleNet, case: PreparedCase, device: torch.device) -> list[tuple[np.ndarray, float]]:
+    """(centre LPS mm, score) of every box the whole network keeps on the case, as the engine's detector runs it."""
     net.eval()
-    image = torch.from_numpy(case.image[None, None]).to(device).float()
-    found = net.detect(image, rpn_score_threshold=rpn_score, score_threshold=0.0, max_proposals=max_proposals,
-                       with_masks=False)
-    boxes = found.boxes.cpu().numpy()
-    centres = case.grid.index_to_physical(boxes[:, 2::-1]) if len(boxes) else np.zeros((0, 3))
-    sides = boxes[:, 3:].mean(axis=1) * np.asarray(case.grid.spacing).mean() if len(boxes) else []
-    return [(c, float(s), float(d)) for c, s, d in zip(centres, found.scores.cpu().numpy(), sides)]
+    centres, _sides, scores = NoduleNetDetector("validation", net, str(device)).detect(case.grid)
+    lps = case.grid.index_to_physical(centres[:, ::-1]) if len(scores) else np.zeros((0, 3))
+    return [(c, float(s)) for c, s in zip(lps, scores)]
 
 
 def validation_cpm(net: NoduleNet, cases: list[PreparedCase], device: torch.device) -> dict[str, float]:
     """CPM, sensitivity at 8 FPs per scan and nodules found of the whole network on ``cases`` (LUNA16 rule)."""
     detections, nodules = [], []
     for case in cases:
-        for centre, score, _side in detect_case(net, case, device):
+        for centre, score in detect_case(net, case, device):
             detections.append(Detection(case.name, tuple(float(v) for v in centre), score))
         centres = case.grid.index_to_physical(case.boxes[:, 2::-1]) if len(case.boxes) else []
         nodules += [ReferenceNodule(case.name, tuple(float(v) for v in c), float(b[3]))
