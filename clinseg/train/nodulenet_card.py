@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..registry.store import BUILTIN_DIR, CARD_NAME, sha256_file
 from .nodule_card import DATA_WORDS, TEMPLATE_ID
-from .nodulenet import NUM_HARD, NUM_POOL, RCNN_SAMPLES
+from .nodulenet import NUM_HARD, NUM_POOL, POSITIVE_CROPS, RCNN_SAMPLES
 
 DOCUMENT_SETTINGS = {
     "backbone": "FeatureNet U-Net: stride-2 stem (24 ch), ResBlocks to down-2 (32), down-4 (64), /8, /16 (64); "
@@ -42,6 +42,12 @@ def _deviations(record: dict, what: str) -> list[dict]:
                  f"RPN's best boxes plus two jittered copies of each nodule's box, at most {RCNN_SAMPLES} a crop, "
                  "half nodules at most",
          "why": "the document gives no numbers; jittered nodule boxes give the FPR head positives from the first step"},
+        {"setting": "classification loss", "document": "focal, alpha 0.25, gamma 2 (the report's code: no alpha)",
+         "ours": "cross-entropy; the RPN's positives and mined background anchors weigh half each",
+         "why": "a 3-9 mm nodule has one positive anchor against 100 mined ones: with the focal loss's plain mean the "
+                "RPN scored its positives like the median background anchor after 1000 steps (docs/nodule.md)"},
+        {"setting": "crops", "document": "around nodules, 30 % at random (NoduleNet's r_rand_crop 0.3)",
+         "ours": f"{round(100 * POSITIVE_CROPS)} % around a nodule, flipped and axis-permuted", "why": "as NoduleNet"},
         {"setting": "outside the lungs", "document": "lung mask, padding 170",
          "ours": "the engine's search region (each lung closed with a 17 mm ball) padded with 170",
          "why": "juxta-pleural nodules lie in the closed lung, as the engine searches them"},
