@@ -21,7 +21,7 @@ from ..tasks.nodule.nodulenet_engine import PAD_VALUE, SPACING_MM, network_image
 from ..tasks.nodule.region import search_region
 from ..volume import Volume
 
-CROP = 96  # the document crops 128^3; 96^3 holds the largest anchor (50) with room and costs 0.42 of the time
+CROP = 96  # the document crops 128^3; 96^3 holds the largest anchor (50) with room, in 0.42 of the voxels
 EDGE_MM = 4.0  # a positive crop keeps its nodule this far inside its border
 
 
