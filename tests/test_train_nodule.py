@@ -130,7 +130,8 @@ def test_lidc_consensus_sets_the_positives(shared):
 
 
 def test_seed_lists_and_the_training_schedule():
-    from clinseg.train.nodule_fpr import cosine_lr, draw_negatives, seed_range
+    from clinseg.train.loop import cosine_lr
+    from clinseg.train.nodule_fpr import draw_negatives, seed_range
 
     assert seed_range("100-102,150-151") == [100, 101, 102, 150, 151] and seed_range("7") == [7]
     with pytest.raises(InputError, match="comma list"):

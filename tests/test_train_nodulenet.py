@@ -100,8 +100,9 @@ def test_detector_candidates_land_on_the_ct_grid():
 def test_cli_trains_packs_and_the_engine_runs_it(tmp_path, capsys, clinseg_home):
     out = tmp_path / "run"
     result = cli_result(capsys, "train", "nodule", "--network", "nodulenet", "--seeds", "3", "--val-seeds", "4",
-                     "--out", str(out), *TINY)
+                     "--out", str(out), "--cosine", *TINY)
     assert result["steps"] == 2 and result["cases"] == 1
+    assert json.loads((out / "record.json").read_text())["cosine"] is True
     assert 0.0 <= result["validation"]["val_cpm"] <= 1.0
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["architecture"] == {"class": "nodulenet:NoduleNet", "kwargs": {"width": 0.1, "pad_value": 170.0}}
@@ -119,7 +120,7 @@ def test_cli_trains_packs_and_the_engine_runs_it(tmp_path, capsys, clinseg_home)
 
 
 @pytest.mark.parametrize("extra, word", [(["--crop", "40"], "--crop"), (["--seeds", "200"], "held-out"),
-                                         (["--cosine"], "--cosine")])
+                                         (["--hard-negatives", "0.5"], "--hard-negatives")])
 def test_cli_refuses_bad_arguments(tmp_path, capsys, extra, word):
     capsys.readouterr()
     assert main(["train", "nodule", "--network", "nodulenet", "--seeds", "3", "--out", str(tmp_path / "r"),

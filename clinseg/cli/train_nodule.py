@@ -102,9 +102,9 @@ def _run_nodulenet(args: argparse.Namespace) -> int:
                                       "between 0.05 and 2")
     if args.val_cases < 0 or args.log_every < 1 or (args.max_steps or 1) < 1 or args.workers < 1:
         raise InputError("arguments", "--val-cases must be >= 0, --log-every, --max-steps and --workers >= 1")
-    if args.spacing or args.hard_negatives or args.cosine:
-        raise InputError("--network nodulenet", "takes no --spacing, --hard-negatives or --cosine (the network "
-                                                "reads 1 mm crops and mines its own hard negatives)")
+    if args.spacing or args.hard_negatives:
+        raise InputError("--network nodulenet", "takes no --spacing or --hard-negatives (the network reads 1 mm "
+                                                "crops and mines its own hard negatives)")
     seeds = seed_range(args.seeds) if args.seeds and args.data is None else []
     val_seeds = seed_range(args.val_seeds) if args.val_seeds and args.data is None else []
     if args.data is None and (args.layout != "phantom" or not seeds):
@@ -112,7 +112,8 @@ def _run_nodulenet(args: argparse.Namespace) -> int:
     if max(seeds + val_seeds, default=0) >= 200:
         raise InputError("--seeds", "seeds 200 and above are the held-out benchmark; train below 200")
     config = NoduleNetConfig(width=args.width, crop=args.crop, batch=batch, lr=args.lr, minutes=args.minutes,
-                             max_steps=args.max_steps, every=args.log_every, seed=args.seed)
+                             max_steps=args.max_steps, every=args.log_every, seed=args.seed,
+                             cosine=args.cosine)
     reporter = Reporter.from_args(args)
     summary = run_nodulenet_training(
         args.data, args.out, config, args.model_id or f"nodulenet-{args.layout}-trained", args.layout, seeds,

@@ -39,6 +39,7 @@ from ..tasks.nodule.candidates import (
 )
 from ..tasks.nodule.fpr import network_inputs, patches, roi_half_mm, scalars
 from ..tasks.nodule.region import search_region
+from .loop import follow_cosine
 
 JITTER = 4
 POSITIVE_SHARE = 0.25
@@ -139,11 +140,6 @@ def evaluate(network: NoduleFPR, data: dict[str, np.ndarray]) -> dict[str, float
     return {"loss": loss, "auc": auc}
 
 
-def cosine_lr(lr: float, done: float) -> float:
-    """The learning rate after the share ``done`` (0-1) of a run: ``lr`` down to 5 % of it along a half cosine."""
-    return lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(max(done, 0.0), 1.0))))
-
-
 def draw_negatives(rng: np.random.Generator, last_loss: np.ndarray, n_uniform: int, n_hard: int) -> np.ndarray:
     """Indices into the negatives: ``n_uniform`` drawn uniformly, ``n_hard`` in proportion to ``last_loss``."""
     return np.concatenate([rng.choice(len(last_loss), n_uniform),
@@ -179,9 +175,7 @@ def train(data: dict[str, np.ndarray], val: dict[str, np.ndarray] | None, minute
     while time.perf_counter() < deadline and (max_steps is None or step < max_steps):
         network.train()
         if cosine:
-            done = step / max_steps if max_steps else (time.perf_counter() - start) / (60 * minutes)
-            for group in optimiser.param_groups:
-                group["lr"] = cosine_lr(lr, done)
+            follow_cosine(optimiser, lr, step, max_steps, (time.perf_counter() - start) / 60, minutes)
         which = draw_negatives(rng, neg_loss, batch - n_pos - n_hard, n_hard)
         idx = np.concatenate([rng.choice(pos, n_pos), neg[which]])
         x, s, h = network_inputs(data["patch"][idx], data["scalar"][idx], data["half"][idx])

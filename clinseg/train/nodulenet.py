@@ -30,6 +30,7 @@ from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections
 from ..nets.nodulenet import NoduleNet
 from ..post.boxes import assign_anchor_targets, hard_negative_mining
 from ..tasks.nodule.nodulenet_engine import NoduleNetDetector
+from .loop import follow_cosine
 from .nodule_losses import balanced_weights, nodulenet_loss
 from .nodulenet_data import CROP, PreparedCase, random_crop
 
@@ -57,6 +58,7 @@ class NoduleNetConfig:
     max_steps: int | None = None
     every: int = 200
     seed: int = 0
+    cosine: bool = False  # learning rate along a half cosine over the run
 
 
 def _batch(cases: list[PreparedCase], rng: np.random.Generator, config: NoduleNetConfig, device: torch.device):
@@ -164,6 +166,9 @@ def train(cases: list[PreparedCase], val: list[PreparedCase], config: NoduleNetC
     sums = np.zeros(6)
     while time.perf_counter() < deadline and (config.max_steps is None or step < config.max_steps):
         net.train()
+        if config.cosine:
+            follow_cosine(optimiser, config.lr, step, config.max_steps, (time.perf_counter() - start) / 60,
+                          config.minutes)
         image, crops = _batch(cases, rng, config, device)
         loss = training_loss(net, image, crops, generator)
         optimiser.zero_grad()
@@ -184,6 +189,6 @@ def train(cases: list[PreparedCase], val: list[PreparedCase], config: NoduleNetC
             if checkpoint is not None:
                 checkpoint(net, row)
     record.update(steps=step, minutes=round((time.perf_counter() - start) / 60, 1), width=config.width,
-                  crop=config.crop, batch=config.batch, lr=config.lr)
+                  crop=config.crop, batch=config.batch, lr=config.lr, cosine=config.cosine)
     net.eval()
     return net, record

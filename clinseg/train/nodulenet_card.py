@@ -35,7 +35,8 @@ def _deviations(record: dict, what: str) -> list[dict]:
         {"setting": "training crops", "document": "128^3", "ours": f"{record['crop']}^3, batch {record['batch']}",
          "why": "time per step; 96^3 still holds the 50 mm anchor"} if record["crop"] != 128 else None,
         {"setting": "optimiser", "document": "SGD (NoduleNet's schedule over days)",
-         "ours": f"Adam, lr {record['lr']:g}, {record['steps']} steps in {record['minutes']} min",
+         "ours": f"Adam, lr {record['lr']:g}{' along a half cosine' if record.get('cosine') else ''}, "
+                 f"{record['steps']} steps in {record['minutes']} min",
          "why": "runs of minutes, not days"},
         {"setting": "sampling", "document": "hard-negative mining (RPN), proposals labelled by IoU (FPR head)",
          "ours": f"the {NUM_HARD} highest-scoring of {NUM_POOL} random background anchors per crop; FPR head on the "

@@ -15,11 +15,9 @@ from pathlib import Path
 import torch
 
 from .loop import export_safetensors, row_checkpointer
+from .nodule_fpr import N_DISTRACTORS, PHANTOM_PRESET
 from .nodulenet import NoduleNetConfig, train
 from .nodulenet_data import PreparedCase, prepare_case
-
-N_DISTRACTORS = 6
-PHANTOM_PRESET = "small"
 
 
 def phantom_case(seed: int, n_nodules: int) -> PreparedCase:
