@@ -17,7 +17,7 @@ from clinseg.phantoms.chest import generate_chest
 from clinseg.registry import get_registry
 from clinseg.tasks.nodule.nodulenet_engine import PAD_VALUE, NoduleNetDetector, network_image, to_network_units
 from clinseg.train.nodulenet import training_loss
-from clinseg.train.nodulenet_data import prepare_case, random_crop
+from clinseg.train.nodulenet_data import HARD_EDGE_MM, prepare_case, random_crop
 from clinseg.volume import Volume
 
 TINY = ["--max-steps", "2", "--log-every", "1", "--crop", "32", "--width", "0.1", "--threads", "1",
@@ -63,6 +63,40 @@ def test_random_crops_keep_boxes_and_masks_together(case):
             assert crop.labels[k, j, i] == value  # flips and axis permutations move boxes with the voxels
 
 
+def test_hard_crops_hold_their_false_positive(case):
+    from dataclasses import replace
+
+    assert not (case.image == 1).any()
+    marked = case.image.copy()
+    point = np.array([40, 50, 60])
+    marked[tuple(point)] = 1  # a value the image has nowhere else
+    hard = replace(case, grid=Volume(marked, case.grid.spacing, case.grid.origin, case.grid.direction),
+                   hard_points=point[None].astype(np.float32))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        crop = random_crop(hard, rng, 48, positive=False, hard=True)
+        where = np.argwhere(crop.image == 1)
+        assert len(where) == 1 and np.all(where[0] >= HARD_EDGE_MM - 1) and np.all(where[0] <= 48 - HARD_EDGE_MM)
+
+
+def test_mining_keeps_the_best_boxes_off_the_nodules(case):
+    from dataclasses import replace
+
+    from clinseg.train.nodulenet import mine_false_positives
+
+    on_nodule = case.boxes[0, :3]
+    off = [on_nodule + [0, 0, case.boxes[0, 3] / 2 + 3], np.array([20.0, 30.0, 40.0]), np.array([25.0, 30.0, 40.0])]
+
+    class Fixed(NoduleNetDetector):
+        def detect(self, image):  # best first, as the network's
+            centres = np.array([on_nodule, off[0], off[1], off[2]])
+            return centres, np.full(4, 5.0), np.array([0.9, 0.8, 0.7, 0.6])
+
+    cases = [replace(case)]
+    assert mine_false_positives(Fixed("test", NoduleNet(width=0.1)), cases, per_case=2) == 2
+    assert np.allclose(cases[0].hard_points, off[:2])  # the nodule's own box is not a false positive
+
+
 def test_training_loss_falls_on_one_batch(case):
     torch.manual_seed(0)
     net = NoduleNet(width=0.1, pad_value=float(PAD_VALUE))
@@ -100,9 +134,10 @@ def test_detector_candidates_land_on_the_ct_grid():
 def test_cli_trains_packs_and_the_engine_runs_it(tmp_path, capsys, clinseg_home):
     out = tmp_path / "run"
     result = cli_result(capsys, "train", "nodule", "--network", "nodulenet", "--seeds", "3", "--val-seeds", "4",
-                     "--out", str(out), "--cosine", *TINY)
+                     "--out", str(out), "--cosine", "--hard-negatives", "0.5", *TINY)
     assert result["steps"] == 2 and result["cases"] == 1
-    assert json.loads((out / "record.json").read_text())["cosine"] is True
+    record = json.loads((out / "record.json").read_text())
+    assert record["cosine"] is True and record["hard_share"] == 0.5 and record["mined_false_positives"] >= 0
     assert 0.0 <= result["validation"]["val_cpm"] <= 1.0
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["architecture"] == {"class": "nodulenet:NoduleNet", "kwargs": {"width": 0.1, "pad_value": 170.0}}
@@ -120,7 +155,8 @@ def test_cli_trains_packs_and_the_engine_runs_it(tmp_path, capsys, clinseg_home)
 
 
 @pytest.mark.parametrize("extra, word", [(["--crop", "40"], "--crop"), (["--seeds", "200"], "held-out"),
-                                         (["--hard-negatives", "0.5"], "--hard-negatives")])
+                                         (["--hard-negatives", "1.5"], "--hard-negatives"),
+                                         (["--spacing", "1,1,1"], "--spacing")])
 def test_cli_refuses_bad_arguments(tmp_path, capsys, extra, word):
     capsys.readouterr()
     assert main(["train", "nodule", "--network", "nodulenet", "--seeds", "3", "--out", str(tmp_path / "r"),

@@ -48,7 +48,8 @@ def register(tasks) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from these weights: an installed model id or a .safetensors file")
     p.add_argument("--hard-negatives", type=float, default=0.0,
-                   help="share (0-1) of each batch's negatives drawn by their last loss instead of uniformly")
+                   help="fpr: share (0-1) of each batch's negatives drawn by their last loss instead of uniformly; "
+                        "nodulenet: share of crops around the starting network's false positives (give --init)")
     p.add_argument("--cosine", action="store_true", help="learning rate decays along a half cosine")
     p.add_argument("--model-id", help="id of the trained model's card (default: nodule-fpr-<layout>-trained)")
     p.add_argument("--cache", type=Path, help="folder caching the samples (default: OUT/cache)")
@@ -102,9 +103,10 @@ def _run_nodulenet(args: argparse.Namespace) -> int:
                                       "between 0.05 and 2")
     if args.val_cases < 0 or args.log_every < 1 or (args.max_steps or 1) < 1 or args.workers < 1:
         raise InputError("arguments", "--val-cases must be >= 0, --log-every, --max-steps and --workers >= 1")
-    if args.spacing or args.hard_negatives:
-        raise InputError("--network nodulenet", "takes no --spacing or --hard-negatives (the network reads 1 mm "
-                                                "crops and mines its own hard negatives)")
+    if args.spacing:
+        raise InputError("--network nodulenet", "takes no --spacing (the network reads 1 mm crops)")
+    if not 0.0 <= args.hard_negatives < 1.0:
+        raise InputError("--hard-negatives", f"{args.hard_negatives:g} is not a share in [0, 1)")
     seeds = seed_range(args.seeds) if args.seeds and args.data is None else []
     val_seeds = seed_range(args.val_seeds) if args.val_seeds and args.data is None else []
     if args.data is None and (args.layout != "phantom" or not seeds):
@@ -113,7 +115,7 @@ def _run_nodulenet(args: argparse.Namespace) -> int:
         raise InputError("--seeds", "seeds 200 and above are the held-out benchmark; train below 200")
     config = NoduleNetConfig(width=args.width, crop=args.crop, batch=batch, lr=args.lr, minutes=args.minutes,
                              max_steps=args.max_steps, every=args.log_every, seed=args.seed,
-                             cosine=args.cosine)
+                             cosine=args.cosine, hard_share=args.hard_negatives)
     reporter = Reporter.from_args(args)
     summary = run_nodulenet_training(
         args.data, args.out, config, args.model_id or f"nodulenet-{args.layout}-trained", args.layout, seeds,

@@ -12,6 +12,10 @@ half each, smooth-L1 boxes, soft-Dice masks):
   half nodules.
 - Mask head: each nodule's box against its voxels (sources without a label map give no mask term).
 
+With ``hard_share`` that share of the crops is centred near one of the starting network's best-scoring false
+positives of the case (``mine_false_positives``, once before training): vessel ends and crossings that the random
+crops seldom show.
+
 Adam instead of the document's SGD: runs here are minutes, not days. Validation runs the whole network on the
 validation cases (``detect_case``) and reports CPM by the LUNA16 rule, as the bench scores the engine.
 """
@@ -29,7 +33,7 @@ import torch
 from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections
 from ..nets.nodulenet import NoduleNet
 from ..post.boxes import assign_anchor_targets, hard_negative_mining
-from ..tasks.nodule.nodulenet_engine import NoduleNetDetector
+from ..tasks.nodule.nodulenet_engine import SPACING_MM, NoduleNetDetector
 from .loop import follow_cosine
 from .nodule_losses import balanced_weights, nodulenet_loss
 from .nodulenet_data import CROP, PreparedCase, random_crop
@@ -41,6 +45,7 @@ RCNN_SAMPLES = 32
 RCNN_POSITIVE_IOU, RCNN_NEGATIVE_IOU = 0.5, 0.1
 JITTER = 0.15  # nodule boxes for the FPR head: centre moved up to this share of the side, side scaled 1 +- this
 POSITIVE_CROPS = 0.7  # share of crops around a nodule (NoduleNet crops at random 30 % of the time)
+HARD_PER_CASE = 10  # false positives mined per case for ``hard_share``
 # Classification: cross-entropy (focal gamma 0, no alpha), NoduleNet's usual loss; the RPN's positives and mined
 # negatives weigh half each (``balanced_weights``): at stride 4 a 3-9 mm nodule reaches IoU 0.5 with no anchor and
 # only its best one is positive, so a plain mean over ~100 mined negatives all but ignores it (measured: after 500
@@ -59,11 +64,15 @@ class NoduleNetConfig:
     every: int = 200
     seed: int = 0
     cosine: bool = False  # learning rate along a half cosine over the run
+    hard_share: float = 0.0  # share of crops around the starting network's false positives (the rest 70/30)
 
 
 def _batch(cases: list[PreparedCase], rng: np.random.Generator, config: NoduleNetConfig, device: torch.device):
-    crops = [random_crop(cases[rng.integers(len(cases))], rng, config.crop, positive=rng.random() < POSITIVE_CROPS)
-             for _ in range(config.batch)]
+    crops = []
+    for _ in range(config.batch):
+        hard = rng.random() < config.hard_share
+        positive = not hard and rng.random() < POSITIVE_CROPS
+        crops.append(random_crop(cases[rng.integers(len(cases))], rng, config.crop, positive=positive, hard=hard))
     image = torch.from_numpy(np.stack([c.image for c in crops])[:, None]).to(device).float()
     return image, crops
 
@@ -135,6 +144,22 @@ def detect_case(net: NoduleNet, case: PreparedCase, device: torch.device) -> lis
     return [(c, float(s)) for c, s in zip(lps, scores)]
 
 
+def mine_false_positives(detector: NoduleNetDetector, cases: list[PreparedCase],
+                         per_case: int = HARD_PER_CASE) -> int:
+    """Set each case's ``hard_points`` to the centres of the detector's ``per_case`` best-scoring boxes that hit
+    no nodule (LUNA16 rule: farther from every nodule's centre than its radius); returns how many in all."""
+    detector.network.eval()
+    total = 0
+    for case in cases:
+        centres = case.boxes[:, :3].astype(float)
+        radii = case.boxes[:, 3] * SPACING_MM / 2
+        found, _sides, _scores = detector.detect(case.grid)  # best first
+        far = [c for c in found if not np.any(np.linalg.norm((centres - c) * SPACING_MM, axis=1) <= radii)]
+        case.hard_points = np.asarray(far[:per_case], np.float32).reshape(-1, 3)
+        total += len(case.hard_points)
+    return total
+
+
 def validation_cpm(net: NoduleNet, cases: list[PreparedCase], device: torch.device) -> dict[str, float]:
     """CPM, sensitivity at 8 FPs per scan and nodules found of the whole network on ``cases`` (LUNA16 rule)."""
     detections, nodules = [], []
@@ -160,8 +185,12 @@ def train(cases: list[PreparedCase], val: list[PreparedCase], config: NoduleNetC
     net = NoduleNet(width=config.width, pad_value=170.0).to(device)
     if init is not None:
         net.load_state_dict(init)
+    record = {"steps": 0, "history": []}
+    if config.hard_share > 0:
+        record["mined_false_positives"] = mine_false_positives(NoduleNetDetector("mining", net, str(device)), cases)
+        log(f"mined {record['mined_false_positives']} false positives of the starting network for hard crops")
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=1e-5)
-    start, step, record = time.perf_counter(), 0, {"steps": 0, "history": []}
+    start, step = time.perf_counter(), 0
     deadline = start + 60 * config.minutes
     sums = np.zeros(6)
     while time.perf_counter() < deadline and (config.max_steps is None or step < config.max_steps):
@@ -189,6 +218,7 @@ def train(cases: list[PreparedCase], val: list[PreparedCase], config: NoduleNetC
             if checkpoint is not None:
                 checkpoint(net, row)
     record.update(steps=step, minutes=round((time.perf_counter() - start) / 60, 1), width=config.width,
-                  crop=config.crop, batch=config.batch, lr=config.lr, cosine=config.cosine)
+                  crop=config.crop, batch=config.batch, lr=config.lr, cosine=config.cosine,
+                  hard_share=config.hard_share)
     net.eval()
     return net, record

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..registry.store import BUILTIN_DIR, CARD_NAME, sha256_file
 from .nodule_card import DATA_WORDS, TEMPLATE_ID
-from .nodulenet import NUM_HARD, NUM_POOL, POSITIVE_CROPS, RCNN_SAMPLES
+from .nodulenet import HARD_PER_CASE, NUM_HARD, NUM_POOL, POSITIVE_CROPS, RCNN_SAMPLES
 
 DOCUMENT_SETTINGS = {
     "backbone": "FeatureNet U-Net: stride-2 stem (24 ch), ResBlocks to down-2 (32), down-4 (64), /8, /16 (64); "
@@ -48,7 +48,13 @@ def _deviations(record: dict, what: str) -> list[dict]:
          "why": "a 3-9 mm nodule has one positive anchor against 100 mined ones: with the focal loss's plain mean the "
                 "RPN scored its positives like the median background anchor after 1000 steps (docs/nodule.md)"},
         {"setting": "crops", "document": "around nodules, 30 % at random (NoduleNet's r_rand_crop 0.3)",
-         "ours": f"{round(100 * POSITIVE_CROPS)} % around a nodule, flipped and axis-permuted", "why": "as NoduleNet"},
+         "ours": f"{round(100 * POSITIVE_CROPS)} % around a nodule, flipped and axis-permuted", "why": "as NoduleNet"}
+        if not record.get("hard_share") else
+        {"setting": "crops", "document": "around nodules, 30 % at random (NoduleNet's r_rand_crop 0.3)",
+         "ours": f"{round(100 * record['hard_share'])} % around one of the starting weights' {HARD_PER_CASE} "
+                 f"best-scoring false positives of the case, of the rest {round(100 * POSITIVE_CROPS)} % around a "
+                 "nodule; flipped and axis-permuted",
+         "why": "vessel ends and crossings that outscore small nodules are seldom in a random crop"},
         {"setting": "outside the lungs", "document": "lung mask, padding 170",
          "ours": "the engine's search region (each lung closed with a 17 mm ball) padded with 170",
          "why": "juxta-pleural nodules lie in the closed lung, as the engine searches them"},

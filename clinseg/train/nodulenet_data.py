@@ -5,13 +5,14 @@ HU [-1200, 600] -> 0..255, ``PAD_VALUE`` outside the search region, as NoduleNet
 cubic boxes ``(z, y, x, d, h, w)`` on that grid (the side is the diameter), with their label in the nodule label
 map when the source has one (generated phantoms), for the mask head.
 
-``random_crop``: a ``CROP``^3 crop, around a nodule (anywhere in the crop's inner part) or anywhere in the region,
+``random_crop``: a ``CROP``^3 crop, around a nodule (anywhere in the crop's inner part), around one of the case's
+known false positives (``hard_points``, mined by ``nodulenet.mine_false_positives``) or anywhere in the region,
 flipped and axis-permuted at random (the grid is isotropic).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,13 +24,14 @@ from ..volume import Volume
 
 CROP = 96  # the document crops 128^3; 96^3 holds the largest anchor (50) with room, in 0.42 of the voxels
 EDGE_MM = 4.0  # a positive crop keeps its nodule this far inside its border
+HARD_EDGE_MM = 16.0  # a crop around a false positive keeps it this far inside (room for its anchors' boxes)
 
 
 @dataclass
 class PreparedCase:
     """One CT on NoduleNet's grid: ``image`` uint8 ``[k, j, i]`` (its geometry in ``grid``), the nodules' boxes
-    ``(n, 6)`` in voxels of it, their ``label`` values in ``labels`` (None: the source has no masks), and a sample
-    of the region's voxels for background crops."""
+    ``(n, 6)`` in voxels of it, their ``label`` values in ``labels`` (None: the source has no masks), a sample
+    of the region's voxels for background crops and the centres of a network's false positives on it."""
 
     name: str
     grid: Volume
@@ -37,6 +39,7 @@ class PreparedCase:
     box_labels: np.ndarray
     labels: np.ndarray | None
     region_points: np.ndarray
+    hard_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
 
     @property
     def image(self) -> np.ndarray:
@@ -85,12 +88,17 @@ class Crop:
     labels: np.ndarray | None  # the label map's crop (None: no masks)
 
 
-def random_crop(case: PreparedCase, rng: np.random.Generator, size: int = CROP, positive: bool = True) -> Crop:
-    """A crop around a random nodule (``positive`` and the case has one) or a random region voxel, augmented."""
+def random_crop(case: PreparedCase, rng: np.random.Generator, size: int = CROP, positive: bool = True,
+                hard: bool = False) -> Crop:
+    """A crop around a random nodule (``positive`` and the case has one), a known false positive (``hard`` and
+    the case has one) or a random region voxel, augmented."""
     if positive and len(case.boxes):
         box = case.boxes[rng.integers(len(case.boxes))]
         room = np.maximum(size / 2 - box[3:] / 2 - EDGE_MM / SPACING_MM, 0)
         centre = box[:3] + rng.uniform(-room, room)
+    elif hard and len(case.hard_points):
+        room = size / 2 - HARD_EDGE_MM / SPACING_MM
+        centre = case.hard_points[rng.integers(len(case.hard_points))] + rng.uniform(-room, room, 3)
     elif len(case.region_points):
         centre = case.region_points[rng.integers(len(case.region_points))].astype(float)
     else:
