@@ -97,7 +97,7 @@ def random_crop(case: PreparedCase, rng: np.random.Generator, size: int = CROP, 
         room = np.maximum(size / 2 - box[3:] / 2 - EDGE_MM / SPACING_MM, 0)
         centre = box[:3] + rng.uniform(-room, room)
     elif hard and len(case.hard_points):
-        room = size / 2 - HARD_EDGE_MM / SPACING_MM
+        room = max(size / 2 - HARD_EDGE_MM / SPACING_MM, 0.0)  # a crop under 32 mm centres on it
         centre = case.hard_points[rng.integers(len(case.hard_points))] + rng.uniform(-room, room, 3)
     elif len(case.region_points):
         centre = case.region_points[rng.integers(len(case.region_points))].astype(float)
