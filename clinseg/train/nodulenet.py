@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections
+from ..metrics.detection import Detection, ReferenceNodule, evaluate_detections, match_detections
 from ..nets.nodulenet import NoduleNet
 from ..post.boxes import assign_anchor_targets, hard_negative_mining
 from ..tasks.nodule.nodulenet_engine import SPACING_MM, NoduleNetDetector
@@ -136,39 +136,43 @@ def training_loss(net: NoduleNet, image: torch.Tensor, crops: list, generator: t
                           alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, rpn_weights=balanced_weights(rpn_labels))
 
 
-def detect_case(net: NoduleNet, case: PreparedCase, device: torch.device) -> list[tuple[np.ndarray, float]]:
-    """(centre LPS mm, score) of every box the whole network keeps on the case, as the engine's detector runs it."""
-    net.eval()
-    centres, _sides, scores = NoduleNetDetector("validation", net, str(device)).detect(case.grid)
+def detect_case(detector: NoduleNetDetector, case: PreparedCase) -> tuple[np.ndarray, list[Detection]]:
+    """The boxes the whole network keeps on the case, best first, as the engine's detector runs it: their centres
+    ``[k, j, i]`` on the case's grid and as detections (LPS mm, score)."""
+    detector.network.eval()
+    centres, _sides, scores = detector.detect(case.grid)
     lps = case.grid.index_to_physical(centres[:, ::-1]) if len(scores) else np.zeros((0, 3))
-    return [(c, float(s)) for c, s in zip(lps, scores)]
+    return centres, [Detection(case.name, tuple(float(v) for v in c), float(s)) for c, s in zip(lps, scores)]
+
+
+def references(case: PreparedCase) -> list[ReferenceNodule]:
+    """The case's nodules as the detection metrics read them (centre LPS mm, diameter mm)."""
+    centres = case.grid.index_to_physical(case.boxes[:, 2::-1]) if len(case.boxes) else []
+    return [ReferenceNodule(case.name, tuple(float(v) for v in c), float(b[3]) * SPACING_MM)
+            for c, b in zip(centres, case.boxes)]
 
 
 def mine_false_positives(detector: NoduleNetDetector, cases: list[PreparedCase],
                          per_case: int = HARD_PER_CASE) -> int:
-    """Set each case's ``hard_points`` to the centres of the detector's ``per_case`` best-scoring boxes that hit
-    no nodule (LUNA16 rule: farther from every nodule's centre than its radius); returns how many in all."""
-    detector.network.eval()
+    """Set each case's ``hard_points`` to the centres of the detector's ``per_case`` best-scoring boxes that the
+    LUNA16 rule (``match_detections``) calls false positives; returns how many in all."""
     total = 0
     for case in cases:
-        centres = case.boxes[:, :3].astype(float)
-        radii = case.boxes[:, 3] * SPACING_MM / 2
-        found, _sides, _scores = detector.detect(case.grid)  # best first
-        far = [c for c in found if not np.any(np.linalg.norm((centres - c) * SPACING_MM, axis=1) <= radii)]
-        case.hard_points = np.asarray(far[:per_case], np.float32).reshape(-1, 3)
+        centres, detections = detect_case(detector, case)
+        outcome = match_detections(detections, references(case)).outcome
+        far = [c for c, o in zip(centres, outcome) if o == "fp"][:per_case]
+        case.hard_points = np.asarray(far, np.float32).reshape(-1, 3)
         total += len(case.hard_points)
     return total
 
 
 def validation_cpm(net: NoduleNet, cases: list[PreparedCase], device: torch.device) -> dict[str, float]:
     """CPM, sensitivity at 8 FPs per scan and nodules found of the whole network on ``cases`` (LUNA16 rule)."""
+    detector = NoduleNetDetector("validation", net, str(device))
     detections, nodules = [], []
     for case in cases:
-        for centre, score in detect_case(net, case, device):
-            detections.append(Detection(case.name, tuple(float(v) for v in centre), score))
-        centres = case.grid.index_to_physical(case.boxes[:, 2::-1]) if len(case.boxes) else []
-        nodules += [ReferenceNodule(case.name, tuple(float(v) for v in c), float(b[3]))
-                    for c, b in zip(centres, case.boxes)]
+        detections += detect_case(detector, case)[1]
+        nodules += references(case)
     result = evaluate_detections(detections, nodules, len(cases))
     return {"cpm": float(result["cpm"]), "sens_at_1": float(result["sensitivity_at"]["1"]),
             "sens_at_8": float(result["sensitivity_at"]["8"]), "found": int(result["tp"])}
