@@ -54,7 +54,8 @@ def _deviations(record: dict, what: str) -> list[dict]:
          "ours": f"{round(100 * record['hard_share'])} % around one of the starting weights' {HARD_PER_CASE} "
                  f"best-scoring false positives of the case, of the rest {round(100 * POSITIVE_CROPS)} % around a "
                  "nodule; flipped and axis-permuted",
-         "why": "vessel ends and crossings that outscore small nodules are seldom in a random crop"},
+         "why": "aimed at the vessel ends and crossings that outscore small nodules; from 0.2.0 it gained nothing over "
+                "4000 steps (docs/nodule.md)"},
         {"setting": "outside the lungs", "document": "lung mask, padding 170",
          "ours": "the engine's search region (each lung closed with a 17 mm ball) padded with 170",
          "why": "juxta-pleural nodules lie in the closed lung, as the engine searches them"},
