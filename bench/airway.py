@@ -14,6 +14,9 @@ CLINSEG_HOME when not installed). Targets: < 90 s and < 6 GB end to end; tree an
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

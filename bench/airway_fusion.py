@@ -19,6 +19,9 @@ Run: ``.venv/bin/python bench/airway_fusion.py --cache runs/heldout-cases --stor
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

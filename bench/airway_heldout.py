@@ -22,6 +22,9 @@ and one real-tree phantom; minutes on 2 cores), or without ``--quick`` for all 6
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import contextlib
 import json

@@ -12,6 +12,9 @@ Run: ``.venv/bin/python bench/airway_misses.py --cache runs/heldout-cases --case
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

@@ -17,6 +17,9 @@ Run: ``.venv/bin/python bench/atm22_equivalence.py --preset small`` (about a min
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

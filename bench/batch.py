@@ -14,6 +14,9 @@ the 2-worker speed-up is bounded by what the other processes leave free.
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import os
 import shutil

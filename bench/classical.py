@@ -11,6 +11,9 @@ Time is the pipeline's wall time on this machine; the metrics are ATM'22's.
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import time
 

@@ -13,6 +13,9 @@ per case of the learned CTV, the process's peak resident memory. ``--json`` is r
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import itertools
 import json

@@ -12,6 +12,9 @@ voxels) by default: at 2 mm voxels "high" erases most CTVs. Printed: test Dice (
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import time
 

@@ -10,6 +10,9 @@ them), the cord's upper and lower ends predicted minus reference (mm, + = higher
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 from pathlib import Path
 

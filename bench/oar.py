@@ -17,6 +17,9 @@ time and the process's peak resident memory.
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import resource

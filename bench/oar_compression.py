@@ -15,6 +15,9 @@ phantoms. Torch threads are 1 throughout (the CPU is shared).
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

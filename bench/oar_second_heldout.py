@@ -11,6 +11,9 @@ where the reference has them); several models run on each phantom in turn, so th
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 from pathlib import Path

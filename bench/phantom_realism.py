@@ -17,6 +17,9 @@ volume, about 3 minutes per demo volume on 2 cores). Held-out seeds start at 100
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import time
 from pathlib import Path

@@ -12,6 +12,9 @@ average is printed with the figures, since a shared machine slows every stage.
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import multiprocessing
 import os

@@ -15,6 +15,9 @@ Run: ``.venv/bin/python bench/stroke.py --json stroke.json [--weights W --net du
 
 from __future__ import annotations
 
+import same_phantoms  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads)
+
+# isort: split
 import argparse
 import json
 import os

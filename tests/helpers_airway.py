@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,8 +23,10 @@ def one_torch_thread() -> Iterator[None]:
 
 def load_bench(name: str, folder: str = "bench") -> ModuleType:
     """The script ``<folder>/<name>.py`` (``bench/`` or ``scripts/``) imported as a module, so a test can reuse or
-    check its code."""
+    check its code. Its folder goes on ``sys.path`` as when the script runs (the benches import ``same_phantoms``)."""
     path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -16,6 +16,7 @@ from clinseg.metrics.detection import (
     Detection,
     ReferenceNodule,
     froc,
+    ignoring_smaller,
     match_detections,
     nodule_overlaps,
     nodule_rows,
@@ -86,6 +87,16 @@ def test_detections_on_ignored_findings_are_neither_tp_nor_fp():
     assert m.outcome == ["ignored", "tp"]
     curve = froc(detections, nodules, n_scans=1, matching=m)
     assert curve.n_nodules == 1 and curve.cpm() == 1.0
+
+
+def test_ignoring_smaller_marks_only_the_small_and_keeps_earlier_marks():
+    marked = [*NODULES, ReferenceNodule("c", (0, 0, 0), 12.0, 1, ignore=True)]
+    out = ignoring_smaller(marked, 8.0)
+    assert [n.ignore for n in out] == [False, True, False, False, True]
+    assert [n.diameter_mm for n in out] == [n.diameter_mm for n in marked] and not NODULES[1].ignore
+    # Nodule a2 (6 mm) ignored: a hit on it is no longer a false positive or a true one.
+    detections = [Detection("a", (50, 0, 0), 0.9), Detection("a", (0, 0, 0), 0.5)]
+    assert match_detections(detections, out).outcome == ["ignored", "tp"]
 
 
 def test_matching_above_a_threshold_ignores_the_detections_below_it():
@@ -188,6 +199,15 @@ def test_eval_nodule_cli_folders(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "CPM 0.5238" in text and "type solid" in text
+    # c1's nodules measure 6.8 mm, c2's 8.6 mm: at 7.5 mm c1's two hits are neither found nor false positives.
+    assert main([*args, "--json", "--min-diameter", "7.5"]) == 0
+    large = json.loads(capsys.readouterr().out)
+    assert large["ignored"] == 2 and (large["tp"], large["fp"]) == (0, 2) and large["cpm"] == 0.0
+    assert large["summary"]["all"]["nodules"] == 1
+    assert main([*args, "--min-diameter", "7.5"]) == 0
+    assert "2 nodule(s) under 7.5 mm ignored" in capsys.readouterr().out
+    assert main([*args, "--min-diameter", "-1"]) == 2
+    assert "--min-diameter" in capsys.readouterr().err
 
 
 def test_eval_nodule_cli_errors(tmp_path):

@@ -260,6 +260,10 @@ def _register_nodule(tasks) -> None:
     n.add_argument("gt", help="reference nodule label map (file or folder)")
     n.add_argument("--pred-labels", help="predicted nodule label map of a single PRED file (for Dice)")
     n.add_argument("--ct", help="CT (file or folder) for the reference nodules' type (solid / part-solid / GGN)")
+    n.add_argument("--min-diameter", type=float, default=0.0, metavar="MM",
+                   help="count only reference nodules of at least MM mm; a hit on a smaller one is neither a true "
+                   "nor a false positive (LUNA16's irrelevant findings). 6 is Lung-RADS's smallest actionable solid "
+                   "nodule")
     n.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     n.set_defaults(func=run_nodule)
 
@@ -325,10 +329,11 @@ def read_detections(path: Path, case: str) -> list:
     return out
 
 
-def evaluate_nodules(cases: list[dict]) -> dict:
-    """Match, FROC, CPM and per-nodule overlap over all cases (one scan per case)."""
+def evaluate_nodules(cases: list[dict], min_diameter_mm: float = 0.0) -> dict:
+    """Match, FROC, CPM and per-nodule overlap over all cases (one scan per case); reference nodules under
+    ``min_diameter_mm`` are irrelevant findings."""
     from ..io import read_volume
-    from ..metrics.detection import ReferenceNodule, evaluate_detections
+    from ..metrics.detection import ReferenceNodule, evaluate_detections, ignoring_smaller
     from ..post.nodules import measure_nodules
 
     detections, nodules, label_maps = [], [], {}
@@ -346,7 +351,10 @@ def evaluate_nodules(cases: list[dict]) -> dict:
                 raise InputError(c["pred_labels"].name, f"grid {pred.size_ijk} differs from the reference's "
                                  f"{gt.size_ijk}")
             label_maps[c["case"]] = (pred.array, gt.array)
-    return {"cases": [c["case"] for c in cases], **evaluate_detections(detections, nodules, len(cases), label_maps)}
+    nodules = ignoring_smaller(nodules, min_diameter_mm)
+    return {"cases": [c["case"] for c in cases], "min_diameter_mm": min_diameter_mm,
+            "ignored": sum(n.ignore for n in nodules),
+            **evaluate_detections(detections, nodules, len(cases), label_maps)}
 
 
 def _stat_text(stats: dict) -> str:
@@ -354,16 +362,20 @@ def _stat_text(stats: dict) -> str:
 
 
 def run_nodule(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.min_diameter < 100.0:
+        raise InputError("--min-diameter", f"must be in [0, 100) mm, got {args.min_diameter:g}")
     cases, missing = _nodule_cases(args)
     if missing:
         print(f"clinseg: note: no prediction for {len(missing)} case(s): {', '.join(missing)}", file=sys.stderr)
-    result = evaluate_nodules(cases)
+    result = evaluate_nodules(cases, args.min_diameter)
     result["missing"] = missing
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     print(f"{len(cases)} scan(s), {result['nodules']} nodule(s), {result['detections']} detection(s): "
           f"{result['tp']} TP, {result['fp']} FP, {result['duplicate']} duplicate")
+    if result["ignored"]:
+        print(f"{result['ignored']} nodule(s) under {args.min_diameter:g} mm ignored (neither found nor missed)")
     print("FPs/scan    " + "".join(f"{r:>8}" for r in result["sensitivity_at"]))
     print("sensitivity " + "".join(f"{s:8.3f}" for s in result["sensitivity_at"].values()))
     print(f"CPM {result['cpm']:.4f}")

@@ -28,13 +28,16 @@ point the final sensitivity holds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SIZE_BINS = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 30.0))
+# Lung-RADS v2022 puts a solid nodule under 6 mm in category 2 (annual screening, no work-up): the smallest
+# size whose detection changes what happens to the patient.
+ACTIONABLE_MM = 6.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class ReferenceNodule:
     label: int = 0
     kind: str = ""
     ignore: bool = False  # an irrelevant finding: its hits are neither TP nor FP, it is not counted
+
+
+def ignoring_smaller(nodules: Sequence[ReferenceNodule], min_diameter_mm: float) -> list[ReferenceNodule]:
+    """``nodules`` with those under ``min_diameter_mm`` made irrelevant findings: a hit on one is neither a true
+    nor a false positive, and it is not counted (how LUNA16 treats nodules under 3 mm)."""
+    return [replace(n, ignore=n.ignore or n.diameter_mm < min_diameter_mm) for n in nodules]
 
 
 @dataclass
