@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 
-KERNELS = "Haswell"  # OpenBLAS's AVX2 kernels, which every x86-64 CPU since 2013 runs
+KERNELS = "Haswell"  # OpenBLAS's AVX2 kernels: any x86-64 CPU with AVX2 runs them
 
 
 def _has_avx2() -> bool:
