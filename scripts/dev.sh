@@ -23,6 +23,9 @@ case "${1:-}" in
   demo)
     setup
     out=${2:-demo-output}
+    # The phantom's grown trees depend on OpenBLAS's kernels; the AVX2 ones give the README's figures on any x86-64
+    # CPU with AVX2 (as bench/same_phantoms.py does for the benches).
+    if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}; fi
     "$VENV/bin/clinseg" demo --out "$out"
     ;;
   test)
